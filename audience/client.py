@@ -1,0 +1,106 @@
+"""Talking to the conductor's Audience API, with gRPC errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import getpass
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from orchestra.config import AudienceConfig
+from orchestra.errors import NoSuchJobError, OrchestraError, UnreachableError, ValidationError
+from orchestra.tls import MESSAGE_LIMITS, Material, channel_credentials, channel_options
+from orchestra.wire import audience_pb2, audience_pb2_grpc
+
+T = TypeVar("T")
+CALL_TIMEOUT = 30.0
+# How long --wait without --timeout keeps trying to reach a conductor that went away.
+MAX_OUTAGE = 600.0
+
+
+def claimed_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class Client:
+    def __init__(self, cfg: AudienceConfig) -> None:
+        self.cfg = cfg
+        if cfg.conductor:
+            assert cfg.tls is not None
+            material = Material.load(cfg.tls)
+            self.where = cfg.conductor
+            self.channel = grpc.secure_channel(cfg.conductor, channel_credentials(material),
+                                               options=channel_options(cfg.conductor_name))
+        else:
+            self.where = str(cfg.socket)
+            self.channel = grpc.insecure_channel(f"unix:{cfg.socket}", options=MESSAGE_LIMITS)
+        self.stub = audience_pb2_grpc.AudienceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except grpc.RpcError as err:
+            raise self.translate(err) from None
+
+    def translate(self, err: grpc.RpcError) -> OrchestraError:
+        code, details = err.code(), err.details() or ""  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return ValidationError(details)
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NoSuchJobError(details)
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return UnreachableError(f"the conductor at {self.where} refused us: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ValidationError(f"request too large: {details}")
+        return UnreachableError(f"cannot reach the conductor at {self.where}: {code.name.lower()}"
+                                f"{': ' + details.splitlines()[0] if details else ''}")
+
+    def submit(self, request: audience_pb2.SubmitRequest) -> audience_pb2.SubmitReply:
+        request.claimed_user = claimed_user()
+        return self.call(lambda: self.stub.Submit(request, timeout=CALL_TIMEOUT))
+
+    def get(self, job_id: str) -> audience_pb2.Job:
+        return self.call(lambda: self.stub.GetJob(audience_pb2.JobRef(job_id=job_id),
+                                                  timeout=CALL_TIMEOUT))
+
+    def wait(self, job_id: str, timeout: float | None) -> audience_pb2.Job:
+        """Block in a server-side wait; ride out conductor restarts until the timeout."""
+        job = self.get(job_id)  # unreachable (4) or unknown job (5) fail at once
+        if job.finished:
+            return job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
+        delay = 0.2
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return self.get(job_id)
+            try:
+                for job in self.stub.WaitJob(
+                        audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=remaining or 0.0),
+                        timeout=None if remaining is None else remaining + CALL_TIMEOUT):
+                    return job
+                raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                    raise self.translate(err) from None
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if deadline is None and now - outage_since > MAX_OUTAGE:
+                    raise self.translate(err) from None
+            # The conductor went away mid-wait (restart): try again with jittered backoff.
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 5.0)
+
+    def players(self) -> audience_pb2.PlayerList:
+        return self.call(lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(),
+                                                       timeout=CALL_TIMEOUT))

@@ -1,0 +1,167 @@
+"""The Audience service: submit, get, wait for and list — validated before anything is queued."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from conductor.hub import Hub
+from conductor.store import JobRecord, NewJob
+from orchestra import log
+from orchestra.errors import ValidationError
+from orchestra.inventory import decls_from_wire
+from orchestra.params import (
+    JOB_ID_RE, apply_decls, check_certname, check_score_name, normalize_params, redact,
+)
+from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2
+
+logger = log.get("conductor")
+
+MAX_TARGETS = 10_000
+MAX_IDEMPOTENCY_KEY = 200
+
+
+class Audience(audience_pb2_grpc.AudienceServicer):
+    def __init__(self, hub: Hub, job_deadline: float, cert_not_after: float) -> None:
+        self.hub = hub
+        self.store = hub.store
+        self.job_deadline = job_deadline
+        self.cert_not_after = cert_not_after
+
+    def requester(self, request: audience_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> str:
+        # The local socket carries no verified identity: the user name is a claim and is
+        # recorded as one (DESIGN-NOTES §5).
+        claimed = request.claimed_user if request.claimed_user.isprintable() else "?"
+        return f"{claimed[:64] or 'unknown'} (claimed, local socket)"
+
+    async def Submit(self, request: audience_pb2.SubmitRequest,  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> audience_pb2.SubmitReply:
+        try:
+            job = await self._validate(request, self.requester(request, context))
+        except ValidationError as err:
+            logger.info("submit_rejected", reason=str(err))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        job_id, existing = await self.store.submit(job)
+        logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
+                    targets=len(job.targets), requester=job.requester, existing=existing,
+                    params=sorted(job.params))
+        self.hub.wake()
+        self.hub.wake_deadlines()
+        return audience_pb2.SubmitReply(job_id=job_id, existing=existing)
+
+    async def _validate(self, request: audience_pb2.SubmitRequest, requester: str) -> NewJob:
+        score = check_score_name(request.score)
+        params = normalize_params(dict(request.params))
+        targets: list[str] = []
+        for target in request.targets:
+            check_certname(target)
+            if target not in targets:
+                targets.append(target)
+        if not targets:
+            raise ValidationError("no target hosts given")
+        if len(targets) > MAX_TARGETS:
+            raise ValidationError(f"too many targets: {len(targets)} > {MAX_TARGETS}")
+        unknown = [t for t in targets if t not in self.hub.roster]
+        if unknown:
+            raise ValidationError(f"not in the players file: {', '.join(unknown[:10])}")
+        if request.scope == audience_pb2.SCOPE_ALL_OF:
+            scope = "all"
+        elif request.scope == audience_pb2.SCOPE_ONE_OF:
+            scope = "one"
+        elif len(targets) == 1:
+            scope = "all"  # with one target the scope makes no difference
+        else:
+            raise ValidationError("more than one target: choose --all-of or --one-of")
+        if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY or not request.idempotency_key.isprintable():
+            raise ValidationError("idempotency key must be printable and at most 200 characters")
+        # Enforce the score's declarations as the targets last reported them; a player
+        # checks again before it runs anything.
+        secret: set[str] = set()
+        known = await self.store.players()
+        checked = params
+        for target in targets:
+            row = known.get(target)
+            if row is None:
+                continue
+            for info in player_pb2.Hello.FromString(row["scores"]).scores:
+                if info.name == score and info.valid:
+                    decls = decls_from_wire(info.params)
+                    checked = apply_decls(params, decls, score)
+                    secret |= {d.name for d in decls.params if d.secret}
+        expires = request.expires_seconds or self.job_deadline
+        return NewJob(score=score, scope=scope, targets=tuple(targets), params=checked,
+                      secret_keys=tuple(sorted(secret)), requester=requester,
+                      deadline_at=time.time() + expires,
+                      idempotency_key=request.idempotency_key or None)
+
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
+        if JOB_ID_RE.fullmatch(job_id) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {job_id[:80]!r}")
+        job = await self.store.get_job(job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such job {job_id}")
+        assert job is not None
+        return job
+
+    async def GetJob(self, request: audience_pb2.JobRef,  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> audience_pb2.Job:
+        return job_to_wire(await self._job(request.job_id, context))
+
+    async def WaitJob(self, request: audience_pb2.WaitRequest,  # noqa: N802
+                      context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        job = await self._job(request.job_id, context)
+        event = self.hub.watch(job.job_id)
+        try:
+            job = await self._job(request.job_id, context)  # re-read: no finish slips between
+            if job.finished_at is None:
+                timeout = request.timeout_seconds if request.timeout_seconds > 0 else None
+                try:
+                    await asyncio.wait_for(event.wait(), timeout)
+                except TimeoutError:
+                    pass
+                job = await self._job(request.job_id, context)
+        finally:
+            self.hub.unwatch(job.job_id, event)
+        yield job_to_wire(job)
+
+    async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:
+        known = await self.store.players()
+        reply = audience_pb2.PlayerList(conductor_cert_not_after=self.cert_not_after)
+        for name in sorted(self.hub.roster | set(self.hub.sessions)):
+            session = self.hub.sessions.get(name)
+            info = audience_pb2.PlayerInfo(name=name, connected=session is not None)
+            row = known.get(name)
+            if row is not None:
+                info.last_seen = row["last_seen"]
+                info.max_concurrent = row["max_concurrent"]
+                info.cert_not_after = row["cert_not_after"]
+                info.scores.extend(player_pb2.Hello.FromString(row["scores"]).scores)
+            if session is not None:
+                info.connected_since = session.connected_since
+                info.last_seen = session.last_seen
+                info.running = len(session.in_flight)
+            reply.players.append(info)
+        return reply
+
+
+def job_to_wire(job: JobRecord) -> audience_pb2.Job:
+    wire = audience_pb2.Job(
+        job_id=job.job_id, score=job.score,
+        scope=audience_pb2.SCOPE_ALL_OF if job.scope == "all" else audience_pb2.SCOPE_ONE_OF,
+        targets=job.targets, params=redact(job.params, job.secret_keys), requester=job.requester,
+        created_at=job.created_at, deadline_at=job.deadline_at, finished_at=job.finished_at or 0.0,
+        status=job.status, finished=job.finished_at is not None)
+    for task in job.tasks:
+        wire.tasks.append(audience_pb2.Task(
+            task_id=task.task_id, player=task.player or "", state=task.state.to_wire(),  # type: ignore[arg-type]
+            attempt=task.attempt, has_exit_code=task.exit_code is not None,
+            exit_code=task.exit_code or 0, signal=task.signal, response=task.response,
+            stdout_tail=task.stdout, stderr_tail=task.stderr,
+            stdout_truncated=task.stdout_truncated, stderr_truncated=task.stderr_truncated,
+            reason=task.reason, dispatched_at=task.dispatched_at or 0.0,
+            started_at=task.started_at or 0.0, finished_at=task.finished_at or 0.0))
+    return wire
+

@@ -1,0 +1,203 @@
+"""Connected players, dispatch of queued tasks, deadlines and job-finished notifications.
+
+Dispatch is event-driven: a submit, a connect, a freed slot or a reload wakes one loop,
+which claims tasks in the store (committed) before the RunTask message is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import grpc
+
+from conductor.states import TaskState
+from conductor.store import Change, Claimed, Store
+from orchestra import log
+from orchestra.tls import PeerIdentity
+from orchestra.wire import common_pb2, player_pb2
+
+logger = log.get("conductor")
+
+
+@dataclass(eq=False)
+class PlayerSession:
+    """One live player stream. ``ready`` only after its Hello has been reconciled."""
+
+    name: str
+    identity: PeerIdentity
+    max_concurrent: int
+    scores: dict[str, common_pb2.ScoreInfo]
+    connected_since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    ready: bool = False
+    in_flight: set[str] = field(default_factory=set)
+    outbox: asyncio.Queue[player_pb2.ConductorMessage] = field(default_factory=asyncio.Queue)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: grpc.StatusCode | None = None
+    close_details: str = ""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_concurrent - len(self.in_flight)
+
+    def send(self, **body: object) -> None:
+        self.outbox.put_nowait(player_pb2.ConductorMessage(**body))  # type: ignore[arg-type]
+
+    def close(self, code: grpc.StatusCode, details: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_details = code, details
+            self.closed.set()
+
+
+class Hub:
+    def __init__(self, store: Store, roster: frozenset[str]) -> None:
+        self.store = store
+        self.roster = roster
+        self.sessions: dict[str, PlayerSession] = {}
+        self.started_at = time.time()
+        self._wakeup = asyncio.Event()
+        self._deadline_wakeup = asyncio.Event()
+        self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    # ---- sessions --------------------------------------------------------------------
+
+    def attach(self, session: PlayerSession) -> None:
+        previous = self.sessions.get(session.name)
+        if previous is not None:
+            previous.close(grpc.StatusCode.ABORTED, "replaced by a newer session of the same player")
+        self.sessions[session.name] = session
+
+    def detach(self, session: PlayerSession) -> None:
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+
+    # ---- wake-ups and watchers ---------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def wake_deadlines(self) -> None:
+        self._deadline_wakeup.set()
+
+    def watch(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._watchers[job_id].add(event)
+        return event
+
+    def unwatch(self, job_id: str, event: asyncio.Event) -> None:
+        watchers = self._watchers.get(job_id)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[job_id]
+
+    def changed(self, change: Change) -> None:
+        """Called after every committed transition: wake waiters of finished jobs."""
+        if change.job_finished:
+            logger.info("job_finished", job_id=change.job_id)
+            for event in self._watchers.get(change.job_id, ()):
+                event.set()
+
+    # ---- dispatch --------------------------------------------------------------------
+
+    async def run_dispatch(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._dispatch_once()
+            except Exception:
+                logger.exception("dispatch_failed")
+                await asyncio.sleep(1)
+                self._wakeup.set()
+
+    def _pick(self, candidates: list[str]) -> PlayerSession | None:
+        ready = [s for name in candidates if name in self.roster
+                 and (s := self.sessions.get(name)) is not None and s.ready and s.free_slots > 0]
+        if not ready:
+            return None
+        # Least busy first (by share of slots in use, then count); ties broken at random
+        # so equal players share the load.
+        random.shuffle(ready)
+        return min(ready, key=lambda s: (len(s.in_flight) / s.max_concurrent, len(s.in_flight)))
+
+    async def _dispatch_once(self) -> None:
+        now = time.time()
+        for task_id, scope, player, targets, tried, deadline_at in await self.store.queued():
+            if deadline_at <= now:
+                continue  # the deadline loop expires it
+            candidates = [player] if scope == "all" and player else [t for t in targets if t not in tried]
+            session = self._pick(candidates)
+            if session is None:
+                continue
+            claimed = await self.store.claim(task_id, session.name)
+            if claimed is None:
+                continue
+            if session.closed.is_set() or self.sessions.get(session.name) is not session:
+                # It went away while we committed: the next Hello reconciles this task.
+                continue
+            self._send_run(session, claimed)
+
+    def _send_run(self, session: PlayerSession, claimed: Claimed) -> None:
+        session.in_flight.add(claimed.task_id)
+        session.send(run=player_pb2.RunTask(
+            task_id=claimed.task_id, attempt=claimed.attempt, job_id=claimed.job_id,
+            score=claimed.score, params=claimed.params, requester=claimed.requester,
+            deadline_at=claimed.deadline_at))
+        logger.info("task_dispatched", task_id=claimed.task_id, player=session.name,
+                    attempt=claimed.attempt)
+
+    # ---- deadlines -------------------------------------------------------------------
+
+    async def run_deadlines(self) -> None:
+        while True:
+            try:
+                for change in await self.store.expire_due(time.time()):
+                    self.changed(change)
+                next_at = await self.store.next_deadline()
+            except Exception:
+                logger.exception("deadline_check_failed")
+                next_at = None
+            delay = 60.0 if next_at is None else min(60.0, max(0.05, next_at - time.time()))
+            self._deadline_wakeup.clear()
+            try:
+                await asyncio.wait_for(self._deadline_wakeup.wait(), delay)
+            except TimeoutError:
+                pass
+
+    # ---- players file reload ---------------------------------------------------------
+
+    async def set_roster(self, roster: frozenset[str]) -> None:
+        removed = self.roster - roster
+        added = roster - self.roster
+        self.roster = roster
+        logger.info("players_reloaded", players=len(roster), added=sorted(added), removed=sorted(removed))
+        for name in removed:
+            session = self.sessions.get(name)
+            if session is not None:
+                session.close(grpc.StatusCode.PERMISSION_DENIED, f"{name} was removed from the players file")
+                await asyncio.wait_for(session.finished.wait(), 10)
+            await self._end_tasks_of_removed(name)
+        self.wake()
+
+    async def _end_tasks_of_removed(self, name: str) -> None:
+        for task in await self.store.tasks_of(name, [TaskState.QUEUED, TaskState.DISPATCHED,
+                                                     TaskState.RUNNING]):
+            if task.state == TaskState.RUNNING:
+                new, reason = TaskState.LOST, "player removed from the players file while the task ran"
+            else:
+                new, reason = TaskState.REMOVED, "player removed from the players file before the task started"
+            self.changed(await self.store.transition(task.task_id, new, expect_attempt=task.attempt,
+                                                     detail=reason, reason=reason,
+                                                     finished_at=time.time()))
+        # One-of tasks not bound to a player: removed once none of their targets is left.
+        for task_id, scope, player, targets, _tried, _deadline in await self.store.queued():
+            if scope == "one" and player is None and not any(t in self.roster for t in targets):
+                reason = "every target was removed from the players file"
+                self.changed(await self.store.transition(task_id, TaskState.REMOVED, detail=reason,
+                                                         reason=reason, finished_at=time.time()))

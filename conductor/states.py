@@ -1,0 +1,76 @@
+"""The task state machine (CONTRACT.md §7): the one place that says which moves are legal.
+
+The store installs the same table as a SQLite trigger, so an illegal transition is
+rejected by the database itself, whatever code path tries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from orchestra.wire import common_pb2
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REMOVED = "removed"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    def to_wire(self) -> int:
+        return int(common_pb2.TaskState.Value(f"TASK_STATE_{self.name}"))
+
+
+TERMINAL = frozenset({
+    TaskState.OK, TaskState.FAILED, TaskState.TIMED_OUT, TaskState.REFUSED, TaskState.EXPIRED,
+    TaskState.CANCELLED, TaskState.REMOVED, TaskState.LOST,
+})
+
+_S = TaskState
+ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    # Never sent anywhere yet: nothing can have run.
+    _S.QUEUED: frozenset({_S.DISPATCHED, _S.EXPIRED, _S.CANCELLED, _S.REMOVED, _S.REFUSED}),
+    # Sent, start not confirmed. Back to QUEUED only when the player proved it never saw
+    # it (reconcile) or refused it (one-of failover).
+    _S.DISPATCHED: frozenset({_S.QUEUED, _S.RUNNING, _S.OK, _S.FAILED, _S.TIMED_OUT,
+                              _S.REFUSED, _S.EXPIRED, _S.CANCELLED, _S.REMOVED, _S.LOST}),
+    # Started: it can only end; it is never moved or re-run.
+    _S.RUNNING: frozenset({_S.OK, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _S.LOST}),
+    **{state: frozenset() for state in TERMINAL},
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def check(old: TaskState, new: TaskState) -> None:
+    if new not in ALLOWED[old]:
+        raise IllegalTransition(f"task cannot go from {old} to {new}")
+
+
+def allowed_pairs() -> list[tuple[str, str]]:
+    return [(old.value, new.value) for old, targets in ALLOWED.items() for new in sorted(targets)]
+
+
+def job_status(states: Iterable[TaskState]) -> str:
+    """The original Orchestra's aggregate: pending, ok, failed or partial_fail."""
+    states = list(states)
+    if not states or any(not s.terminal for s in states):
+        return "pending"
+    good = sum(1 for s in states if s == TaskState.OK)
+    if good == len(states):
+        return "ok"
+    return "partial_fail" if good else "failed"

@@ -1,0 +1,246 @@
+"""TOML config files -> frozen dataclasses, validated once at start (CONTRACT.md §10).
+
+Every error names the file, the key and the problem. Unknown keys are errors too: a
+misspelt ``max_concurent`` must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestra.errors import ConfigError
+
+DEFAULT_PATHS = {
+    "conductor": Path("/etc/orchestra/conductor.toml"),
+    "player": Path("/etc/orchestra/player.toml"),
+    "audience": Path("/etc/orchestra/audience.toml"),
+}
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca: Path
+    cert: Path
+    key: Path
+    crl: Path | None = None
+
+
+@dataclass(frozen=True)
+class ConductorConfig:
+    path: Path
+    listen: str
+    audience_socket: Path
+    state_dir: Path
+    players_file: Path
+    job_deadline: float
+    heartbeat_seconds: float
+    liveness_timeout: float
+    reconnect_grace: float
+    tls: TLSFiles
+
+
+@dataclass(frozen=True)
+class PlayerConfig:
+    path: Path
+    conductor: str
+    conductor_name: str
+    scores_dir: Path
+    spool_dir: Path
+    max_concurrent: int
+    default_timeout: float
+    kill_grace: float
+    output_tail_bytes: int
+    max_output_bytes: int
+    response_max_bytes: int
+    heartbeat_seconds: float
+    liveness_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    tls: TLSFiles
+
+
+@dataclass(frozen=True)
+class AudienceConfig:
+    path: Path | None
+    socket: Path
+    conductor: str
+    conductor_name: str
+    tls: TLSFiles | None
+
+
+class _Table:
+    """Typed, path-aware reads of one TOML table; remembers which keys were used."""
+
+    def __init__(self, data: dict[str, Any], file: Path, prefix: str = "") -> None:
+        self.data, self.file, self.prefix, self.used = data, file, prefix, set()
+
+    def _fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.prefix}{key}: {problem}")
+
+    def _get(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self._fail(key, "is required")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise self._fail(key, f"must be {what}, not {value!r}")
+        return value
+
+    def string(self, key: str, default: Any = None) -> str:
+        return self._get(key, default if default is not None else _REQUIRED, (str,), "a string")
+
+    def path(self, key: str, default: str | None = None, optional: bool = False) -> Path | None:
+        raw = self._get(key, "" if optional else (default if default is not None else _REQUIRED),
+                        (str,), "a path string")
+        if raw == "":
+            if optional:
+                return None
+            raise self._fail(key, "must not be empty")
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else (self.file.parent / path)
+
+    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
+        value = float(self._get(key, default, (int, float), "a number"))
+        if value < minimum or value != value:
+            raise self._fail(key, f"must be >= {minimum}, not {value}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self._get(key, default, (int,), "an integer")
+        if value < minimum:
+            raise self._fail(key, f"must be >= {minimum}, not {value}")
+        return int(value)
+
+    def table(self, key: str, required: bool = True) -> _Table | None:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise self._fail(key, "table is required")
+            return None
+        value = self.data[key]
+        if not isinstance(value, dict):
+            raise self._fail(key, "must be a table")
+        return _Table(value, self.file, f"{self.prefix}{key}.")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self._fail(unknown[0], "unknown key")
+
+
+_REQUIRED = object()
+
+
+def resolve_path(kind: str, given: str | None) -> Path:
+    """--config beats ORCHESTRA_CONFIG beats the default path for this kind."""
+    if given:
+        return Path(given)
+    env = os.environ.get("ORCHESTRA_CONFIG")
+    return Path(env) if env else DEFAULT_PATHS[kind]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+
+
+def _tls(root: _Table, with_crl: bool) -> TLSFiles:
+    table = root.table("tls")
+    assert table is not None
+    files = TLSFiles(
+        ca=table.path("ca"), cert=table.path("cert"), key=table.path("key"),  # type: ignore[arg-type]
+        crl=table.path("crl", optional=True) if with_crl else None,
+    )
+    table.finish()
+    return files
+
+
+def _check_address(table: _Table, key: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise table._fail(key, f"must be HOST:PORT, not {value!r}")
+    return value
+
+
+def load_conductor(path: Path) -> ConductorConfig:
+    top = _Table(_read(path), path)
+    config = ConductorConfig(
+        path=path,
+        listen=_check_address(top, "listen", top.string("listen", "0.0.0.0:2258")),
+        audience_socket=top.path("audience_socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
+        state_dir=top.path("state_dir", "/var/lib/orchestra/conductor"),  # type: ignore[arg-type]
+        players_file=top.path("players_file", "/etc/orchestra/players"),  # type: ignore[arg-type]
+        job_deadline=top.number("job_deadline", 86400, minimum=1),
+        heartbeat_seconds=top.number("heartbeat_seconds", 5, minimum=0.1),
+        liveness_timeout=top.number("liveness_timeout", 20, minimum=0.5),
+        reconnect_grace=top.number("reconnect_grace", 30, minimum=0),
+        tls=_tls(top, with_crl=True),
+    )
+    top.finish()
+    if config.liveness_timeout <= config.heartbeat_seconds:
+        raise ConfigError(f"{path}: liveness_timeout: must be greater than heartbeat_seconds")
+    return config
+
+
+def load_player(path: Path) -> PlayerConfig:
+    top = _Table(_read(path), path)
+    conductor = _check_address(top, "conductor", top.string("conductor"))
+    name = top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]")
+    config = PlayerConfig(
+        path=path,
+        conductor=conductor,
+        conductor_name=name,
+        scores_dir=top.path("scores_dir", "/usr/lib/orchestra/scores"),  # type: ignore[arg-type]
+        spool_dir=top.path("spool_dir", "/var/lib/orchestra/player"),  # type: ignore[arg-type]
+        max_concurrent=top.integer("max_concurrent", 1, minimum=1),
+        default_timeout=top.number("default_timeout", 3600, minimum=1),
+        kill_grace=top.number("kill_grace", 5, minimum=0),
+        output_tail_bytes=top.integer("output_tail_bytes", 65536, minimum=0),
+        max_output_bytes=top.integer("max_output_bytes", 16 * 1024 * 1024, minimum=1024),
+        response_max_bytes=top.integer("response_max_bytes", 65536, minimum=0),
+        heartbeat_seconds=top.number("heartbeat_seconds", 5, minimum=0.1),
+        liveness_timeout=top.number("liveness_timeout", 20, minimum=0.5),
+        backoff_initial=top.number("backoff_initial", 0.5, minimum=0.01),
+        backoff_max=top.number("backoff_max", 30, minimum=0.01),
+        tls=_tls(top, with_crl=False),
+    )
+    top.finish()
+    if config.liveness_timeout <= config.heartbeat_seconds:
+        raise ConfigError(f"{path}: liveness_timeout: must be greater than heartbeat_seconds")
+    return config
+
+
+def load_audience(path: Path, explicit: bool) -> AudienceConfig:
+    """Read audience.toml; a missing default file means "local socket, defaults"."""
+    if not path.exists() and not explicit:
+        return AudienceConfig(path=None, socket=Path("/run/orchestra/conductor.sock"),
+                              conductor="", conductor_name="", tls=None)
+    top = _Table(_read(path), path)
+    conductor = top.string("conductor", "")
+    if conductor:
+        _check_address(top, "conductor", conductor)
+    config = AudienceConfig(
+        path=path,
+        socket=top.path("socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
+        conductor=conductor,
+        conductor_name=top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]"),
+        tls=_tls(top, with_crl=False) if "tls" in top.data else None,
+    )
+    top.used.add("tls")
+    top.finish()
+    if config.conductor and config.tls is None:
+        raise ConfigError(f"{path}: tls: table is required when conductor is set")
+    return config

@@ -1,0 +1,243 @@
+"""A whole Orchestra on loopback: dev PKI, a conductor and players as real processes.
+
+Used by the demo, the test suite and the benchmarks, so all three exercise exactly what
+an operator runs: the real daemons and the real CLIs, over real mTLS and real SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestra import pki
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SCORES = REPO_ROOT / "scores"
+CONDUCTOR_NAME = "conductor.orchestra.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_toml(path: Path, top: Mapping[str, object], tls: Mapping[str, object] | None) -> Path:
+    lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
+    if tls is not None:
+        lines += ["", "[tls]"] + [f"{key} = {_toml_value(value)}" for key, value in tls.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: Mapping[str, str]) -> None:
+        handle = self.log.open("ab")
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=handle,
+                                      stderr=handle, env=dict(env), start_new_session=True)
+        handle.close()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        if self.running:
+            assert self.popen is not None
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.popen.pid, signal.SIGCONT)
+                os.kill(self.popen.pid, sig)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+            except ProcessLookupError:
+                pass
+        return self.popen.returncode
+
+
+@dataclass
+class Cluster:
+    root: Path
+    player_names: Sequence[str]
+    audience_names: Sequence[str] = ()
+    conductor_settings: dict[str, object] = field(default_factory=dict)
+    player_settings: dict[str, object] = field(default_factory=dict)
+    scores_src: Path = SAMPLE_SCORES
+    log_level: str = "info"
+    port: int = 0
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ssl = pki.init(self.root / "ssl", CONDUCTOR_NAME, list(self.player_names),
+                            list(self.audience_names))
+        self.port = self.port or free_port()
+        self.players_file = self.root / "players"
+        self.set_players(self.player_names)
+        self.socket = self.root / "run" / "conductor.sock"
+        self.state_dir = self.root / "state"
+        self.conductor_config = write_toml(self.root / "conductor.toml", {
+            "listen": f"127.0.0.1:{self.port}", "audience_socket": str(self.socket),
+            "state_dir": str(self.state_dir), "players_file": str(self.players_file),
+            **self.conductor_settings,
+        }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(CONDUCTOR_NAME)),
+            "key": str(self.ssl.key(CONDUCTOR_NAME)), "crl": str(self.ssl.crl)})
+        self.audience_config = write_toml(self.root / "audience.toml", {"socket": str(self.socket)}, None)
+        for name in self.player_names:
+            self.add_player_config(name)
+
+    # ---- files -------------------------------------------------------------------------
+
+    def set_players(self, names: Sequence[str]) -> None:
+        tmp = self.players_file.with_suffix(".tmp")
+        tmp.write_text("# players allowed to connect\n" + "".join(f"{n}\n" for n in names))
+        tmp.replace(self.players_file)
+
+    def player_dir(self, name: str) -> Path:
+        return self.root / "hosts" / name
+
+    def scores_dir(self, name: str) -> Path:
+        return self.player_dir(name) / "scores"
+
+    def add_player_config(self, name: str, cert_name: str | None = None, **settings: object) -> Path:
+        home = self.player_dir(name)
+        (home / "spool").mkdir(parents=True, exist_ok=True)
+        if not self.scores_dir(name).exists():
+            shutil.copytree(self.scores_src, self.scores_dir(name))
+        cert_name = cert_name or name
+        return write_toml(home / "player.toml", {
+            "conductor": f"127.0.0.1:{self.port}", "conductor_name": CONDUCTOR_NAME,
+            "scores_dir": str(self.scores_dir(name)), "spool_dir": str(home / "spool"),
+            **self.player_settings, **settings,
+        }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(cert_name)),
+            "key": str(self.ssl.key(cert_name))})
+
+    def add_score(self, name: str, body: str, conf: str, players: Sequence[str] | None = None) -> None:
+        for player in players or self.player_names:
+            path = self.scores_dir(player) / name
+            path.write_text(body)
+            path.chmod(0o755)
+            (self.scores_dir(player) / f"{name}.conf").write_text(conf)
+
+    # ---- processes ---------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start(self, name: str, argv: list[str]) -> Proc:
+        (self.root / "logs").mkdir(exist_ok=True)
+        proc = Proc(name, argv, self.root / "logs" / f"{name}.log")
+        proc.start(self.env())
+        self.procs[name] = proc
+        return proc
+
+    def start_conductor(self, wait: bool = True) -> Proc:
+        proc = self._start("conductor", [sys.executable, "-m", "conductor.main", "--config",
+                                         str(self.conductor_config), "--log-level", self.log_level])
+        if wait:
+            self.wait_for(lambda: self.socket.exists() and self._log_has("conductor", "conductor_ready"),
+                          "conductor ready", proc=proc)
+        return proc
+
+    def start_player(self, name: str, config: Path | None = None) -> Proc:
+        return self._start(f"player-{name}", [
+            sys.executable, "-m", "player.main", "--config",
+            str(config or self.player_dir(name) / "player.toml"), "--log-level", self.log_level])
+
+    def start(self, players: Sequence[str] | None = None) -> None:
+        self.start_conductor()
+        names = list(self.player_names if players is None else players)
+        for name in names:
+            self.start_player(name)
+        self.wait_connected(names)
+
+    def conductor(self) -> Proc:
+        return self.procs["conductor"]
+
+    def player(self, name: str) -> Proc:
+        return self.procs[f"player-{name}"]
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+
+    def log_text(self, name: str) -> str:
+        path = self.root / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _log_has(self, name: str, needle: str) -> bool:
+        return needle in self.log_text(name)
+
+    def wait_for(self, check: object, what: str, timeout: float = 30, proc: Proc | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():  # type: ignore[operator]
+                return
+            if proc is not None and not proc.running:
+                raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n"
+                                   + self.log_text(proc.name)[-3000:])
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    # ---- audience ----------------------------------------------------------------------
+
+    def cli(self, command: str, *args: str, timeout: float = 120,
+            config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run an audience command (submitjob, getstatus, ...) as a real process."""
+        module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus"}[command]
+        env = self.env()
+        env["ORCHESTRA_CONFIG"] = str(config or self.audience_config)
+        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                              env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def connected(self) -> set[str]:
+        from audience.client import Client
+        from orchestra.config import load_audience
+        from orchestra.errors import OrchestraError
+
+        client = Client(load_audience(self.audience_config, explicit=True))
+        try:
+            return {p.name for p in client.players().players if p.connected}
+        except OrchestraError:
+            return set()
+        finally:
+            client.close()
+
+    def wait_connected(self, names: Sequence[str], timeout: float = 30) -> None:
+        self.wait_for(lambda: set(names) <= self.connected(), f"players {sorted(names)} connected",
+                      timeout)
+
+    def wait_disconnected(self, names: Sequence[str], timeout: float = 30) -> None:
+        self.wait_for(lambda: not (set(names) & self.connected()), f"players {sorted(names)} gone",
+                      timeout)

@@ -1,0 +1,52 @@
+"""One small error hierarchy: each error carries the exit code and the one line users see."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the audience commands (CONTRACT.md §6) and the daemons."""
+
+    OK = 0
+    FAILED = 1  # audience: job failed; daemons: could not start or run
+    USAGE = 2  # usage error, bad config or rejected input: nothing was queued
+    PENDING = 3
+    UNREACHABLE = 4
+    NO_SUCH_JOB = 5
+
+
+class OrchestraError(Exception):
+    """Base class. ``str(err)`` is the one-line message shown to the user."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class ConfigError(OrchestraError):
+    """A config file is missing, unreadable or invalid (names file, key and problem)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class UsageError(OrchestraError):
+    exit_code = ExitCode.USAGE
+
+
+class ValidationError(OrchestraError):
+    """Input was rejected before anything was queued or run."""
+
+    exit_code = ExitCode.USAGE
+
+
+class StartupError(OrchestraError):
+    """A daemon cannot start (lock held, port taken, unreadable certificate)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class UnreachableError(OrchestraError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class NoSuchJobError(OrchestraError):
+    exit_code = ExitCode.NO_SUCH_JOB

@@ -1,0 +1,244 @@
+"""A development/test PKI laid out like Puppet's ssl directory (CONTRACT.md §10).
+
+``orchestra-pki init DIR --conductor NAME --player NAME... --audience NAME...`` writes
+``certs/ca.pem``, ``certs/NAME.pem``, ``private_keys/NAME.pem`` (0600) and ``crl.pem``.
+``issue`` adds a certificate from the same CA, ``revoke`` adds its serial to the CRL.
+Production fleets use Puppet's own CA instead (see certs/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from orchestra.errors import OrchestraError, UsageError
+from orchestra.params import CERTNAME_RE
+
+ROLE_USAGES = {
+    "conductor": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    # Puppet agent certificates carry both; players only need clientAuth.
+    "player": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "audience": (ExtendedKeyUsageOID.CLIENT_AUTH,),
+}
+
+
+@dataclass(frozen=True)
+class Authority:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def new_authority(common_name: str = "Orchestra development CA", days: int = 3650) -> Authority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Authority(cert, key)
+
+
+def issue(
+    authority: Authority,
+    name: str,
+    usages: Sequence[x509.ObjectIdentifier],
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    extra_dns: Iterable[str] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Issue an EC P-256 leaf certificate with CN = SAN = name and the given EKUs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(authority.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after or now + dt.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+                                     content_commitment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(name), *(x509.DNSName(extra) for extra in extra_dns)]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            authority.key.public_key()), critical=False)
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    return builder.sign(authority.key, hashes.SHA256()), key
+
+
+def crl(authority: Authority, revoked: Iterable[int] = (), days: int = 365,
+        next_update: dt.datetime | None = None) -> x509.CertificateRevocationList:
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(next_update or now + dt.timedelta(days=days))
+    )
+    for serial in sorted(set(revoked)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(authority.key, hashes.SHA256())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class SSLDir:
+    """A Puppet-style ssl directory: certs/, private_keys/, crl.pem and (dev only) ca_key.pem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.certs = root / "certs"
+        self.keys = root / "private_keys"
+        self.ca_cert = self.certs / "ca.pem"
+        self.ca_key = self.keys / "ca_key.pem"
+        self.crl = root / "crl.pem"
+
+    def cert(self, name: str) -> Path:
+        return self.certs / f"{name}.pem"
+
+    def key(self, name: str) -> Path:
+        return self.keys / f"{name}.pem"
+
+    def write_authority(self, authority: Authority) -> None:
+        self.certs.mkdir(parents=True, exist_ok=True)
+        self.keys.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys, 0o700)
+        _write(self.ca_cert, cert_pem(authority.cert), 0o644)
+        _write(self.ca_key, key_pem(authority.key), 0o600)
+        _write(self.crl, crl(authority).public_bytes(serialization.Encoding.PEM), 0o644)
+
+    def load_authority(self) -> Authority:
+        try:
+            cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{self.root}: no usable development CA ({err})") from None
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return Authority(cert, key)
+
+    def write_leaf(self, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        _write(self.cert(name), cert_pem(cert), 0o644)
+        _write(self.key(name), key_pem(key), 0o600)
+
+    def revoke(self, authority: Authority, serials: Iterable[int]) -> None:
+        current: set[int] = set()
+        if self.crl.exists():
+            current = {e.serial_number for e in x509.load_pem_x509_crl(self.crl.read_bytes())}
+        _write(self.crl, crl(authority, current | set(serials)).public_bytes(
+            serialization.Encoding.PEM), 0o644)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically with the final mode already set (keys are never world-readable)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _check_name(name: str) -> str:
+    if CERTNAME_RE.fullmatch(name) is None or name in {"ca", "ca_key"}:
+        raise UsageError(f"invalid certname {name!r}")
+    return name
+
+
+def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[str]) -> SSLDir:
+    ssl = SSLDir(root)
+    if ssl.ca_cert.exists():
+        raise UsageError(f"{ssl.ca_cert} already exists; refusing to replace a CA")
+    names = [_check_name(n) for n in [conductor, *players, *audience]]
+    if len(set(names)) != len(names):
+        raise UsageError("each certname may be given once")
+    authority = new_authority()
+    ssl.write_authority(authority)
+    for name, role in [(conductor, "conductor"), *((p, "player") for p in players),
+                       *((a, "audience") for a in audience)]:
+        ssl.write_leaf(name, *issue(authority, name, ROLE_USAGES[role]))
+    return ssl
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestra-pki", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL")
+    p_init.add_argument("dir", type=Path)
+    p_init.add_argument("--conductor", required=True)
+    p_init.add_argument("--player", nargs="+", default=[])
+    p_init.add_argument("--audience", nargs="+", default=[])
+    p_issue = sub.add_parser("issue", help="issue one more certificate from DIR's CA")
+    p_issue.add_argument("dir", type=Path)
+    p_issue.add_argument("name")
+    p_issue.add_argument("--role", choices=sorted(ROLE_USAGES), required=True)
+    p_revoke = sub.add_parser("revoke", help="add a certificate's serial to DIR/crl.pem")
+    p_revoke.add_argument("dir", type=Path)
+    p_revoke.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "init":
+            ssl = init(args.dir, args.conductor, args.player, args.audience)
+        elif args.command == "issue":
+            ssl = SSLDir(args.dir)
+            name = _check_name(args.name)
+            ssl.write_leaf(name, *issue(ssl.load_authority(), name, ROLE_USAGES[args.role]))
+        else:
+            ssl = SSLDir(args.dir)
+            authority = ssl.load_authority()
+            try:
+                serial = x509.load_pem_x509_certificate(ssl.cert(_check_name(args.name)).read_bytes()).serial_number
+            except OSError as err:
+                raise UsageError(f"cannot read certificate of {args.name}: {err.strerror}") from None
+            ssl.revoke(authority, [serial])
+    except OrchestraError as err:
+        sys.stderr.write(f"orchestra-pki: {err}\n")
+        return int(err.exit_code)
+    sys.stdout.write(f"{ssl.root}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Generated wire code (see generate.py). Nothing hand-written lives here but the generator."""

@@ -1,0 +1,60 @@
+"""``player [--config FILE]``: the daemon on each host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from orchestra import config as configuration
+from orchestra import log
+from orchestra.errors import OrchestraError, StartupError
+from orchestra.tls import Material
+from player.session import Player
+
+logger = log.get("player")
+
+
+async def _run(cfg: configuration.PlayerConfig) -> None:
+    material = Material.load(cfg.tls)
+    if not material.certname:
+        raise StartupError(f"{cfg.tls.cert}: certificate has no usable certname (CN)")
+    if not cfg.scores_dir.is_dir():
+        raise StartupError(f"scores_dir {cfg.scores_dir} is not a directory")
+    try:
+        player = Player(cfg, material)
+    except OSError as err:
+        raise StartupError(f"cannot use spool_dir {cfg.spool_dir}: {err.strerror}") from None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, player.stopping.set)
+    logger.info("player_starting", certname=player.certname, conductor=cfg.conductor,
+                pid=os.getpid())
+    await player.recover()
+    try:
+        await player.serve()
+    finally:
+        await player.close()
+        logger.info("player_stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="player", description="Orchestra player daemon")
+    parser.add_argument("--config", help="player.toml (default: $ORCHESTRA_CONFIG or /etc/orchestra/player.toml)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    log.setup(args.log_level)
+    try:
+        cfg = configuration.load_player(configuration.resolve_path("player", args.config))
+        asyncio.run(_run(cfg))
+    except OrchestraError as err:
+        sys.stderr.write(f"player: {err}\n")
+        return int(err.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

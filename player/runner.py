@@ -1,0 +1,264 @@
+"""Running one score: allow-listed environment, own process group, timeout, bounded output.
+
+Output goes to files in the task's directory (opened O_APPEND), not pipes, so a score
+outlives a player restart without dying of SIGPIPE, and the player can cap the files
+by truncating them while the score runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestra.params import ENV_PREFIX
+from orchestra.wire import player_pb2
+from player.scores import Score
+
+FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TRUNCATED_MARKER = b"[... output truncated by orchestra ...]\n"
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_timeout: float
+    kill_grace: float
+    output_tail_bytes: int
+    max_output_bytes: int
+    response_max_bytes: int
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    task_id: str
+    attempt: int
+    job_id: str
+    player: str
+    requester: str
+    params: Mapping[str, str]
+
+
+def home_dir() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return "/"
+
+
+def build_env(score: str, ctx: TaskContext, response_file: Path) -> dict[str, str]:
+    """The whole child environment: a fixed allow-list, never the player's own (§5).
+
+    Params are already validated and upper-cased; reserved names are set last so that
+    even a param that slipped through could not override them.
+    """
+    env = {"PATH": FIXED_PATH, "LANG": "C.UTF-8", "HOME": home_dir()}
+    for key, value in ctx.params.items():
+        env[ENV_PREFIX + key] = value
+    env.update({
+        "ORC_JOB_ID": ctx.job_id,
+        "ORC_TASK_ID": ctx.task_id,
+        "ORC_ATTEMPT": str(ctx.attempt),
+        "ORC_SCORE": score,
+        "ORC_PLAYER": ctx.player,
+        "ORC_REQUESTER": ctx.requester,
+        "ORC_RESPONSE_FILE": str(response_file),
+    })
+    return env
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def same_process_alive(pid: int, start: int | None) -> bool:
+    """A PID alone is no proof of life: it must also have the recorded start time."""
+    return start is not None and proc_start_time(pid) == start
+
+
+class TaskFiles:
+    """stdout, stderr and response file of one task, under spool_dir/tasks/TASK_ID."""
+
+    def __init__(self, root: Path, task_id: str) -> None:
+        self.dir = root / task_id
+        self.stdout = self.dir / "stdout"
+        self.stderr = self.dir / "stderr"
+        self.response = self.dir / "response"
+        self.truncated: set[str] = set()
+
+    def create(self) -> tuple[int, int]:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.response.touch(mode=0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        return os.open(self.stdout, flags, 0o600), os.open(self.stderr, flags, 0o600)
+
+    def enforce_cap(self, limit: int) -> None:
+        for name, path in (("stdout", self.stdout), ("stderr", self.stderr)):
+            try:
+                if path.stat().st_size > limit:
+                    os.truncate(path, 0)  # O_APPEND writers continue at the new end
+                    self.truncated.add(name)
+            except FileNotFoundError:
+                pass
+
+    def tail(self, name: str, size: int) -> tuple[bytes, bool]:
+        path = getattr(self, name)
+        try:
+            with open(path, "rb") as handle:
+                length = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, length - size))
+                data = handle.read(size)
+        except FileNotFoundError:
+            return b"", False
+        cut = length > size or name in self.truncated
+        return (TRUNCATED_MARKER + data if cut else data), cut
+
+    def response_pairs(self, interface: str, limit: int) -> tuple[dict[str, str], bool]:
+        source = self.stdout if interface == "pipe" else self.response
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(limit + 1)
+        except FileNotFoundError:
+            return {}, False
+        truncated = len(data) > limit
+        pairs: dict[str, str] = {}
+        lines = data[:limit].decode("utf-8", "replace").splitlines()
+        if truncated and lines:
+            lines = lines[:-1]  # the last line may be cut in half
+        for line in lines:
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                pairs[key.strip()] = value
+        return pairs, truncated
+
+    def remove(self) -> None:
+        for path in (self.stdout, self.stderr, self.response):
+            path.unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Execution:
+    """One running score. ``cancel()`` asks it to stop; ``wait()`` returns the result."""
+
+    def __init__(self, score: Score, ctx: TaskContext, files: TaskFiles, limits: Limits) -> None:
+        self.score, self.ctx, self.files, self.limits = score, ctx, files, limits
+        self.timeout = score.conf.timeout or limits.default_timeout
+        self._cancel_reason: str | None = None
+        self._cancelled = asyncio.Event()
+
+    def cancel(self, reason: str) -> None:
+        self._cancel_reason = reason
+        self._cancelled.set()
+
+    async def run(self, on_spawn: Callable[[int, int | None], Awaitable[None]]) -> player_pb2.TaskResult:
+        started_at = time.time()
+        out_fd, err_fd = self.files.create()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(self.score.path), stdin=asyncio.subprocess.DEVNULL, stdout=out_fd,
+                stderr=err_fd, env=build_env(self.score.name, self.ctx, self.files.response),
+                cwd=self.score.conf.workdir, start_new_session=True, close_fds=True)
+        except OSError as err:
+            return self._result(player_pb2.OUTCOME_FAILED, started_at,
+                                reason=f"cannot start score: {err.strerror or err}")
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+        await on_spawn(proc.pid, proc_start_time(proc.pid))
+        outcome, reason = await self._supervise(proc, started_at)
+        code = proc.returncode
+        assert code is not None
+        result = self._result(outcome, started_at, reason=reason)
+        if code >= 0:
+            result.has_exit_code, result.exit_code = True, code
+        else:
+            result.signal = -code
+        if outcome == player_pb2.OUTCOME_UNSPECIFIED:
+            result.outcome = player_pb2.OUTCOME_OK if code == 0 else player_pb2.OUTCOME_FAILED
+        return result
+
+    async def _supervise(self, proc: asyncio.subprocess.Process, started_at: float) -> tuple[int, str]:
+        deadline = started_at + self.timeout
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                await self._stop(proc)
+                return player_pb2.OUTCOME_TIMED_OUT, f"timed out after {self.timeout:g} s"
+            waiter = asyncio.ensure_future(proc.wait())
+            cancel = asyncio.ensure_future(self._cancelled.wait())
+            done, _ = await asyncio.wait({waiter, cancel}, timeout=min(POLL_SECONDS * 2, remaining),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            cancel.cancel()
+            if waiter in done:
+                return player_pb2.OUTCOME_UNSPECIFIED, ""
+            waiter.cancel()
+            if cancel in done:
+                await self._stop(proc)
+                return player_pb2.OUTCOME_CANCELLED, self._cancel_reason or "cancelled"
+            self.files.enforce_cap(self.limits.max_output_bytes)
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """TERM the whole group, KILL it after kill_grace; always reap the leader."""
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.limits.kill_grace)
+        except TimeoutError:
+            pass
+        _kill_group(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 30)
+
+    def _result(self, outcome: int, started_at: float, reason: str = "") -> player_pb2.TaskResult:
+        return collect(self.files, self.score.conf.interface, self.ctx, self.limits,
+                       outcome, started_at, reason)
+
+
+def collect(files: TaskFiles, interface: str, ctx: TaskContext, limits: Limits, outcome: int,
+            started_at: float, reason: str) -> player_pb2.TaskResult:
+    stdout, out_cut = files.tail("stdout", limits.output_tail_bytes)
+    stderr, err_cut = files.tail("stderr", limits.output_tail_bytes)
+    response, resp_cut = files.response_pairs(interface, limits.response_max_bytes)
+    return player_pb2.TaskResult(
+        task_id=ctx.task_id, attempt=ctx.attempt, outcome=outcome,  # type: ignore[arg-type]
+        response=response, stdout_tail=stdout, stderr_tail=stderr,
+        stdout_truncated=out_cut, stderr_truncated=err_cut, response_truncated=resp_cut,
+        reason=reason, started_at=started_at, finished_at=time.time())
+
+
+async def outlive(pid: int, start: int | None, kill_at: float | None, kill_grace: float) -> str:
+    """Wait for a score left running by an earlier player process; enforce its timeout.
+
+    The exit status of a process that is not our child cannot be learned, so the caller
+    reports the task as lost with this reason.
+    """
+    killed = ""
+    term_sent_at: float | None = None
+    while same_process_alive(pid, start):
+        now = time.time()
+        if kill_at is not None and now >= kill_at and term_sent_at is None:
+            _kill_group(pid, signal.SIGTERM)
+            term_sent_at, killed = now, " and was killed at its timeout"
+        elif term_sent_at is not None and now >= term_sent_at + kill_grace:
+            _kill_group(pid, signal.SIGKILL)
+        await asyncio.sleep(POLL_SECONDS)
+    return "the player restarted while the score ran; it ended" + killed + ", exit status unknown"

@@ -1,0 +1,287 @@
+"""The player: one outgoing mTLS session to the conductor, reconciled against the spool.
+
+Order of every step is "commit to the spool, then tell the conductor", so whatever the
+conductor has heard is durable here, and whatever is durable here is re-announced in the
+next Hello after any disconnect or restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import grpc
+
+from orchestra import log
+from orchestra.config import PlayerConfig
+from orchestra.errors import ValidationError
+from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
+from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
+from orchestra.tls import Material, channel_credentials, channel_options
+from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
+from player import runner, scores
+from player.spool import Entry, Spool, Step
+
+SOFTWARE_VERSION = "0.1.0"
+logger = log.get("player")
+
+
+def _message(**body: object) -> player_pb2.PlayerMessage:
+    return player_pb2.PlayerMessage(**body)  # type: ignore[arg-type]
+
+
+class Player:
+    def __init__(self, config: PlayerConfig, material: Material) -> None:
+        self.config = config
+        self.material = material
+        self.certname = material.certname
+        self.spool = Spool(config.spool_dir)
+        self.files_root = config.spool_dir / "tasks"
+        self.limits = runner.Limits(config.default_timeout, config.kill_grace,
+                                    config.output_tail_bytes, config.max_output_bytes,
+                                    config.response_max_bytes)
+        self.slots = asyncio.Semaphore(config.max_concurrent)
+        self.executions: dict[str, runner.Execution] = {}
+        self.cancel_outlived: set[str] = set()
+        self.outbox: asyncio.Queue[player_pb2.PlayerMessage] | None = None
+        self.background: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+
+    # ---- start-up recovery -------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Resume what an earlier player process left in the spool; never re-run a start."""
+        for entry in await self.spool.pending():
+            if entry.step == Step.ACCEPTED:
+                self._spawn(self._run(entry))
+            elif entry.step == Step.STARTED:
+                self._spawn(self._outlive(entry))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.background.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task_handler_failed", error=repr(task.exception()))
+
+    async def _outlive(self, entry: Entry) -> None:
+        ctx = self._context(entry)
+        files = runner.TaskFiles(self.files_root, entry.task_id)
+        if entry.pid is None:
+            reason = "the player stopped after recording the start, before the score was spawned"
+        else:
+            kill_at = entry.kill_at
+            reason = await runner.outlive(entry.pid, entry.proc_start, kill_at, self.config.kill_grace)
+        logger.warning("task_lost", task_id=entry.task_id, reason=reason)
+        conf = self._interface(entry.score)
+        await self._finish(runner.collect(files, conf, ctx, self.limits, player_pb2.OUTCOME_LOST,
+                                          0.0, reason))
+
+    def _interface(self, score: str) -> str:
+        try:
+            return scores.resolve(self.config.scores_dir, score).conf.interface
+        except scores.ScoreUnavailable:
+            return "env"
+
+    # ---- running tasks ---------------------------------------------------------------
+
+    def _context(self, entry: Entry) -> runner.TaskContext:
+        return runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
+                                  entry.requester, entry.params)
+
+    def _simple_result(self, entry: Entry, outcome: int, reason: str) -> player_pb2.TaskResult:
+        now = time.time()
+        return player_pb2.TaskResult(task_id=entry.task_id, attempt=entry.attempt,
+                                     outcome=outcome, reason=reason,  # type: ignore[arg-type]
+                                     finished_at=now)
+
+    async def _run(self, entry: Entry) -> None:
+        async with self.slots:
+            current = await self.spool.get(entry.task_id)
+            if current is None or current.step != Step.ACCEPTED:
+                return  # cancelled while it waited for a slot
+            try:
+                score = scores.resolve(self.config.scores_dir, entry.score)
+                params = apply_decls(normalize_params(entry.params), score.conf.decls, score.name)
+            except (scores.ScoreUnavailable, ValidationError) as err:
+                logger.warning("task_refused", task_id=entry.task_id, reason=str(err))
+                await self._finish(self._simple_result(entry, player_pb2.OUTCOME_REFUSED, str(err)))
+                return
+            if entry.deadline_at and time.time() > entry.deadline_at:
+                await self._finish(self._simple_result(
+                    entry, player_pb2.OUTCOME_EXPIRED, "job deadline passed before the task could start"))
+                return
+            ctx = runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
+                                     entry.requester, params)
+            execution = runner.Execution(score, ctx, runner.TaskFiles(self.files_root, entry.task_id),
+                                         self.limits)
+            await self.spool.mark_started(entry.task_id, time.time() + execution.timeout)
+            self.executions[entry.task_id] = execution
+            self._send(_message(started=player_pb2.TaskStarted(
+                task_id=entry.task_id, attempt=entry.attempt, started_at=time.time())))
+            logger.info("task_started", task_id=entry.task_id, score=score.name)
+            try:
+                result = await execution.run(
+                    lambda pid, start: self.spool.set_process(entry.task_id, pid, start))
+            finally:
+                self.executions.pop(entry.task_id, None)
+            await self._finish(result)
+
+    async def _finish(self, result: player_pb2.TaskResult) -> None:
+        if await self.spool.finish(result):
+            logger.info("task_finished", task_id=result.task_id,
+                        outcome=player_pb2.Outcome.Name(result.outcome),
+                        exit_code=result.exit_code if result.has_exit_code else None,
+                        signal=result.signal or None)
+            self._send(_message(result=result))
+
+    # ---- messages from the conductor ---------------------------------------------------
+
+    async def _on_run(self, run: player_pb2.RunTask) -> None:
+        if TASK_ID_RE.fullmatch(run.task_id) is None:
+            logger.error("bad_task_id", task_id=run.task_id[:80])
+            return
+        entry = await self.spool.accept(run)
+        if entry is None:  # already known: never run twice, re-announce where it stands
+            known = await self.spool.get(run.task_id)
+            logger.info("duplicate_task_ignored", task_id=run.task_id)
+            if known is not None and known.result is not None:
+                self._send(_message(result=known.result))
+            return
+        logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt)
+        self._spawn(self._run(entry))
+
+    async def _on_cancel(self, cancel: player_pb2.CancelTask) -> None:
+        execution = self.executions.get(cancel.task_id)
+        if execution is not None:
+            execution.cancel(cancel.reason or "cancelled")
+            return
+        entry = await self.spool.get(cancel.task_id)
+        if entry is None:
+            return
+        if entry.step == Step.ACCEPTED:
+            await self._finish(self._simple_result(entry, player_pb2.OUTCOME_CANCELLED,
+                                                   cancel.reason or "cancelled before it started"))
+        elif entry.step == Step.STARTED and entry.pid is not None:
+            runner._kill_group(entry.pid, runner.signal.SIGTERM)
+        elif entry.step == Step.FINISHED and entry.result is not None:
+            self._send(_message(result=entry.result))
+
+    async def _on_ack(self, ack: player_pb2.ResultAck) -> None:
+        if await self.spool.ack(ack.task_id, ack.attempt) and TASK_ID_RE.fullmatch(ack.task_id):
+            runner.TaskFiles(self.files_root, ack.task_id).remove()
+
+    # ---- the session -------------------------------------------------------------------
+
+    def _send(self, message: player_pb2.PlayerMessage) -> None:
+        if self.outbox is not None:
+            self.outbox.put_nowait(message)
+
+    async def hello(self) -> player_pb2.PlayerMessage:
+        infos = []
+        for item in scores.scan(self.config.scores_dir):
+            info = common_pb2.ScoreInfo(name=item.name, valid=item.score is not None, error=item.error)
+            if item.score is not None:
+                info.interface = item.score.conf.interface
+                info.timeout_seconds = int(item.score.conf.timeout or self.config.default_timeout)
+                info.params.extend(decls_to_wire(item.score.conf.decls))
+            infos.append(info)
+        spool = [entry.to_wire() for entry in await self.spool.pending()]
+        return _message(hello=player_pb2.Hello(
+            protocol_version=PROTOCOL_VERSION, software_version=SOFTWARE_VERSION, scores=infos,
+            spool=spool, max_concurrent=self.config.max_concurrent))
+
+    async def serve(self) -> None:
+        """Connect, run a session, reconnect with full-jitter exponential backoff; forever."""
+        failures = 0
+        credentials = channel_credentials(self.material)
+        while not self.stopping.is_set():
+            welcomed = False
+            started = time.monotonic()
+            try:
+                async with grpc.aio.secure_channel(
+                        self.config.conductor, credentials,
+                        options=channel_options(self.config.conductor_name)) as channel:
+                    welcomed = await self._session(channel)
+            except grpc.aio.AioRpcError as err:
+                logger.warning("session_ended", code=err.code().name, details=err.details())
+            except (TimeoutError, ConnectionError) as err:
+                logger.warning("session_ended", error=str(err) or type(err).__name__)
+            finally:
+                self.outbox = None
+            if self.stopping.is_set():
+                break
+            # A session that got going resets the backoff; refusals and outages grow it.
+            failures = 0 if welcomed and time.monotonic() - started > 5 else failures + 1
+            ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2 ** min(failures, 20))
+            delay = random.uniform(self.config.backoff_initial / 4, max(ceiling, self.config.backoff_initial / 4))
+            logger.info("reconnect_scheduled", delay=round(delay, 3), failures=failures)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _session(self, channel: grpc.aio.Channel) -> bool:
+        stub = player_pb2_grpc.PlayerLinkStub(channel)
+        outbox: asyncio.Queue[player_pb2.PlayerMessage] = asyncio.Queue()
+        self.outbox = outbox  # before Hello, so nothing finished meanwhile is missed
+        call = stub.Session(wait_for_ready=False)
+        await call.write(await self.hello())
+        writer = asyncio.ensure_future(self._write(call, outbox))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        welcomed = False
+        try:
+            while True:
+                reader = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({reader, stopper, writer},
+                                             timeout=self.config.liveness_timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reader not in done:
+                    reader.cancel()
+                    if stopper in done:
+                        call.cancel()
+                        return welcomed
+                    if writer in done:
+                        writer.result()
+                    logger.warning("conductor_silent", seconds=self.config.liveness_timeout)
+                    call.cancel()
+                    return welcomed
+                message = reader.result()
+                if message is grpc.aio.EOF:
+                    await call  # raises the status the conductor ended the stream with
+                    return welcomed
+                kind = message.WhichOneof("body")
+                if kind == "welcome":
+                    welcomed = True
+                    logger.info("session_established", conductor=message.welcome.conductor)
+                elif kind == "run":
+                    await self._on_run(message.run)
+                elif kind == "cancel":
+                    await self._on_cancel(message.cancel)
+                elif kind == "ack":
+                    await self._on_ack(message.ack)
+        finally:
+            writer.cancel()
+            stopper.cancel()
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[player_pb2.PlayerMessage]) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(outbox.get(), self.config.heartbeat_seconds)
+            except TimeoutError:
+                message = _message(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))
+            await call.write(message)
+
+    async def close(self) -> None:
+        """Stop without touching running scores: they run on in their own sessions, and
+        the next player process watches them to the end and reports them (README,
+        "Restarting a player")."""
+        self.stopping.set()
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.wait(self.background, timeout=5)
+        self.spool.close()

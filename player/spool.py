@@ -1,0 +1,166 @@
+"""The player's durable record of every task it accepted, started and finished.
+
+Each step is committed (WAL, synchronous=FULL) before the conductor hears of it, so after
+any crash or reconnect the player knows exactly what it has done: a task id it already
+holds is never run again, and a finished result is re-sent until acknowledged.
+Acknowledged entries stay as tombstones for a while so late duplicates are still refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from orchestra.db import Database, Transaction
+from orchestra.wire import player_pb2
+
+TOMBSTONE_SECONDS = 7 * 86400
+
+
+class Step(StrEnum):
+    ACCEPTED = "accepted"
+    STARTED = "started"
+    FINISHED = "finished"
+    ACKED = "acked"
+
+
+@dataclass(frozen=True)
+class Entry:
+    task_id: str
+    attempt: int
+    job_id: str
+    score: str
+    params: dict[str, str]
+    requester: str
+    deadline_at: float
+    step: Step
+    pid: int | None
+    proc_start: int | None
+    kill_at: float | None
+    result: player_pb2.TaskResult | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Entry:
+        result = None
+        if row["result"] is not None:
+            result = player_pb2.TaskResult.FromString(row["result"])
+        return cls(row["task_id"], row["attempt"], row["job_id"], row["score"],
+                   json.loads(row["params"]), row["requester"], row["deadline_at"],
+                   Step(row["step"]), row["pid"], row["proc_start"], row["kill_at"], result)
+
+    def to_wire(self) -> player_pb2.SpoolEntry:
+        state = {
+            Step.ACCEPTED: player_pb2.SPOOL_STATE_ACCEPTED,
+            Step.STARTED: player_pb2.SPOOL_STATE_STARTED,
+            Step.FINISHED: player_pb2.SPOOL_STATE_FINISHED,
+        }[self.step]
+        entry = player_pb2.SpoolEntry(task_id=self.task_id, attempt=self.attempt, state=state)
+        if self.result is not None:
+            entry.result.CopyFrom(self.result)
+        return entry
+
+
+def _schema(conn: sqlite3.Connection) -> None:
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS spool (
+            task_id TEXT PRIMARY KEY,
+            attempt INTEGER NOT NULL,
+            job_id TEXT NOT NULL,
+            score TEXT NOT NULL,
+            params TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            deadline_at REAL NOT NULL,
+            step TEXT NOT NULL CHECK (step IN ('accepted','started','finished','acked')),
+            pid INTEGER,
+            proc_start INTEGER,
+            kill_at REAL,
+            result BLOB,
+            accepted_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            acked_at REAL
+        )""")
+
+
+class Spool:
+    def __init__(self, spool_dir: Path) -> None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(spool_dir / "spool.db")
+        self.db.call(_schema, self.db.conn)
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def accept(self, run: player_pb2.RunTask) -> Entry | None:
+        """Record a new task; None if this task id is already known (a duplicate)."""
+        def op(conn: sqlite3.Connection) -> Entry | None:
+            with Transaction(conn):
+                if conn.execute("SELECT 1 FROM spool WHERE task_id = ?", (run.task_id,)).fetchone():
+                    return None
+                conn.execute(
+                    "INSERT INTO spool (task_id, attempt, job_id, score, params, requester,"
+                    " deadline_at, step, accepted_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (run.task_id, run.attempt, run.job_id, run.score,
+                     json.dumps(dict(run.params), sort_keys=True), run.requester,
+                     run.deadline_at, Step.ACCEPTED, time.time()))
+                return _get(conn, run.task_id)
+        return await self.db.run(op, self.db.conn)
+
+    async def mark_started(self, task_id: str, kill_at: float) -> None:
+        """Recorded before the score is spawned: a crash after this is never re-run."""
+        await self._update(task_id, "step = ?, started_at = ?, kill_at = ?",
+                           (Step.STARTED, time.time(), kill_at), expect=Step.ACCEPTED)
+
+    async def set_process(self, task_id: str, pid: int, proc_start: int | None) -> None:
+        await self._update(task_id, "pid = ?, proc_start = ?", (pid, proc_start), expect=Step.STARTED)
+
+    async def finish(self, result: player_pb2.TaskResult) -> bool:
+        """Record the result; False if the task was already finished (first result wins)."""
+        def op(conn: sqlite3.Connection) -> bool:
+            with Transaction(conn):
+                cur = conn.execute(
+                    "UPDATE spool SET step = ?, result = ?, finished_at = ? WHERE task_id = ?"
+                    " AND step IN ('accepted', 'started')",
+                    (Step.FINISHED, result.SerializeToString(), time.time(), result.task_id))
+                return cur.rowcount == 1
+        return await self.db.run(op, self.db.conn)
+
+    async def ack(self, task_id: str, attempt: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            with Transaction(conn):
+                cur = conn.execute(
+                    "UPDATE spool SET step = ?, acked_at = ?, result = NULL, params = '{}'"
+                    " WHERE task_id = ? AND attempt = ? AND step = 'finished'",
+                    (Step.ACKED, time.time(), task_id, attempt))
+                conn.execute("DELETE FROM spool WHERE step = 'acked' AND acked_at < ?",
+                             (time.time() - TOMBSTONE_SECONDS,))
+                return cur.rowcount == 1
+        return await self.db.run(op, self.db.conn)
+
+    async def get(self, task_id: str) -> Entry | None:
+        return await self.db.run(_get, self.db.conn, task_id)
+
+    async def pending(self) -> list[Entry]:
+        """Every entry not yet acknowledged, oldest first."""
+        def op(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute("SELECT * FROM spool WHERE step != 'acked' ORDER BY accepted_at")
+            return [Entry.from_row(row) for row in rows]
+        return await self.db.run(op, self.db.conn)
+
+    async def _update(self, task_id: str, sets: str, values: tuple[object, ...], expect: Step) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with Transaction(conn):
+                cur = conn.execute(f"UPDATE spool SET {sets} WHERE task_id = ? AND step = ?",
+                                   (*values, task_id, expect))
+                if cur.rowcount != 1:
+                    raise RuntimeError(f"spool entry {task_id} is not {expect}")
+        await self.db.run(op, self.db.conn)
+
+
+def _get(conn: sqlite3.Connection, task_id: str) -> Entry | None:
+    row = conn.execute("SELECT * FROM spool WHERE task_id = ?", (task_id,)).fetchone()
+    return Entry.from_row(row) if row else None
