@@ -6,6 +6,7 @@ Also accepts the original Orchestra form ``submitjob [-all-of] SCORE HOST... [! 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def submit(client: Client, sub: Submission, timeout: float | None, expires: floa
         score=sub.score, scope=sub.scope, targets=sub.targets, params=sub.params,  # type: ignore[arg-type]
         expires_seconds=int(expires or 0), idempotency_key=idempotency_key))
     if not wait:
-        sys.stdout.write(f"{reply.job_id}\n")
+        sys.stdout.write(json.dumps({"job_id": reply.job_id, "existing": reply.existing}) + "\n"
+                         if as_json else f"{reply.job_id}\n")
         return int(ExitCode.OK)
     if not as_json:  # --json prints one object only; it carries job_id
         sys.stdout.write(f"{reply.job_id}\n")

@@ -163,17 +163,24 @@ class Cluster:
         return proc
 
     def start_conductor(self, wait: bool = True) -> Proc:
+        seen = self.log_text("conductor").count("conductor_ready")
         proc = self._start("conductor", [sys.executable, "-m", "conductor.main", "--config",
                                          str(self.conductor_config), "--log-level", self.log_level])
         if wait:
-            self.wait_for(lambda: self.socket.exists() and self._log_has("conductor", "conductor_ready"),
+            self.wait_for(lambda: self.log_text("conductor").count("conductor_ready") > seen,
                           "conductor ready", proc=proc)
         return proc
 
-    def start_player(self, name: str, config: Path | None = None) -> Proc:
-        return self._start(f"player-{name}", [
+    def start_player(self, name: str, config: Path | None = None,
+                     extra_env: Mapping[str, str] | None = None) -> Proc:
+        proc = Proc(f"player-{name}", [
             sys.executable, "-m", "player.main", "--config",
-            str(config or self.player_dir(name) / "player.toml"), "--log-level", self.log_level])
+            str(config or self.player_dir(name) / "player.toml"), "--log-level", self.log_level],
+            self.root / "logs" / f"player-{name}.log")
+        (self.root / "logs").mkdir(exist_ok=True)
+        proc.start({**self.env(), **(extra_env or {})})
+        self.procs[proc.name] = proc
+        return proc
 
     def start(self, players: Sequence[str] | None = None) -> None:
         self.start_conductor()
@@ -195,9 +202,6 @@ class Cluster:
     def log_text(self, name: str) -> str:
         path = self.root / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-    def _log_has(self, name: str, needle: str) -> bool:
-        return needle in self.log_text(name)
 
     def wait_for(self, check: object, what: str, timeout: float = 30, proc: Proc | None = None) -> None:
         deadline = time.monotonic() + timeout
