@@ -17,7 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audience.client import Client
 from orchestra import pki
+from orchestra.config import load_audience
+from orchestra.errors import OrchestraError
+from orchestra.wire import audience_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SCORES = REPO_ROOT / "scores"
@@ -163,12 +167,10 @@ class Cluster:
         return proc
 
     def start_conductor(self, wait: bool = True) -> Proc:
-        seen = self.log_text("conductor").count("conductor_ready")
         proc = self._start("conductor", [sys.executable, "-m", "conductor.main", "--config",
                                          str(self.conductor_config), "--log-level", self.log_level])
         if wait:
-            self.wait_for(lambda: self.log_text("conductor").count("conductor_ready") > seen,
-                          "conductor ready", proc=proc)
+            self.wait_for(lambda: self.players() is not None, "conductor ready", proc=proc)
         return proc
 
     def start_player(self, name: str, config: Path | None = None,
@@ -225,18 +227,18 @@ class Cluster:
         return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                               env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
-    def connected(self) -> set[str]:
-        from audience.client import Client
-        from orchestra.config import load_audience
-        from orchestra.errors import OrchestraError
-
+    def players(self) -> list[audience_pb2.PlayerInfo] | None:
+        """The conductor's player list, or None if it does not answer."""
         client = Client(load_audience(self.audience_config, explicit=True))
         try:
-            return {p.name for p in client.players().players if p.connected}
+            return list(client.players().players)
         except OrchestraError:
-            return set()
+            return None
         finally:
             client.close()
+
+    def connected(self) -> set[str]:
+        return {p.name for p in self.players() or [] if p.connected}
 
     def wait_connected(self, names: Sequence[str], timeout: float = 30) -> None:
         self.wait_for(lambda: set(names) <= self.connected(), f"players {sorted(names)} connected",
