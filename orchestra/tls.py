@@ -79,7 +79,10 @@ class Material:
 
     @property
     def certname(self) -> str:
-        return certname_of(self.certificate) or ""
+        """Our own CN (a conductor's cert may carry extra SANs for the names it is dialled by)."""
+        names = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        value = names[0].value if len(names) == 1 else ""
+        return value if isinstance(value, str) and CERTNAME_RE.fullmatch(value) else ""
 
 
 def server_credentials(material: Material) -> grpc.ServerCredentials:

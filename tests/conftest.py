@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from orchestra.devcluster import Cluster
 
@@ -46,10 +47,13 @@ def cluster3(make_cluster: MakeCluster) -> Cluster:
 
 def queue_rows(cluster: Cluster, table: str) -> list[dict[str, object]]:
     """Read the conductor's queue directly (read-only) to check what was stored."""
-    conn = sqlite3.connect(f"file:{cluster.state_dir / 'queue.db'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+    return read_rows(cluster.state_dir / "queue.db", table)
+
+
+def read_rows(path: Path, table: str) -> list[dict[str, object]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [dict(row) for row in conn.execute(f"SELECT * FROM {table}")]
+        return list(sqlite_utils.Database(conn)[table].rows)
     finally:
         conn.close()
 

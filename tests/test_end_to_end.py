@@ -219,13 +219,19 @@ def test_conductor_down_exits_4(make_cluster: MakeCluster) -> None:
     assert result.returncode == 4 and result.stderr.count("\n") == 1
 
 
-def test_score_timeout_kills_it_and_reports_timed_out(make_cluster: MakeCluster) -> None:
+def test_score_timeout_kills_the_whole_group_and_reports_timed_out(
+        make_cluster: MakeCluster, tmp_path: os.PathLike[str]) -> None:
     cluster = make_cluster()
-    cluster.add_score("slow", "#!/bin/sh\nsleep 30 &\nwait\n", "interface env\ntimeout 1\n")
+    pidfile = f"{tmp_path}/child.pid"
+    cluster.add_score("slow", f"#!/bin/sh\nsleep 300 &\necho $! > {pidfile}\nwait\n",
+                      "interface env\ntimeout 1\n")
     code, job = job_json(cluster, "submitjob", "--wait", "--timeout", "30", "slow", "p1.test")
     assert code == 1
     task = job["tasks"][0]
     assert task["state"] == "timed_out" and task["signal"] == signal.SIGTERM
-    # The whole process group went, including the backgrounded sleep.
-    leftover = subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True, text=True)
-    assert leftover.stdout == ""
+    assert task["exit_code"] is None and "timed out after 1 s" in task["reason"]
+    # The backgrounded grandchild went with the group.
+    with open(pidfile) as handle:
+        child = int(handle.read())
+    cluster.wait_for(lambda: not os.path.exists(f"/proc/{child}") or
+                     open(f"/proc/{child}/stat").read().split()[2] == "Z", "child gone", timeout=10)
