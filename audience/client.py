@@ -101,6 +101,10 @@ class Client:
             time.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 5.0)
 
+    def cancel(self, job_id: str) -> audience_pb2.Job:
+        return self.call(lambda: self.stub.Cancel(audience_pb2.JobRef(job_id=job_id),
+                                                  timeout=CALL_TIMEOUT))
+
     def players(self) -> audience_pb2.PlayerList:
         return self.call(lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(),
                                                        timeout=CALL_TIMEOUT))

@@ -8,6 +8,7 @@ import time
 import grpc
 
 from conductor.hub import Hub
+from conductor.states import TaskState
 from conductor.store import JobRecord, NewJob
 from orchestra import log
 from orchestra.errors import ValidationError
@@ -125,6 +126,30 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         finally:
             self.hub.unwatch(job.job_id, event)
         yield job_to_wire(job)
+
+    async def Cancel(self, request: audience_pb2.JobRef,  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> audience_pb2.Job:
+        job = await self._job(request.job_id, context)
+        reason = "cancelled by request"
+        for task in job.tasks:
+            session = self.hub.sessions.get(task.player) if task.player else None
+            if task.state in (TaskState.QUEUED, TaskState.DISPATCHED):
+                # Not granted a start, so it cannot be running: cancelled at once.
+                change = await self.store.transition(
+                    task.task_id, TaskState.CANCELLED, expect_attempt=task.attempt, detail=reason,
+                    reason=reason, finished_at=time.time())
+                self.hub.changed(change)
+                if change.applied and task.state == TaskState.DISPATCHED and session is not None:
+                    session.in_flight.discard(task.task_id)
+                    session.send(cancel=player_pb2.CancelTask(task_id=task.task_id,
+                                                              attempt=task.attempt, reason=reason))
+            elif task.state == TaskState.RUNNING and await self.store.request_cancel(task.task_id):
+                if session is not None:
+                    session.send(cancel=player_pb2.CancelTask(task_id=task.task_id,
+                                                              attempt=task.attempt, reason=reason))
+        logger.info("job_cancel_requested", job_id=job.job_id)
+        self.hub.wake()
+        return job_to_wire(await self._job(request.job_id, context))
 
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:

@@ -152,13 +152,49 @@ class Hub:
         logger.info("task_dispatched", task_id=claimed.task_id, player=session.name,
                     attempt=claimed.attempt)
 
+    # ---- one-of failover ---------------------------------------------------------------
+
+    async def fail_over_from(self, name: str) -> None:
+        """One-of tasks sent to a player that is gone, and not granted, go back to the queue.
+
+        Safe because a player starts nothing without a grant, and the conductor grants
+        only after committing the task as running.
+        """
+        if name in self.sessions:
+            return  # a newer session of the same player is already there
+        for task in await self.store.tasks_of(name, [TaskState.DISPATCHED]):
+            job = await self.store.get_job(task.job_id)
+            if job is None or job.scope != "one":
+                continue
+            change = await self.store.transition(
+                task.task_id, TaskState.QUEUED, expect_attempt=task.attempt, expect_player=name,
+                detail=f"{name} went away before starting it; another target may take it",
+                player=None)
+            if change.applied:
+                logger.info("task_failed_over", task_id=task.task_id, left=name)
+        self.wake()
+
+    async def run_startup_grace(self, grace: float) -> None:
+        """After a restart, players get `grace` seconds to come back before failover."""
+        await asyncio.sleep(grace)
+        for name in await self.store.players_with(TaskState.DISPATCHED):
+            if name not in self.sessions:
+                await self.fail_over_from(name)
+
     # ---- deadlines -------------------------------------------------------------------
 
     async def run_deadlines(self) -> None:
         while True:
             try:
-                for change in await self.store.expire_due(time.time()):
+                changes, dropped = await self.store.expire_due(time.time())
+                for change in changes:
                     self.changed(change)
+                for task_id, player, attempt in dropped:
+                    session = self.sessions.get(player)
+                    if session is not None:
+                        session.in_flight.discard(task_id)
+                        session.send(cancel=player_pb2.CancelTask(
+                            task_id=task_id, attempt=attempt, reason="job deadline passed"))
                 next_at = await self.store.next_deadline()
             except Exception:
                 logger.exception("deadline_check_failed")

@@ -87,8 +87,11 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             session.ready = False
             writer.cancel()
             self.hub.detach(session)
-            session.finished.set()
-            self.hub.wake()
+            try:
+                await self.hub.fail_over_from(session.name)
+            finally:
+                session.finished.set()
+                self.hub.wake()
             logger.info("player_disconnected", player=name, reason=session.close_details or "stream ended")
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
@@ -111,8 +114,8 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                     return
                 session.last_seen = time.time()
                 kind = message.WhichOneof("body")
-                if kind == "started":
-                    await self._on_started(session, message.started)
+                if kind == "start_request":
+                    await self._on_start_request(session, message.start_request)
                 elif kind == "result":
                     await self._on_result(session, message.result)
                 elif kind == "hello":
@@ -146,10 +149,6 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                 continue
             assert task is not None
             session.in_flight.add(task.task_id)
-            if entry.state == player_pb2.SPOOL_STATE_STARTED and task.state == TaskState.DISPATCHED:
-                self.hub.changed(await self.store.transition(
-                    task.task_id, TaskState.RUNNING, expect_attempt=task.attempt, expect_player=session.name,
-                    detail="player reports it started", started_at=time.time()))
             if task.cancel_requested:
                 session.send(cancel=player_pb2.CancelTask(task_id=task.task_id, attempt=task.attempt,
                                                           reason="cancelled by request"))
@@ -171,11 +170,26 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                     detail=reason, reason=reason, finished_at=time.time()))
                 logger.warning("task_lost", task_id=task.task_id, player=session.name)
 
-    async def _on_started(self, session: PlayerSession, started: player_pb2.TaskStarted) -> None:
-        change = await self.store.transition(
-            started.task_id, TaskState.RUNNING, expect_attempt=started.attempt, expect_player=session.name,
-            detail="player started it", started_at=started.started_at or time.time())
-        self.hub.changed(change)
+    async def _on_start_request(self, session: PlayerSession, request: player_pb2.StartRequest) -> None:
+        """Grant only after committing running: an ungranted task never started anywhere."""
+        task = await self.store.task(request.task_id)
+        ours = task is not None and task.player == session.name and task.attempt == request.attempt
+        if ours and task is not None and task.state == TaskState.DISPATCHED and not task.cancel_requested:
+            change = await self.store.transition(
+                task.task_id, TaskState.RUNNING, expect_attempt=task.attempt,
+                expect_player=session.name, detail="start granted", started_at=time.time())
+            self.hub.changed(change)
+            ours = change.applied
+        elif not (ours and task is not None and task.state == TaskState.RUNNING):
+            ours = False
+        if ours:
+            session.send(grant=player_pb2.StartGrant(task_id=request.task_id, attempt=request.attempt))
+        else:
+            session.in_flight.discard(request.task_id)
+            session.send(cancel=player_pb2.CancelTask(
+                task_id=request.task_id, attempt=request.attempt,
+                reason="the conductor no longer assigns this task to this player"))
+            self.hub.wake()
 
     async def _on_result(self, session: PlayerSession, result: player_pb2.TaskResult) -> None:
         new = OUTCOME_STATES.get(result.outcome)

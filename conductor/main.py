@@ -90,7 +90,8 @@ class Conductor:
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         background = [asyncio.ensure_future(hub.run_dispatch()),
                       asyncio.ensure_future(hub.run_deadlines()),
-                      asyncio.ensure_future(self._reloads(hub))]
+                      asyncio.ensure_future(self._reloads(hub)),
+                      asyncio.ensure_future(hub.run_startup_grace(cfg.reconnect_grace))]
         hub.wake()
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(socket_path),
                     players=len(roster), pid=os.getpid(), certname=material.certname)

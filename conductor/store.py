@@ -308,28 +308,50 @@ class Store:
             return TaskRecord.from_row(row) if row else None
         return await self.db.run(op, self.db.conn)
 
-    async def expire_due(self, now: float) -> list[Change]:
-        """Queued tasks of jobs whose deadline passed -> expired."""
-        def op(conn: sqlite3.Connection) -> list[Change]:
-            changes = []
+    async def expire_due(self, now: float) -> tuple[list[Change], list[tuple[str, str, int]]]:
+        """Tasks not started by their job's deadline -> expired.
+
+        Returns the changes and the (task_id, player, attempt) of dispatched ones, whose
+        players must be told to drop them. Not started means queued, or dispatched
+        without a start grant: either way nothing ran.
+        """
+        def op(conn: sqlite3.Connection) -> tuple[list[Change], list[tuple[str, str, int]]]:
+            changes, dropped = [], []
+            reason = "job deadline passed before the task started"
             with Transaction(conn):
                 rows = conn.execute(
-                    "SELECT t.id, t.job_id, t.attempt, t.player FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                    " WHERE t.state = 'queued' AND j.deadline_at <= ?", (now,)).fetchall()
+                    "SELECT t.id, t.job_id, t.state, t.attempt, t.player FROM tasks t"
+                    " JOIN jobs j ON j.id = t.job_id"
+                    " WHERE t.state IN ('queued', 'dispatched') AND j.deadline_at <= ?", (now,)).fetchall()
                 for row in rows:
-                    _move(conn, row["id"], TaskState.QUEUED, TaskState.EXPIRED,
-                          "job deadline passed before the task was dispatched",
-                          reason="job deadline passed before the task was dispatched",
-                          finished_at=now)
+                    _move(conn, row["id"], TaskState(row["state"]), TaskState.EXPIRED, reason,
+                          reason=reason, finished_at=now)
+                    if row["state"] == TaskState.DISPATCHED:
+                        dropped.append((row["id"], row["player"], row["attempt"]))
                 for job_id in {row["job_id"] for row in rows}:
                     changes.append(Change(True, job_id, _finish_job_if_done(conn, job_id)))
-            return changes
+            return changes, dropped
+        return await self.db.run(op, self.db.conn)
+
+    async def request_cancel(self, task_id: str) -> bool:
+        """Mark a running task for cancellation (its state changes when the player confirms)."""
+        def op(conn: sqlite3.Connection) -> bool:
+            with Transaction(conn):
+                cur = conn.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ?"
+                                   " WHERE id = ? AND state = 'running'", (time.time(), task_id))
+                return cur.rowcount == 1
+        return await self.db.run(op, self.db.conn)
+
+    async def players_with(self, state: TaskState) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT DISTINCT player FROM tasks WHERE state = ? AND player IS NOT NULL", (state.value,))]
         return await self.db.run(op, self.db.conn)
 
     async def next_deadline(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
             row = conn.execute("SELECT MIN(j.deadline_at) FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                               " WHERE t.state = 'queued'").fetchone()
+                               " WHERE t.state IN ('queued', 'dispatched')").fetchone()
             return row[0]
         return await self.db.run(op, self.db.conn)
 

@@ -221,7 +221,8 @@ class Cluster:
     def cli(self, command: str, *args: str, timeout: float = 120,
             config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run an audience command (submitjob, getstatus, ...) as a real process."""
-        module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus"}[command]
+        module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
+                  "canceljob": "audience.canceljob"}[command]
         env = self.env()
         env["ORCHESTRA_CONFIG"] = str(config or self.audience_config)
         return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -42,6 +42,8 @@ class Player:
                                     config.response_max_bytes)
         self.slots = asyncio.Semaphore(config.max_concurrent)
         self.executions: dict[str, runner.Execution] = {}
+        # Tasks waiting for the conductor's StartGrant: True = start, False = dropped.
+        self.grants: dict[str, asyncio.Future[tuple[bool, str]]] = {}
         self.cancel_outlived: set[str] = set()
         self.outbox: asyncio.Queue[player_pb2.PlayerMessage] | None = None
         self.background: set[asyncio.Task[None]] = set()
@@ -114,14 +116,16 @@ class Player:
                 await self._finish(self._simple_result(
                     entry, player_pb2.OUTCOME_EXPIRED, "job deadline passed before the task could start"))
                 return
+            granted, reason = await self._ask_to_start(entry)
+            if not granted:
+                await self._finish(self._simple_result(entry, player_pb2.OUTCOME_CANCELLED, reason))
+                return
             ctx = runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
                                      entry.requester, params)
             execution = runner.Execution(score, ctx, runner.TaskFiles(self.files_root, entry.task_id),
                                          self.limits)
             await self.spool.mark_started(entry.task_id, time.time() + execution.timeout)
             self.executions[entry.task_id] = execution
-            self._send(_message(started=player_pb2.TaskStarted(
-                task_id=entry.task_id, attempt=entry.attempt, started_at=time.time())))
             logger.info("task_started", task_id=entry.task_id, score=score.name)
             try:
                 result = await execution.run(
@@ -129,6 +133,19 @@ class Player:
             finally:
                 self.executions.pop(entry.task_id, None)
             await self._finish(result)
+
+    async def _ask_to_start(self, entry: Entry) -> tuple[bool, str]:
+        """Wait for the conductor's grant; asked again after every reconnect."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.grants[entry.task_id] = waiter
+        try:
+            self._request_start(entry.task_id, entry.attempt)
+            return await waiter
+        finally:
+            self.grants.pop(entry.task_id, None)
+
+    def _request_start(self, task_id: str, attempt: int) -> None:
+        self._send(_message(start_request=player_pb2.StartRequest(task_id=task_id, attempt=attempt)))
 
     async def _finish(self, result: player_pb2.TaskResult) -> None:
         if await self.spool.finish(result):
@@ -154,7 +171,17 @@ class Player:
         logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt)
         self._spawn(self._run(entry))
 
+    def _on_grant(self, grant: player_pb2.StartGrant) -> None:
+        waiter = self.grants.get(grant.task_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((True, ""))
+
     async def _on_cancel(self, cancel: player_pb2.CancelTask) -> None:
+        waiter = self.grants.get(cancel.task_id)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result((False, cancel.reason or "cancelled before it started"))
+            return
         execution = self.executions.get(cancel.task_id)
         if execution is not None:
             execution.cancel(cancel.reason or "cancelled")
@@ -257,6 +284,12 @@ class Player:
                 if kind == "welcome":
                     welcomed = True
                     logger.info("session_established", conductor=message.welcome.conductor)
+                    for task_id in list(self.grants):
+                        entry = await self.spool.get(task_id)
+                        if entry is not None:
+                            self._request_start(task_id, entry.attempt)
+                elif kind == "grant":
+                    self._on_grant(message.grant)
                 elif kind == "run":
                     await self._on_run(message.run)
                 elif kind == "cancel":

@@ -54,6 +54,11 @@ class AudienceStub:
                 request_serializer=orchestra_dot_v1_dot_audience__pb2.ListPlayersRequest.SerializeToString,
                 response_deserializer=orchestra_dot_v1_dot_audience__pb2.PlayerList.FromString,
                 _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/orchestra.v1.Audience/Cancel',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class AudienceServicer:
@@ -85,6 +90,14 @@ class AudienceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cancel(self, request, context):
+        """Queued and not-yet-started tasks end cancelled at once; running ones are killed on
+        their player and end cancelled once it confirms. Returns the job as it then stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +120,11 @@ def add_AudienceServicer_to_server(servicer, server):
                     servicer.ListPlayers,
                     request_deserializer=orchestra_dot_v1_dot_audience__pb2.ListPlayersRequest.FromString,
                     response_serializer=orchestra_dot_v1_dot_audience__pb2.PlayerList.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.JobRef.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +235,33 @@ class Audience:
             '/orchestra.v1.Audience/ListPlayers',
             orchestra_dot_v1_dot_audience__pb2.ListPlayersRequest.SerializeToString,
             orchestra_dot_v1_dot_audience__pb2.PlayerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/Cancel',
+            orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,40 @@
+"""``canceljob [--wait [--timeout S]] [--json] JOBID``: cancel a job; exit codes as getstatus.
+
+Queued and not-yet-started tasks end ``cancelled`` at once. Running tasks are killed on
+their player (the whole process group) and end ``cancelled`` once the player confirms;
+``--wait`` waits for that.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from audience import render
+from audience.client import Client
+from audience.common import Parser, add_common, positive_seconds, run
+from orchestra.params import check_job_id
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = Parser(prog="canceljob", description="Cancel a job.")
+    add_common(parser)
+    parser.add_argument("--wait", action="store_true", help="block until every task has ended")
+    parser.add_argument("--timeout", type=positive_seconds, help="with --wait: give up after S seconds (exit 3)")
+    parser.add_argument("job_id", metavar="JOBID")
+    args = parser.parse_args(argv)
+    if args.timeout is not None and not args.wait:
+        parser.error("--timeout needs --wait")
+
+    def body(client: Client) -> int:
+        job_id = check_job_id(args.job_id)
+        job = client.cancel(job_id)
+        if args.wait and not job.finished:
+            job = client.wait(job_id, args.timeout)
+        sys.stdout.write(render.job_json(job) if args.json else render.job_text(job))
+        return int(render.exit_code(job))
+    return run("canceljob", args.config, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
