@@ -10,7 +10,7 @@ import grpc
 from conductor.hub import Hub
 from conductor.states import TaskState
 from conductor.store import JobRecord, NewJob
-from orchestra import log
+from orchestra import faults, log
 from orchestra.errors import ValidationError
 from orchestra.inventory import decls_from_wire
 from orchestra.params import (
@@ -45,6 +45,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             logger.info("submit_rejected", reason=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         job_id, existing = await self.store.submit(job)
+        faults.point("submit.committed")
         logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
                     targets=len(job.targets), requester=job.requester, existing=existing,
                     params=sorted(job.params))

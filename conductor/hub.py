@@ -16,7 +16,7 @@ import grpc
 
 from conductor.states import TaskState
 from conductor.store import Change, Claimed, Store
-from orchestra import log
+from orchestra import faults, log
 from orchestra.tls import PeerIdentity
 from orchestra.wire import common_pb2, player_pb2
 
@@ -138,6 +138,7 @@ class Hub:
             claimed = await self.store.claim(task_id, session.name)
             if claimed is None:
                 continue
+            faults.point("dispatch.claimed")
             if session.closed.is_set() or self.sessions.get(session.name) is not session:
                 # It went away while we committed: the next Hello reconciles this task.
                 continue

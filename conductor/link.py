@@ -16,7 +16,7 @@ import grpc
 
 from conductor.hub import Hub, PlayerSession
 from conductor.states import TaskState
-from orchestra import log
+from orchestra import faults, log
 from orchestra.inventory import PROTOCOL_VERSION
 from orchestra.tls import peer_identity
 from orchestra.wire import player_pb2, player_pb2_grpc
@@ -180,6 +180,7 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                 expect_player=session.name, detail="start granted", started_at=time.time())
             self.hub.changed(change)
             ours = change.applied
+            faults.point("grant.committed")
         elif not (ours and task is not None and task.state == TaskState.RUNNING):
             ours = False
         if ours:
@@ -217,6 +218,7 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         else:
             logger.info("result_ignored", task_id=result.task_id, player=session.name,
                         attempt=result.attempt, reason="stale or duplicate")
+        faults.point("result.committed")
         session.in_flight.discard(result.task_id)
         # The ack goes out only after the result (or its earlier copy) is committed.
         session.send(ack=player_pb2.ResultAck(task_id=result.task_id, attempt=result.attempt))

@@ -159,30 +159,27 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _start(self, name: str, argv: list[str]) -> Proc:
+    def _start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
         (self.root / "logs").mkdir(exist_ok=True)
         proc = Proc(name, argv, self.root / "logs" / f"{name}.log")
-        proc.start(self.env())
+        proc.start({**self.env(), **(extra_env or {})})
         self.procs[name] = proc
         return proc
 
-    def start_conductor(self, wait: bool = True) -> Proc:
+    def start_conductor(self, wait: bool = True, extra_env: Mapping[str, str] | None = None) -> Proc:
         proc = self._start("conductor", [sys.executable, "-m", "conductor.main", "--config",
-                                         str(self.conductor_config), "--log-level", self.log_level])
+                                         str(self.conductor_config), "--log-level", self.log_level],
+                           extra_env)
         if wait:
             self.wait_for(lambda: self.players() is not None, "conductor ready", proc=proc)
         return proc
 
     def start_player(self, name: str, config: Path | None = None,
                      extra_env: Mapping[str, str] | None = None) -> Proc:
-        proc = Proc(f"player-{name}", [
+        return self._start(f"player-{name}", [
             sys.executable, "-m", "player.main", "--config",
             str(config or self.player_dir(name) / "player.toml"), "--log-level", self.log_level],
-            self.root / "logs" / f"player-{name}.log")
-        (self.root / "logs").mkdir(exist_ok=True)
-        proc.start({**self.env(), **(extra_env or {})})
-        self.procs[proc.name] = proc
-        return proc
+            extra_env)
 
     def start(self, players: Sequence[str] | None = None) -> None:
         self.start_conductor()

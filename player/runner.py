@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestra import faults
 from orchestra.params import ENV_PREFIX
 from orchestra.wire import player_pb2
 from player.scores import Score
@@ -186,6 +187,7 @@ class Execution:
             os.close(out_fd)
             os.close(err_fd)
         await on_spawn(proc.pid, proc_start_time(proc.pid))
+        faults.point("player.spawned")
         outcome, reason = await self._supervise(proc, started_at)
         code = proc.returncode
         assert code is not None

@@ -12,7 +12,7 @@ import random
 import time
 import grpc
 
-from orchestra import log
+from orchestra import faults, log
 from orchestra.config import PlayerConfig
 from orchestra.errors import ValidationError
 from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
@@ -125,6 +125,7 @@ class Player:
             execution = runner.Execution(score, ctx, runner.TaskFiles(self.files_root, entry.task_id),
                                          self.limits)
             await self.spool.mark_started(entry.task_id, time.time() + execution.timeout)
+            faults.point("player.started")
             self.executions[entry.task_id] = execution
             logger.info("task_started", task_id=entry.task_id, score=score.name)
             try:
@@ -149,6 +150,7 @@ class Player:
 
     async def _finish(self, result: player_pb2.TaskResult) -> None:
         if await self.spool.finish(result):
+            faults.point("player.finished")
             logger.info("task_finished", task_id=result.task_id,
                         outcome=player_pb2.Outcome.Name(result.outcome),
                         exit_code=result.exit_code if result.has_exit_code else None,
@@ -168,6 +170,7 @@ class Player:
             if known is not None and known.result is not None:
                 self._send(_message(result=known.result))
             return
+        faults.point("player.accepted")
         logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt)
         self._spawn(self._run(entry))
 
@@ -235,8 +238,12 @@ class Player:
                     welcomed = await self._session(channel)
             except grpc.aio.AioRpcError as err:
                 logger.warning("session_ended", code=err.code().name, details=err.details())
-            except (TimeoutError, ConnectionError) as err:
+            except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as err:
+                # InvalidStateError: a write raced with the end of the call.
                 logger.warning("session_ended", error=str(err) or type(err).__name__)
+            except Exception:
+                # Whatever went wrong with this session, the player must live on and retry.
+                logger.exception("session_failed")
             finally:
                 self.outbox = None
             if self.stopping.is_set():
