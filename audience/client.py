@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import random
 import time
 from collections.abc import Callable
@@ -19,13 +18,6 @@ T = TypeVar("T")
 CALL_TIMEOUT = 30.0
 # How long --wait without --timeout keeps trying to reach a conductor that went away.
 MAX_OUTAGE = 600.0
-
-
-def claimed_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 class Client:
@@ -57,6 +49,9 @@ class Client:
             return ValidationError(details)
         if code == grpc.StatusCode.NOT_FOUND:
             return NoSuchJobError(details)
+        metadata = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+        if code == grpc.StatusCode.PERMISSION_DENIED and metadata.get("orchestra-refusal") == "policy":
+            return ValidationError(f"denied: {details}")
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return UnreachableError(f"the conductor at {self.where} refused us: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -65,7 +60,6 @@ class Client:
                                 f"{': ' + details.splitlines()[0] if details else ''}")
 
     def submit(self, request: audience_pb2.SubmitRequest) -> audience_pb2.SubmitReply:
-        request.claimed_user = claimed_user()
         return self.call(lambda: self.stub.Submit(request, timeout=CALL_TIMEOUT))
 
     def get(self, job_id: str) -> audience_pb2.Job:

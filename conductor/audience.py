@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import grpc
 
+from conductor.auth import current_requester
 from conductor.hub import Hub
+from conductor.policy import Policy, Requester
 from conductor.states import TaskState
 from conductor.store import JobRecord, NewJob
 from orchestra import faults, log
@@ -19,41 +22,64 @@ from orchestra.params import (
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2
 
 logger = log.get("conductor")
+REFUSAL_KEY = "orchestra-refusal"
+
+
+class PolicyDenied(Exception):
+    def __init__(self, reason: str, rule: str) -> None:
+        super().__init__(reason)
+        self.rule = rule
 
 MAX_TARGETS = 10_000
 MAX_IDEMPOTENCY_KEY = 200
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
-    def __init__(self, hub: Hub, job_deadline: float, cert_not_after: float) -> None:
+    def __init__(self, hub: Hub, job_deadline: float, cert_not_after: float,
+                 policy: Callable[[], Policy]) -> None:
         self.hub = hub
         self.store = hub.store
+        self.audit = hub.audit
         self.job_deadline = job_deadline
         self.cert_not_after = cert_not_after
+        self.policy = policy
 
-    def requester(self, request: audience_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> str:
-        # The local socket carries no verified identity: the user name is a claim and is
-        # recorded as one (DESIGN-NOTES §5).
-        claimed = request.claimed_user if request.claimed_user.isprintable() else "?"
-        return f"{claimed[:64] or 'unknown'} (claimed, local socket)"
+    @staticmethod
+    def requester() -> Requester:
+        who = current_requester.get()
+        assert who is not None, "the AuthInterceptor admits no audience call without a requester"
+        return who
 
     async def Submit(self, request: audience_pb2.SubmitRequest,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> audience_pb2.SubmitReply:
+        who = self.requester()
+        seen = {"requester": who.label, "score": request.score[:80],
+                "param_keys": sorted(k[:80] for k in request.params)[:64],
+                "targets": [t[:260] for t in request.targets][:100]}
         try:
-            job = await self._validate(request, self.requester(request, context))
+            job = await self._validate(request, who)
         except ValidationError as err:
-            logger.info("submit_rejected", reason=str(err))
+            logger.info("submit_rejected", reason=str(err), requester=who.label)
+            self.audit.record("submit", "rejected", reason=str(err), **seen)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except PolicyDenied as err:
+            logger.info("submit_denied", reason=str(err), requester=who.label)
+            self.audit.record("submit", "denied", reason=str(err), rule=err.rule or None, **seen)
+            context.set_trailing_metadata(((REFUSAL_KEY, "policy"),))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
         job_id, existing = await self.store.submit(job)
         faults.point("submit.committed")
         logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
                     targets=len(job.targets), requester=job.requester, existing=existing,
                     params=sorted(job.params))
+        self.audit.record("submit", "accepted", job_id=job_id, existing=existing,
+                          serial=f"{who.serial:x}" if who.serial is not None else None,
+                          uid=who.uid, **seen)
         self.hub.wake()
         self.hub.wake_deadlines()
         return audience_pb2.SubmitReply(job_id=job_id, existing=existing)
 
-    async def _validate(self, request: audience_pb2.SubmitRequest, requester: str) -> NewJob:
+    async def _validate(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
         score = check_score_name(request.score)
         params = normalize_params(dict(request.params))
         targets: list[str] = []
@@ -92,9 +118,12 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     decls = decls_from_wire(info.params)
                     checked = apply_decls(params, decls, score)
                     secret |= {d.name for d in decls.params if d.secret}
+        decision = self.policy().decide(who, score, targets, checked)
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason, decision.rule)
         expires = request.expires_seconds or self.job_deadline
         return NewJob(score=score, scope=scope, targets=tuple(targets), params=checked,
-                      secret_keys=tuple(sorted(secret)), requester=requester,
+                      secret_keys=tuple(sorted(secret)), requester=who.label,
                       deadline_at=time.time() + expires,
                       idempotency_key=request.idempotency_key or None)
 
@@ -131,7 +160,16 @@ class Audience(audience_pb2_grpc.AudienceServicer):
     async def Cancel(self, request: audience_pb2.JobRef,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> audience_pb2.Job:
         job = await self._job(request.job_id, context)
-        reason = "cancelled by request"
+        who = self.requester()
+        # Whoever may run this score on these targets may also stop it.
+        decision = self.policy().decide(who, job.score, job.targets, {})
+        if not decision.allowed:
+            self.audit.record("cancel", "denied", requester=who.label, job_id=job.job_id,
+                              reason=decision.reason)
+            context.set_trailing_metadata(((REFUSAL_KEY, "policy"),))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, decision.reason)
+        self.audit.record("cancel", "accepted", requester=who.label, job_id=job.job_id)
+        reason = f"cancelled by {who.label}"
         for task in job.tasks:
             session = self.hub.sessions.get(task.player) if task.player else None
             if task.state in (TaskState.QUEUED, TaskState.DISPATCHED):

@@ -10,10 +10,12 @@ import asyncio
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 
+from conductor.audit import AuditLog
 from conductor.states import TaskState
 from conductor.store import Change, Claimed, Store
 from orchestra import faults, log
@@ -55,8 +57,9 @@ class PlayerSession:
 
 
 class Hub:
-    def __init__(self, store: Store, roster: frozenset[str]) -> None:
+    def __init__(self, store: Store, roster: frozenset[str], audit: AuditLog) -> None:
         self.store = store
+        self.audit = audit
         self.roster = roster
         self.sessions: dict[str, PlayerSession] = {}
         self.started_at = time.time()
@@ -71,6 +74,16 @@ class Hub:
         if previous is not None:
             previous.close(grpc.StatusCode.ABORTED, "replaced by a newer session of the same player")
         self.sessions[session.name] = session
+
+    def close_sessions_failing(self, refuses: Callable[[int], str | None]) -> None:
+        """After a CRL change: live streams are never re-checked by TLS, so close them here."""
+        for session in list(self.sessions.values()):
+            reason = refuses(session.identity.serial)
+            if reason is not None:
+                logger.warning("session_revoked", player=session.name, reason=reason)
+                self.audit.record("session_closed", "refused", certname=session.name,
+                                  serial=f"{session.identity.serial:x}", reason=reason)
+                session.close(grpc.StatusCode.UNAUTHENTICATED, reason)
 
     def detach(self, session: PlayerSession) -> None:
         if self.sessions.get(session.name) is session:
@@ -152,6 +165,9 @@ class Hub:
             deadline_at=claimed.deadline_at))
         logger.info("task_dispatched", task_id=claimed.task_id, player=session.name,
                     attempt=claimed.attempt)
+        self.audit.record("dispatch", "sent", job_id=claimed.job_id, task_id=claimed.task_id,
+                          score=claimed.score, certname=session.name,
+                          serial=f"{session.identity.serial:x}", attempt=claimed.attempt)
 
     # ---- one-of failover ---------------------------------------------------------------
 

@@ -14,11 +14,11 @@ import time
 
 import grpc
 
+from conductor.auth import current_identity
 from conductor.hub import Hub, PlayerSession
 from conductor.states import TaskState
 from orchestra import faults, log
 from orchestra.inventory import PROTOCOL_VERSION
-from orchestra.tls import peer_identity
 from orchestra.wire import player_pb2, player_pb2_grpc
 
 logger = log.get("conductor")
@@ -44,15 +44,11 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         self.liveness = liveness
 
     async def Session(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
-        identity = peer_identity(context)
+        identity = current_identity.get()  # set by the AuthInterceptor, which admitted it
         if identity is None:
-            logger.warning("player_refused", reason="no verified certificate", peer=context.peer())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no verified client certificate")
         assert identity is not None
         name = identity.certname
-        if name not in self.hub.roster:
-            logger.warning("player_refused", player=name, reason="not in the players file")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{name} is not in the players file")
         try:
             first = await asyncio.wait_for(context.read(), self.liveness)
         except TimeoutError:
@@ -215,6 +211,11 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                 if change.applied:
                     logger.info("task_result", task_id=task.task_id, player=session.name,
                                 state=new.value, exit_code=result.exit_code if result.has_exit_code else None)
+                    self.hub.audit.record(
+                        "result", new.value, job_id=task.job_id, task_id=task.task_id,
+                        certname=session.name, serial=f"{session.identity.serial:x}",
+                        exit_code=result.exit_code if result.has_exit_code else None,
+                        signal=result.signal or None, reason=result.reason or None)
         else:
             logger.info("result_ignored", task_id=result.task_id, player=session.name,
                         attempt=result.attempt, reason="stale or duplicate")

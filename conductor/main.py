@@ -8,6 +8,7 @@ import fcntl
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -15,17 +16,23 @@ from typing import IO
 import grpc
 
 from conductor.audience import Audience
+from conductor.audit import AuditLog
+from conductor.auth import AuthInterceptor, Gate, Revocation
 from conductor.hub import Hub
+from conductor.localsock import LocalSocket
 from conductor.link import PlayerLink
 from conductor.players import load_players
+from conductor.policy import parse_policy
 from conductor.store import Store
 from orchestra import config as configuration
 from orchestra import log
 from orchestra.errors import ConfigError, OrchestraError, StartupError
-from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after, server_credentials
+from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
 from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
 
 logger = log.get("conductor")
+CRL_POLL_SECONDS = 2.0
+EXPIRY_WARNING_DAYS = 30
 
 
 def take_lock(state_dir: Path) -> IO[bytes]:
@@ -49,51 +56,68 @@ def take_lock(state_dir: Path) -> IO[bytes]:
 class Conductor:
     def __init__(self, cfg: configuration.ConductorConfig) -> None:
         self.cfg = cfg
+        self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
         self.stopping = asyncio.Event()
         self.reload_requested = asyncio.Event()
+        self._pending_certs: grpc.ServerCertificateConfiguration | None = None
+
+    def _fetch_certs(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each new handshake: hand over a rotated cert once."""
+        pending, self._pending_certs = self._pending_certs, None
+        return pending
 
     async def run(self) -> None:
         cfg = self.cfg
+        os.umask(0o077)  # queue, audit log and lock are the conductor's alone
         material = Material.load(cfg.tls)
+        self.material = material
         roster = load_players(cfg.players_file)
+        self.revocation = Revocation(cfg.tls.crl, material.ca)
+        self.revocation.load()
         lock = take_lock(cfg.state_dir)
         store = Store(cfg.state_dir)
-        hub = Hub(store, roster)
+        audit = AuditLog(cfg.audit_log)
+        hub = Hub(store, roster, audit)
+        self.hub = hub
+        local = LocalSocket(cfg.audience_socket, 0)
+        gate = Gate(lambda: hub.roster, lambda: self.policy, self.revocation, local, audit)
         options = [("grpc.so_reuseport", 0), *SERVER_KEEPALIVE, *MESSAGE_LIMITS]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(gate)])
         player_pb2_grpc.add_PlayerLinkServicer_to_server(
             PlayerLink(hub, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), server)
-        audience_pb2_grpc.add_AudienceServicer_to_server(
-            Audience(hub, cfg.job_deadline, not_after(material.cert)), server)
+        self.audience = Audience(hub, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
+        audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, server)
+        credentials = grpc.dynamic_ssl_server_credentials(
+            grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.ca),
+            self._fetch_certs, require_client_authentication=True)
         try:
-            port = server.add_secure_port(cfg.listen, server_credentials(material))
+            port = server.add_secure_port(cfg.listen, credentials)
+            local.backend_port = server.add_insecure_port("127.0.0.1:0")
         except RuntimeError as err:
             raise StartupError(f"cannot listen on {cfg.listen}: {err}") from None
-        if port == 0:
+        if port == 0 or local.backend_port == 0:
             raise StartupError(f"cannot listen on {cfg.listen}")
-        socket_path = cfg.audience_socket
         try:
-            socket_path.parent.mkdir(parents=True, exist_ok=True)
-            socket_path.unlink(missing_ok=True)  # stale from a crash; we hold the lock
+            cfg.audience_socket.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StartupError(f"cannot use audience_socket {socket_path}: {err.strerror}") from None
-        old_umask = os.umask(0o117)  # the socket is born 0660: owner and group only
-        try:
-            if server.add_insecure_port(f"unix:{socket_path}") == 0:
-                raise StartupError(f"cannot listen on unix socket {socket_path}")
-        finally:
-            os.umask(old_umask)
+            raise StartupError(f"cannot use audience_socket {cfg.audience_socket}: {err.strerror}") from None
         await server.start()
+        try:
+            await local.start()
+        except OSError as err:
+            raise StartupError(f"cannot listen on unix socket {cfg.audience_socket}: {err.strerror}") from None
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         background = [asyncio.ensure_future(hub.run_dispatch()),
                       asyncio.ensure_future(hub.run_deadlines()),
-                      asyncio.ensure_future(self._reloads(hub)),
+                      asyncio.ensure_future(self._reloads()),
+                      asyncio.ensure_future(self._watch_crl()),
                       asyncio.ensure_future(hub.run_startup_grace(cfg.reconnect_grace))]
         hub.wake()
-        logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(socket_path),
+        warn_if_expiring("conductor", material.certname, not_after(material.cert))
+        logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
                     players=len(roster), pid=os.getpid(), certname=material.certname)
         try:
             await self.stopping.wait()
@@ -103,22 +127,71 @@ class Conductor:
                 task.cancel()
             for session in list(hub.sessions.values()):
                 session.close(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+            await local.close()
             await server.stop(grace=2)
             store.close()
-            socket_path.unlink(missing_ok=True)
+            audit.close()
             lock.close()
             logger.info("conductor_stopped")
 
-    async def _reloads(self, hub: Hub) -> None:
+    async def _reloads(self) -> None:
         while True:
             await self.reload_requested.wait()
             self.reload_requested.clear()
-            try:
-                roster = load_players(self.cfg.players_file)
-            except ConfigError as err:
-                logger.error("players_reload_failed", error=str(err), kept=len(hub.roster))
-                continue
-            await hub.set_roster(roster)
+            logger.info("reload_requested")
+            await self.reload()
+
+    async def reload(self) -> None:
+        """SIGHUP: players file, policy, CRL and our own certificate; each kept if bad."""
+        try:
+            roster = load_players(self.cfg.players_file)
+        except ConfigError as err:
+            logger.error("players_reload_failed", error=str(err), kept=len(self.hub.roster))
+        else:
+            await self.hub.set_roster(roster)
+        try:
+            cfg = configuration.load_conductor(self.cfg.path)
+            self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
+            logger.info("policy_reloaded", rules=len(self.policy.rules), audience=len(self.policy.audience))
+        except ConfigError as err:
+            logger.error("policy_reload_failed", error=str(err))
+        self._reload_crl()
+        try:
+            material = Material.load(self.cfg.tls)
+        except StartupError as err:
+            logger.error("certificate_reload_failed", error=str(err))
+        else:
+            if material.cert != self.material.cert or material.key != self.material.key:
+                self._pending_certs = grpc.ssl_server_certificate_configuration(
+                    [(material.key, material.cert)], material.ca)
+                self.material = material
+                self.audience.cert_not_after = not_after(material.cert)
+                logger.info("certificate_rotated", not_after=self.audience.cert_not_after)
+                warn_if_expiring("conductor", material.certname, self.audience.cert_not_after)
+        self.hub.close_sessions_failing(self.revocation.refuses)
+
+    def _reload_crl(self) -> None:
+        try:
+            self.revocation.load()
+        except StartupError as err:
+            logger.error("crl_unusable_failing_closed", error=str(err))
+        else:
+            if self.revocation.path is not None:
+                logger.info("crl_loaded", revoked=len(self.revocation.crl.serials) if self.revocation.crl else 0)
+
+    async def _watch_crl(self) -> None:
+        """Reload the CRL when its file changes (Puppet rewrites it), not only on SIGHUP."""
+        while True:
+            await asyncio.sleep(CRL_POLL_SECONDS)
+            if self.revocation.changed():
+                self._reload_crl()
+                self.hub.close_sessions_failing(self.revocation.refuses)
+
+
+def warn_if_expiring(role: str, name: str, expires_at: float) -> None:
+    days = (expires_at - time.time()) / 86400
+    if days < EXPIRY_WARNING_DAYS:
+        logger.warning("certificate_expiring", role=role, certname=name, days_left=round(days, 1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from conductor import states
 from conductor.states import TaskState
 from orchestra.db import Database, Transaction
+from orchestra.params import SECRET_MASK
 
 SCHEMA_VERSION = 1
 
@@ -402,7 +403,15 @@ def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
         return False
     cur = conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND finished_at IS NULL",
                        (time.time(), job_id))
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    # Secret values were needed only to run the tasks: forget them now.
+    row = conn.execute("SELECT params, secret_keys FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    secrets = json.loads(row["secret_keys"])
+    if secrets:
+        params = {k: (SECRET_MASK if k in secrets else v) for k, v in json.loads(row["params"]).items()}
+        conn.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params, sort_keys=True), job_id))
+    return True
 
 
 def _get_job(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:

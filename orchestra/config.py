@@ -40,7 +40,12 @@ class ConductorConfig:
     heartbeat_seconds: float
     liveness_timeout: float
     reconnect_grace: float
+    audit_log: Path
     tls: TLSFiles
+    # Raw [[policy]], [groups] and [audience] tables; conductor.policy parses them.
+    policy: list[Any]
+    groups: dict[str, Any]
+    audience: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,14 @@ class _Table:
             raise self._fail(key, f"must be >= {minimum}, not {value}")
         return int(value)
 
+    def raw(self, key: str, kind: type, default: Any) -> Any:
+        """A value handed on unparsed (for sections another module validates)."""
+        self.used.add(key)
+        value = self.data.get(key, default)
+        if not isinstance(value, kind):
+            raise self._fail(key, f"must be a {'table' if kind is dict else 'list of tables'}")
+        return value
+
     def table(self, key: str, required: bool = True) -> _Table | None:
         self.used.add(key)
         if key not in self.data:
@@ -187,7 +200,12 @@ def load_conductor(path: Path) -> ConductorConfig:
         heartbeat_seconds=top.number("heartbeat_seconds", 5, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", 20, minimum=0.5),
         reconnect_grace=top.number("reconnect_grace", 30, minimum=0),
+        audit_log=top.path("audit_log", "", optional=True)  # type: ignore[arg-type]
+        or top.path("state_dir", "/var/lib/orchestra/conductor") / "audit.log",  # type: ignore[operator]
         tls=_tls(top, with_crl=True),
+        policy=top.raw("policy", list, []),
+        groups=top.raw("groups", dict, {}),
+        audience=top.raw("audience", dict, {}),
     )
     top.finish()
     if config.liveness_timeout <= config.heartbeat_seconds:

@@ -85,13 +85,6 @@ class Material:
         return value if isinstance(value, str) and CERTNAME_RE.fullmatch(value) else ""
 
 
-def server_credentials(material: Material) -> grpc.ServerCredentials:
-    # require_client_auth=True is the only safe value: with False grpcio does not even
-    # ask for a client certificate (DESIGN-NOTES §1.1).
-    return grpc.ssl_server_credentials([(material.key, material.cert)],
-                                       root_certificates=material.ca, require_client_auth=True)
-
-
 def channel_credentials(material: Material) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=material.ca,
                                         private_key=material.key, certificate_chain=material.cert)

@@ -18,7 +18,7 @@ SCOPE_ALL_OF: Scope
 SCOPE_ONE_OF: Scope
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("score", "scope", "targets", "params", "expires_seconds", "idempotency_key", "claimed_user")
+    __slots__ = ("score", "scope", "targets", "params", "expires_seconds", "idempotency_key")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,15 +32,13 @@ class SubmitRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
-    CLAIMED_USER_FIELD_NUMBER: _ClassVar[int]
     score: str
     scope: Scope
     targets: _containers.RepeatedScalarFieldContainer[str]
     params: _containers.ScalarMap[str, str]
     expires_seconds: int
     idempotency_key: str
-    claimed_user: str
-    def __init__(self, score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., expires_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., claimed_user: _Optional[str] = ...) -> None: ...
+    def __init__(self, score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., expires_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("job_id", "existing")

@@ -1,0 +1,203 @@
+"""Authentication and roles for every RPC, in one interceptor (secure by default).
+
+Every method of every service goes through :class:`AuthInterceptor`, which resolves the
+caller's verified identity and role before the handler runs:
+
+* ``PlayerLink``: a TLS peer whose certname is in the players file, not revoked.
+* ``Audience``: a TLS peer whose certname is in the ``[audience]`` table, not revoked;
+  or a local user who came through the unix socket relay (SO_PEERCRED).
+* anything else: refused.
+
+Handlers read the result from :data:`current_identity` / :data:`current_requester`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import grp
+import pwd
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from conductor.audit import AuditLog
+from conductor.localsock import LocalSocket
+from conductor.policy import Policy, Requester
+from orchestra import log
+from orchestra.errors import StartupError
+from orchestra.tls import PeerIdentity, RevocationList, peer_identity
+
+logger = log.get("conductor")
+
+PLAYER_SERVICE = "orchestra.v1.PlayerLink"
+AUDIENCE_SERVICE = "orchestra.v1.Audience"
+
+current_identity: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar(
+    "current_identity", default=None)
+current_requester: contextvars.ContextVar[Requester | None] = contextvars.ContextVar(
+    "current_requester", default=None)
+
+
+class Revocation:
+    """The CRL as last loaded; fails closed (refuses every certificate) when broken."""
+
+    def __init__(self, path: Path | None, ca_pem: bytes) -> None:
+        self.path, self.ca_pem = path, ca_pem
+        self.crl: RevocationList | None = None
+        self.broken: str | None = None
+        self.stamp: tuple[float, int] | None = None
+
+    def load(self) -> None:
+        """(Re)load; raises StartupError and stays closed when the file is bad."""
+        if self.path is None:
+            return
+        try:
+            info = self.path.stat()
+            self.stamp = (info.st_mtime, info.st_size)
+        except OSError:
+            self.stamp = None
+        try:
+            self.crl = RevocationList.load(self.path, self.ca_pem)
+            self.broken = None
+        except StartupError as err:
+            self.crl, self.broken = None, str(err)
+            raise
+
+    def changed(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            info = self.path.stat()
+        except OSError:
+            return self.stamp is not None
+        return (info.st_mtime, info.st_size) != self.stamp
+
+    def refuses(self, serial: int) -> str | None:
+        """Why a certificate with this serial must be refused, or None."""
+        if self.path is None:
+            return None
+        if self.broken is not None:
+            return f"CRL unusable, refusing all certificates: {self.broken}"
+        assert self.crl is not None
+        if self.crl.next_update is not None and self.crl.next_update.timestamp() < time.time():
+            return f"CRL {self.path} has expired, refusing all certificates"
+        if self.crl.is_revoked(serial):
+            return f"certificate serial {serial:x} is revoked"
+        return None
+
+
+@dataclass
+class Gate:
+    roster: Callable[[], frozenset[str]]
+    policy: Callable[[], Policy]
+    revocation: Revocation
+    local: LocalSocket | None
+    audit: AuditLog
+
+    def _refuse(self, event: str, reason: str, **fields: Any) -> tuple[grpc.StatusCode, str]:
+        self.audit.record(event, "refused", reason=reason, **fields)
+        logger.warning(event, reason=reason, **fields)
+        code = grpc.StatusCode.UNAUTHENTICATED if event == "authn_refused" else grpc.StatusCode.PERMISSION_DENIED
+        return code, reason
+
+    def check(self, service: str, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
+        """Resolve and store the caller's identity; return (code, reason) to refuse."""
+        ssl = context.auth_context().get("transport_security_type") == [b"ssl"]
+        if ssl:
+            identity = peer_identity(context)
+            if identity is None:
+                return self._refuse("authn_refused", "no acceptable verified client certificate",
+                                    method=method, peer=context.peer())
+            revoked = self.revocation.refuses(identity.serial)
+            if revoked:
+                return self._refuse("authn_refused", revoked, method=method,
+                                    certname=identity.certname, serial=f"{identity.serial:x}")
+            current_identity.set(identity)
+            if service == PLAYER_SERVICE:
+                if identity.certname not in self.roster():
+                    return self._refuse("authz_refused", f"{identity.certname} is not in the players file",
+                                        method=method, certname=identity.certname)
+                return None
+            if service == AUDIENCE_SERVICE:
+                if not self.policy().admits_cert(identity.certname):
+                    return self._refuse("authz_refused", f"{identity.certname} is not an audience identity",
+                                        method=method, certname=identity.certname)
+                current_requester.set(Requester("cert", identity.certname, serial=identity.serial))
+                return None
+        elif service == AUDIENCE_SERVICE and self.local is not None:
+            cred = self.local.lookup(context.peer())
+            if cred is None:
+                return self._refuse("authn_refused", "not a verified local connection", method=method)
+            current_requester.set(unix_requester(cred.uid, cred.gid))
+            return None
+        elif service == PLAYER_SERVICE:
+            return self._refuse("authn_refused", "player sessions need a verified client certificate",
+                                method=method)
+        return self._refuse("authz_refused", f"no such service for this caller: {service}", method=method)
+
+
+def unix_requester(uid: int, gid: int) -> Requester:
+    try:
+        entry = pwd.getpwuid(uid)
+        name = entry.pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    groups = {g.gr_name for g in grp.getgrall() if name in g.gr_mem}
+    try:
+        groups.add(grp.getgrgid(gid).gr_name)
+    except KeyError:
+        pass
+    return Requester("user", name, frozenset(groups), uid=uid)
+
+
+Behaviour = Callable[..., Any]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        service = method.split("/")[1] if method.count("/") == 2 else ""
+        gate = self.gate
+
+        async def guard(context: Any) -> None:
+            refusal = gate.check(service, method, context)
+            if refusal is not None:
+                await context.abort(*refusal)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                await guard(context)
+                return await inner(request, context)
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> Any:
+                await guard(context)
+                async for item in inner_stream(request, context):
+                    yield item
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer)
+        if handler.stream_stream:
+            inner_bidi = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Any) -> Any:
+                await guard(context)
+                return await inner_bidi(requests, context)
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, handler.request_deserializer, handler.response_serializer)
+        raise RuntimeError(f"no guard for the handler kind of {method}")  # fail closed

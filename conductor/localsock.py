@@ -1,0 +1,90 @@
+"""The local audience socket, with the peer's verified Unix identity (SO_PEERCRED).
+
+gRPC Python cannot tell who is on the other end of a unix socket (DESIGN-NOTES §5), so
+the conductor accepts local connections itself, reads SO_PEERCRED from the kernel, and
+relays the bytes to its gRPC server over a private loopback connection. The relay's
+source port identifies the local peer to the gRPC handlers; a connection to that
+loopback port that did not come through the relay has no entry and is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestra import log
+
+logger = log.get("conductor")
+_UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    pid: int
+    uid: int
+    gid: int
+
+
+class LocalSocket:
+    def __init__(self, path: Path, backend_port: int) -> None:
+        self.path = path
+        self.backend_port = backend_port
+        self.peers: dict[int, PeerCred] = {}
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)  # stale from a crash; the caller holds the lock
+        old = os.umask(0o117)  # born 0660: owner and group only
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+    def lookup(self, peer: str) -> PeerCred | None:
+        """The local peer behind a gRPC peer string like ``ipv4:127.0.0.1:PORT``."""
+        host, _, port = peer.rpartition(":")
+        if host != "ipv4:127.0.0.1" or not port.isdigit():
+            return None
+        return self.peers.get(int(port))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock: socket.socket = writer.get_extra_info("socket")
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        try:
+            back_reader, back_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        except OSError as err:
+            logger.error("local_relay_failed", error=str(err))
+            writer.close()
+            return
+        port = back_writer.get_extra_info("sockname")[1]
+        self.peers[port] = PeerCred(pid, uid, gid)
+        try:
+            await asyncio.gather(_pump(reader, back_writer), _pump(back_reader, writer))
+        finally:
+            self.peers.pop(port, None)  # before the port can be reused
+            for w in (back_writer, writer):
+                with contextlib.suppress(Exception):
+                    w.close()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.write_eof()

@@ -1,0 +1,198 @@
+"""Who may run what, where, with which parameter values: a small declarative policy.
+
+Pure logic, configured in conductor.toml::
+
+    [groups]
+    web = ["web1.example.com", "web*.example.com"]
+
+    [[policy]]
+    name = "ops-deploys"
+    effect = "allow"                     # or "deny"
+    requesters = ["group:ops", "user:alice", "cert:ci.example.com"]
+    scores = ["deploy", "hello*"]        # globs
+    targets = ["@web", "db1.example.com"] # names, globs, @group
+    params = { VERSION = "^[0-9.]+$" }   # each given param must match (full match)
+
+    [audience."ci.example.com"]          # remote audience certificates (default deny)
+    scores = ["deploy"]
+    targets = ["@web"]
+
+Rules are tried in order, first match wins. A request no rule matches is denied -- except
+that with no ``[[policy]]`` at all, local socket users may run anything (the socket's
+file mode is then the only gate, as before a policy is written).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from orchestra.errors import ConfigError
+from orchestra.params import CERTNAME_RE, PARAM_KEY_RE
+
+
+@dataclass(frozen=True)
+class Requester:
+    """A verified requester: a local Unix user (SO_PEERCRED) or an audience certificate."""
+
+    kind: str  # "user" | "cert"
+    name: str
+    groups: frozenset[str] = frozenset()
+    uid: int | None = None
+    serial: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    effect: str
+    requesters: tuple[str, ...]
+    scores: tuple[str, ...]
+    targets: tuple[str, ...]
+    params: tuple[tuple[str, str], ...] = ()
+
+    def matches_requester(self, who: Requester) -> bool:
+        for pattern in self.requesters:
+            kind, _, value = pattern.partition(":")
+            if pattern == "*":
+                return True
+            if kind == "user" and who.kind == "user" and fnmatchcase(who.name, value):
+                return True
+            if kind == "group" and who.kind == "user" and value in who.groups:
+                return True
+            if kind == "cert" and who.kind == "cert" and fnmatchcase(who.name, value):
+                return True
+        return False
+
+    def matches_score(self, score: str) -> bool:
+        return any(fnmatchcase(score, pattern) for pattern in self.scores)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    audience: Mapping[str, Rule] = field(default_factory=dict)
+
+    def admits_cert(self, certname: str) -> bool:
+        return certname in self.audience
+
+    def _target_matches(self, target: str, pattern: str) -> bool:
+        if pattern.startswith("@"):
+            return any(fnmatchcase(target, member) for member in self.groups.get(pattern[1:], ()))
+        return fnmatchcase(target, pattern)
+
+    def _targets_match(self, rule: Rule, targets: Iterable[str], every: bool) -> bool:
+        hits = [any(self._target_matches(t, p) for p in rule.targets) for t in targets]
+        return all(hits) if every else any(hits)
+
+    def decide(self, who: Requester, score: str, targets: Iterable[str],
+               params: Mapping[str, str]) -> Decision:
+        targets = list(targets)
+        rules = [*self.rules]
+        if who.kind == "cert" and who.name in self.audience:
+            rules.append(self.audience[who.name])
+        for rule in rules:
+            if not rule.matches_requester(who) or not rule.matches_score(score):
+                continue
+            if rule.effect == "deny":
+                if not rule.targets or self._targets_match(rule, targets, every=False):
+                    return Decision(False, rule.name, f"policy rule {rule.name!r} denies {who.label}"
+                                                      f" running {score} on {', '.join(targets[:5])}")
+                continue
+            if not self._targets_match(rule, targets, every=True):
+                continue
+            if any(key in params and re.fullmatch(pattern, params[key]) is None
+                   for key, pattern in rule.params):
+                continue
+            return Decision(True, rule.name, "")
+        if who.kind == "user" and not self.rules:
+            return Decision(True, "", "no policy configured; the local socket's mode is the gate")
+        return Decision(False, "", f"no policy rule allows {who.label} to run {score} on"
+                                   f" {', '.join(targets[:5])}{' ...' if len(targets) > 5 else ''}")
+
+
+def _strings(value: Any, where: str, source: Path) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{source}: {where}: must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _rule(raw: Any, where: str, source: Path, default_name: str, requesters: tuple[str, ...] | None = None) -> Rule:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where}: must be a table")
+    known = {"name", "effect", "requesters", "scores", "targets", "params"}
+    if requesters is not None:
+        known -= {"requesters", "effect", "name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{source}: {where}.{unknown[0]}: unknown key")
+    name = raw.get("name", default_name)
+    effect = raw.get("effect", "allow")
+    if effect not in ("allow", "deny"):
+        raise ConfigError(f"{source}: {where}.effect: must be \"allow\" or \"deny\"")
+    who = requesters or _strings(raw.get("requesters"), f"{where}.requesters", source)
+    for pattern in who:
+        kind, sep, _ = pattern.partition(":")
+        if pattern != "*" and (not sep or kind not in ("user", "group", "cert")):
+            raise ConfigError(f"{source}: {where}.requesters: {pattern!r} must be user:, group:, cert: or *")
+    if requesters is not None and not {"scores", "targets"} <= set(raw):
+        raise ConfigError(f"{source}: {where}: scores and targets are required (default deny)")
+    scores = _strings(raw.get("scores", ["*"]), f"{where}.scores", source)
+    raw_targets = raw.get("targets", ["*"] if effect == "allow" else [])
+    targets = _strings(raw_targets, f"{where}.targets", source) if raw_targets else ()
+    params_raw = raw.get("params", {})
+    if not isinstance(params_raw, dict):
+        raise ConfigError(f"{source}: {where}.params: must be a table of KEY = \"pattern\"")
+    params = []
+    for key, pattern in params_raw.items():
+        if PARAM_KEY_RE.fullmatch(key) is None or not isinstance(pattern, str):
+            raise ConfigError(f"{source}: {where}.params.{key}: must be KEY = \"pattern\"")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"{source}: {where}.params.{key}: bad pattern: {err}") from None
+        params.append((key.upper(), pattern))
+    return Rule(str(name), effect, who, scores, targets, tuple(params))
+
+
+def parse_policy(policy: Any, groups: Any, audience: Any, source: Path) -> Policy:
+    """Build a Policy from the raw TOML values of [[policy]], [groups] and [audience]."""
+    if policy is None:
+        policy = []
+    if not isinstance(policy, list):
+        raise ConfigError(f"{source}: policy: must be an array of tables ([[policy]])")
+    rules = tuple(_rule(raw, f"policy[{n}]", source, f"#{n + 1}") for n, raw in enumerate(policy))
+    group_map: dict[str, tuple[str, ...]] = {}
+    for name, members in (groups or {}).items():
+        group_map[name] = _strings(members, f"groups.{name}", source)
+    for rule in rules:
+        for target in rule.targets:
+            if target.startswith("@") and target[1:] not in group_map:
+                raise ConfigError(f"{source}: policy rule {rule.name!r}: unknown group {target}")
+    certs: dict[str, Rule] = {}
+    if not isinstance(audience or {}, dict):
+        raise ConfigError(f"{source}: audience: must be a table of certname tables")
+    for certname, raw in (audience or {}).items():
+        if CERTNAME_RE.fullmatch(certname) is None:
+            raise ConfigError(f"{source}: audience.{certname}: invalid certname")
+        certs[certname] = _rule(raw, f"audience.{certname}", source, f"audience {certname}",
+                                requesters=(f"cert:{certname}",))
+    return Policy(rules, group_map, certs)
