@@ -19,6 +19,7 @@ from conductor.hub import Hub, PlayerSession
 from conductor.states import TaskState
 from orchestra import faults, log
 from orchestra.inventory import PROTOCOL_VERSION
+from orchestra.params import OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import player_pb2, player_pb2_grpc
 
 logger = log.get("conductor")
@@ -32,7 +33,7 @@ OUTCOME_STATES = {
     player_pb2.OUTCOME_LOST: TaskState.LOST,
     player_pb2.OUTCOME_EXPIRED: TaskState.EXPIRED,
 }
-MAX_TAIL = 64 * 1024
+MAX_TAIL = 1024 * 1024  # per stream, stored; players send far less by default
 
 
 class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
@@ -68,6 +69,10 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         self.hub.attach(session)
         logger.info("player_connected", player=name, scores=len(hello.scores),
                     spool=len(hello.spool), serial=f"{identity.serial:x}")
+        days_left = (identity.not_after - time.time()) / 86400
+        if days_left < 30:
+            logger.warning("certificate_expiring", role="player", certname=name,
+                           days_left=round(days_left, 1))
         writer = asyncio.ensure_future(self._write(session, context))
         try:
             await context.write(player_pb2.ConductorMessage(welcome=player_pb2.Welcome(
@@ -202,10 +207,10 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                     detail=result.reason,
                     exit_code=result.exit_code if result.has_exit_code else None,
                     signal=result.signal, response=_json(dict(result.response)),
-                    stdout=bytes(result.stdout_tail[-MAX_TAIL:]),
-                    stderr=bytes(result.stderr_tail[-MAX_TAIL:]),
-                    stdout_truncated=int(result.stdout_truncated),
-                    stderr_truncated=int(result.stderr_truncated), reason=result.reason,
+                    stdout=_bounded(result.stdout_tail), stderr=_bounded(result.stderr_tail),
+                    stdout_truncated=int(result.stdout_truncated or len(result.stdout_tail) > MAX_TAIL),
+                    stderr_truncated=int(result.stderr_truncated or len(result.stderr_tail) > MAX_TAIL),
+                    reason=result.reason,
                     started_at=result.started_at or task.started_at, finished_at=time.time())
                 self.hub.changed(change)
                 if change.applied:
@@ -240,6 +245,12 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             player=None, tried=_json(tried))
         logger.info("task_failed_over", task_id=task_id, refused_by=session.name, reason=reason)
         return change.applied
+
+
+def _bounded(tail: bytes) -> bytes:
+    if len(tail) <= MAX_TAIL:
+        return bytes(tail)
+    return OUTPUT_TRUNCATED_MARKER + bytes(tail[-(MAX_TAIL - len(OUTPUT_TRUNCATED_MARKER)):])
 
 
 def _json(value: object) -> str:

@@ -118,6 +118,7 @@ class Conductor:
         hub.wake()
         warn_if_expiring("conductor", material.certname, not_after(material.cert))
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
+                    relay_port=local.backend_port,
                     players=len(roster), pid=os.getpid(), certname=material.certname)
         try:
             await self.stopping.wait()

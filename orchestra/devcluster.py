@@ -6,7 +6,9 @@ an operator runs: the real daemons and the real CLIs, over real mTLS and real SQ
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,18 +36,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
 def write_toml(path: Path, top: Mapping[str, object], tls: Mapping[str, object] | None) -> Path:
-    lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
+    """Write a config: top-level keys, [tls], then tables, sub-tables and [[arrays]]."""
+    lines: list[str] = []
+    sections: list[tuple[str, Mapping[str, object]]] = []
     if tls is not None:
-        lines += ["", "[tls]"] + [f"{key} = {_toml_value(value)}" for key, value in tls.items()]
+        sections.append(("[tls]", tls))
+    for key, value in top.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            sections += [(f"[{_toml_key(key)}.{_toml_key(name)}]", sub) for name, sub in value.items()]
+        elif isinstance(value, dict):
+            sections.append((f"[{_toml_key(key)}]", value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            sections += [(f"[[{_toml_key(key)}]]", item) for item in value]
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for header, table in sections:
+        lines += ["", header] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -145,6 +168,13 @@ class Cluster:
         }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(cert_name)),
             "key": str(self.ssl.key(cert_name))})
 
+    def remote_audience_config(self, cert_name: str) -> Path:
+        """An audience.toml for using the conductor over TCP with mTLS as cert_name."""
+        return write_toml(self.root / f"audience-{cert_name}.toml", {
+            "conductor": f"127.0.0.1:{self.port}", "conductor_name": CONDUCTOR_NAME,
+        }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(cert_name)),
+            "key": str(self.ssl.key(cert_name))})
+
     def add_score(self, name: str, body: str, conf: str, players: Sequence[str] | None = None) -> None:
         for player in players or self.player_names:
             path = self.scores_dir(player) / name
@@ -219,7 +249,7 @@ class Cluster:
             config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run an audience command (submitjob, getstatus, ...) as a real process."""
         module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
-                  "canceljob": "audience.canceljob"}[command]
+                  "canceljob": "audience.canceljob", "listplayers": "audience.listplayers"}[command]
         env = self.env()
         env["ORCHESTRA_CONFIG"] = str(config or self.audience_config)
         return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -31,6 +31,7 @@ RESERVED_ENV = frozenset({
     "ORC_RESPONSE_FILE", "ORC_ATTEMPT",
 })
 SECRET_MASK = "<secret>"
+OUTPUT_TRUNCATED_MARKER = b"[... output truncated by orchestra ...]\n"
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestra import faults
-from orchestra.params import ENV_PREFIX
+from orchestra.params import ENV_PREFIX, OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import player_pb2
 from player.scores import Score
 
 FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TRUNCATED_MARKER = b"[... output truncated by orchestra ...]\n"
 POLL_SECONDS = 0.5
 
 
@@ -123,7 +122,7 @@ class TaskFiles:
         except FileNotFoundError:
             return b"", False
         cut = length > size or name in self.truncated
-        return (TRUNCATED_MARKER + data if cut else data), cut
+        return (OUTPUT_TRUNCATED_MARKER + data if cut else data), cut
 
     def response_pairs(self, interface: str, limit: int) -> tuple[dict[str, str], bool]:
         source = self.stdout if interface == "pipe" else self.response
