@@ -407,6 +407,20 @@ def test_declared_parameters_are_enforced_and_secrets_never_shown(make_cluster: 
     assert secret not in json.dumps(queue_rows(cluster, "jobs"))
 
 
+def test_player_enforces_declarations_the_conductor_could_not_check(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test", "p2.test"], start=False)
+    cluster.add_score("strict", "#!/bin/sh\necho ran\n", "interface env\nparam N required pattern=^[0-9]+$\n")
+    cluster.start(players=["p1.test"])
+    # p2 has never connected: the conductor does not know its scores, so it queues...
+    code, out, _ = submit(cluster, "strict", "n=not-a-number", "p2.test")
+    assert code == 0
+    cluster.start_player("p2.test")
+    # ...and p2 refuses before running anything.
+    code, job = job_json(cluster, "getstatus", "--wait", "--timeout", "30", out.strip())
+    assert code == 1 and job["tasks"][0]["state"] == "refused"
+    assert "does not match" in job["tasks"][0]["reason"] and job["tasks"][0]["stdout"] == ""
+
+
 # ---- limits and floods -------------------------------------------------------------------
 
 def test_oversized_message_from_a_fake_player_is_refused_and_the_conductor_lives(

@@ -109,3 +109,32 @@ def test_players_file_rules() -> None:
         parse_players("ok.example\nnot ok\n")
     with pytest.raises(ConfigError, match="line 1"):
         parse_players("../etc/passwd\n")
+
+
+def test_player_resolves_only_regular_executables_inside_the_scores_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from player.scores import ScoreUnavailable, resolve
+
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    (tmp_path / "outside").write_text("#!/bin/sh\n")
+    (tmp_path / "outside").chmod(0o755)
+    for name, make in {
+        "ok": lambda p: (p.write_text("#!/bin/sh\n"), p.chmod(0o755)),
+        "noexec": lambda p: p.write_text("#!/bin/sh\n"),
+        "adir": lambda p: p.mkdir(),
+        "escape": lambda p: p.symlink_to(tmp_path / "outside"),
+        "inside": lambda p: p.symlink_to(scores / "ok"),
+    }.items():
+        make(scores / name)
+        (scores / f"{name}.conf").write_text("interface env\n")
+    (scores / "noconf").write_text("#!/bin/sh\n")
+    (scores / "noconf").chmod(0o755)
+    assert resolve(scores, "ok").path == scores.resolve() / "ok"
+    assert resolve(scores, "inside").path == scores.resolve() / "ok"
+    for name, why in [("noexec", "not executable"), ("adir", "not a regular file"),
+                      ("escape", "outside the scores directory"), ("noconf", "not installed"),
+                      ("../outside", "invalid score name"), ("/bin/sh", "invalid score name"),
+                      ("a/b", "invalid score name"), (".hidden", "invalid score name"),
+                      ("ok.conf", "invalid score name")]:
+        with pytest.raises(ScoreUnavailable, match=why):
+            resolve(scores, name)
