@@ -12,19 +12,14 @@ from collections.abc import Sequence
 
 from audience import render
 from audience.client import Client
-from audience.common import Parser, add_common, positive_seconds, run
+from audience.common import Parser, add_job_arguments, parse_job_arguments, run
 from orchestra.params import check_job_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="canceljob", description="Cancel a job.")
-    add_common(parser)
-    parser.add_argument("--wait", action="store_true", help="block until every task has ended")
-    parser.add_argument("--timeout", type=positive_seconds, help="with --wait: give up after S seconds (exit 3)")
-    parser.add_argument("job_id", metavar="JOBID")
-    args = parser.parse_args(argv)
-    if args.timeout is not None and not args.wait:
-        parser.error("--timeout needs --wait")
+    add_job_arguments(parser, "block until every task has ended")
+    args = parse_job_arguments(parser, argv)
 
     def body(client: Client) -> int:
         job_id = check_job_id(args.job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from audience.client import Client
@@ -23,6 +23,21 @@ class Parser(argparse.ArgumentParser):
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="audience.toml (default: $ORCHESTRA_CONFIG or /etc/orchestra/audience.toml)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_job_arguments(parser: Parser, wait_help: str) -> None:
+    """--wait, --timeout and JOBID, as getstatus and canceljob take them."""
+    add_common(parser)
+    parser.add_argument("--wait", action="store_true", help=wait_help)
+    parser.add_argument("--timeout", type=positive_seconds, help="with --wait: give up after S seconds (exit 3)")
+    parser.add_argument("job_id", metavar="JOBID")
+
+
+def parse_job_arguments(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.timeout is not None and not args.wait:
+        parser.error("--timeout needs --wait")
+    return args
 
 
 def positive_seconds(text: str) -> float:

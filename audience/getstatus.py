@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from audience import render
 from audience.client import Client
-from audience.common import Parser, add_common, positive_seconds, run
+from audience.common import Parser, add_job_arguments, parse_job_arguments, run
 from orchestra.params import check_job_id
 
 
@@ -19,13 +19,8 @@ def show(client: Client, job_id: str, wait: bool, timeout: float | None, as_json
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="getstatus", description="Show a job, or wait for it to finish.")
-    add_common(parser)
-    parser.add_argument("--wait", action="store_true", help="block until the job is finished")
-    parser.add_argument("--timeout", type=positive_seconds, help="with --wait: give up after S seconds (exit 3)")
-    parser.add_argument("job_id", metavar="JOBID")
-    args = parser.parse_args(argv)
-    if args.timeout is not None and not args.wait:
-        parser.error("--timeout needs --wait")
+    add_job_arguments(parser, "block until the job is finished")
+    args = parse_job_arguments(parser, argv)
 
     def body(client: Client) -> int:
         return show(client, check_job_id(args.job_id), args.wait, args.timeout, args.json)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import fcntl
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +24,8 @@ from conductor.policy import parse_policy
 from conductor.store import Store
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.errors import ConfigError, OrchestraError, StartupError
+from orchestra.daemon import run_daemon
+from orchestra.errors import ConfigError, StartupError
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
 from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
 
@@ -196,18 +195,8 @@ def warn_if_expiring(role: str, name: str, expires_at: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conductor", description="Orchestra conductor daemon")
-    parser.add_argument("--config", help="conductor.toml (default: $ORCHESTRA_CONFIG or /etc/orchestra/conductor.toml)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    log.setup(args.log_level)
-    try:
-        cfg = configuration.load_conductor(configuration.resolve_path("conductor", args.config))
-        asyncio.run(Conductor(cfg).run())
-    except OrchestraError as err:
-        sys.stderr.write(f"conductor: {err}\n")
-        return int(err.exit_code)
-    return 0
+    return run_daemon("conductor", argv, configuration.load_conductor,
+                      lambda cfg: Conductor(cfg).run())
 
 
 if __name__ == "__main__":

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Sequence
 
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.errors import OrchestraError, StartupError
+from orchestra.daemon import run_daemon
+from orchestra.errors import StartupError
 from orchestra.tls import Material
 from player.session import Player
 
@@ -42,18 +41,7 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="player", description="Orchestra player daemon")
-    parser.add_argument("--config", help="player.toml (default: $ORCHESTRA_CONFIG or /etc/orchestra/player.toml)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    log.setup(args.log_level)
-    try:
-        cfg = configuration.load_player(configuration.resolve_path("player", args.config))
-        asyncio.run(_run(cfg))
-    except OrchestraError as err:
-        sys.stderr.write(f"player: {err}\n")
-        return int(err.exit_code)
-    return 0
+    return run_daemon("player", argv, configuration.load_player, _run)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ def _schema(conn: sqlite3.Connection) -> None:
 
 class Spool:
     def __init__(self, spool_dir: Path) -> None:
-        spool_dir.mkdir(parents=True, exist_ok=True)
+        # Params (secret ones too) are kept here until the task is done: owner only.
+        spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spool_dir.chmod(0o700)
         self.db = Database(spool_dir / "spool.db")
         self.db.call(_schema, self.db.conn)
 
