@@ -234,7 +234,8 @@ class Hub:
             session = self.sessions.get(name)
             if session is not None:
                 session.close(grpc.StatusCode.PERMISSION_DENIED, f"{name} was removed from the players file")
-                await asyncio.wait_for(session.finished.wait(), 10)
+                # Let its handler finish: a result it already received is then committed.
+                await asyncio.wait({asyncio.ensure_future(session.finished.wait())}, timeout=10)
             await self._end_tasks_of_removed(name)
         self.wake()
 

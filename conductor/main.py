@@ -139,7 +139,10 @@ class Conductor:
             await self.reload_requested.wait()
             self.reload_requested.clear()
             logger.info("reload_requested")
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:
+                logger.exception("reload_failed")  # the next SIGHUP tries again
 
     async def reload(self) -> None:
         """SIGHUP: players file, policy, CRL and our own certificate; each kept if bad."""

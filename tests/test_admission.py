@@ -123,6 +123,12 @@ def test_bad_config_exits_2_with_one_line(make_cluster: MakeCluster) -> None:
                             capture_output=True, text=True, timeout=30, env=cluster.env())
     assert result.returncode == 2
     assert result.stderr.strip().endswith("lisen: unknown key") and result.stderr.count("\n") == 1
+    text = cluster.conductor_config.read_text()
+    no_tls = cluster.root / "no-tls.toml"
+    no_tls.write_text(text[:text.index("[tls]")])
+    result = subprocess.run([sys.executable, "-m", "conductor.main", "--config", str(no_tls)],
+                            capture_output=True, text=True, timeout=30, env=cluster.env())
+    assert result.returncode == 2 and "tls: table is required" in result.stderr
     missing = subprocess.run([sys.executable, "-m", "player.main", "--config", "/nonexistent.toml"],
                              capture_output=True, text=True, timeout=30, env=cluster.env())
     assert missing.returncode == 2 and "config file not found" in missing.stderr

@@ -299,6 +299,23 @@ def test_unusable_crl_fails_closed(make_cluster: MakeCluster) -> None:
     assert result.returncode == 1 and "expired" in result.stderr
 
 
+def test_certificates_expiring_within_30_days_are_logged(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test", "soon.test"], start=False)
+    cluster.start(players=["p1.test"])
+    issue(cluster, "soon.test", list(pki.ROLE_USAGES["player"]),
+          not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=10))
+    fake_player_config(cluster, "soon.test")
+    cluster.start_player("soon.test")
+    cluster.wait_connected(["soon.test"])
+    warning = next(json.loads(line) for line in cluster.log_text("conductor").splitlines()
+                   if '"certificate_expiring"' in line)
+    assert warning["certname"] == "soon.test" and 9 < warning["days_left"] <= 10
+    listing = json.loads(cluster.cli("listplayers", "--json").stdout)
+    soon = next(p for p in listing["players"] if p["name"] == "soon.test")
+    assert soon["connected"] and soon["cert_not_after"][:10] == (
+        dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).strftime("%Y-%m-%d")
+
+
 def test_conductor_certificate_rotation_on_sighup(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(["p1.test"])
     before = tls_client(cluster, "p1.test")

@@ -61,3 +61,18 @@ def test_getstatus_wait_survives_a_conductor_restart(make_cluster: MakeCluster) 
     stdout, stderr = waiter.communicate(timeout=90)
     assert waiter.returncode == 0, stderr
     assert '"status": "ok"' in stdout
+
+
+@pytest.mark.slow
+def test_idle_sessions_with_default_settings_stay_up(make_cluster: MakeCluster) -> None:
+    """Keepalive pings every 10 s must not be punished with GOAWAY too_many_pings."""
+    defaults = {"heartbeat_seconds": 5, "liveness_timeout": 20}
+    cluster = make_cluster(["p1.test"], conductor_settings=defaults,
+                           player_settings={**defaults, "backoff_initial": 0.5, "backoff_max": 30})
+    time.sleep(35)
+    for name in ("conductor", "player-p1.test"):
+        text = cluster.log_text(name)
+        assert "too_many_pings" not in text.lower() and "too many pings" not in text.lower()
+    assert "session_ended" not in cluster.log_text("player-p1.test")
+    assert cluster.log_text("conductor").count("player_connected") == 1
+    assert job_json(cluster, "submitjob", "--wait", "--timeout", "30", "hello", "p1.test")[0] == 0
