@@ -171,24 +171,35 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         self.audit.record("cancel", "accepted", requester=who.label, job_id=job.job_id)
         reason = f"cancelled by {who.label}"
         for task in job.tasks:
-            session = self.hub.sessions.get(task.player) if task.player else None
-            if task.state in (TaskState.QUEUED, TaskState.DISPATCHED):
-                # Not granted a start, so it cannot be running: cancelled at once.
-                change = await self.store.transition(
-                    task.task_id, TaskState.CANCELLED, expect_attempt=task.attempt, detail=reason,
-                    reason=reason, finished_at=time.time())
-                self.hub.changed(change)
-                if change.applied and task.state == TaskState.DISPATCHED and session is not None:
-                    session.in_flight.discard(task.task_id)
-                    session.send(cancel=player_pb2.CancelTask(task_id=task.task_id,
-                                                              attempt=task.attempt, reason=reason))
-            elif task.state == TaskState.RUNNING and await self.store.request_cancel(task.task_id):
-                if session is not None:
-                    session.send(cancel=player_pb2.CancelTask(task_id=task.task_id,
-                                                              attempt=task.attempt, reason=reason))
+            await self._cancel_task(task.task_id, reason)
         logger.info("job_cancel_requested", job_id=job.job_id)
         self.hub.wake()
         return job_to_wire(await self._job(request.job_id, context))
+
+    async def _cancel_task(self, task_id: str, reason: str) -> None:
+        """Not started: cancelled at once. Running: the player is told to kill it, and the
+        task ends cancelled when the player confirms. Re-read if it moved on meanwhile."""
+        for _ in range(5):
+            task = await self.store.task(task_id)
+            if task is None or task.state.terminal:
+                return
+            session = self.hub.sessions.get(task.player) if task.player else None
+            if task.state in (TaskState.QUEUED, TaskState.DISPATCHED):
+                change = await self.store.transition(
+                    task_id, TaskState.CANCELLED, expect_attempt=task.attempt,
+                    expect_state=task.state, detail=reason, reason=reason, finished_at=time.time())
+                if not change.applied:
+                    continue  # dispatched or granted meanwhile
+                self.hub.changed(change)
+                if task.state == TaskState.QUEUED or session is None:
+                    return
+                session.in_flight.discard(task_id)
+            elif not await self.store.request_cancel(task_id):
+                continue
+            if session is not None:
+                session.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=task.attempt,
+                                                          reason=reason))
+            return
 
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:

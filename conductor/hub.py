@@ -247,7 +247,7 @@ class Hub:
             else:
                 new, reason = TaskState.REMOVED, "player removed from the players file before the task started"
             self.changed(await self.store.transition(task.task_id, new, expect_attempt=task.attempt,
-                                                     detail=reason, reason=reason,
+                                                     expect_state=task.state, detail=reason, reason=reason,
                                                      finished_at=time.time()))
         # One-of tasks not bound to a player: removed once none of their targets is left.
         for task_id, scope, player, targets, _tried, _deadline in await self.store.queued():

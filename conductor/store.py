@@ -271,8 +271,9 @@ class Store:
     # ---- transitions -----------------------------------------------------------------
 
     async def transition(self, task_id: str, new: TaskState, *, expect_attempt: int | None = None,
-                         expect_player: str | None = None, detail: str = "", **fields: object) -> Change:
-        """Move a task to new if it is legal and (when given) attempt/player still match.
+                         expect_player: str | None = None, expect_state: TaskState | None = None,
+                         detail: str = "", **fields: object) -> Change:
+        """Move a task to new if it is legal and (when given) attempt/player/state still match.
 
         Returns applied=False instead of raising when the task has moved on (a stale or
         duplicate message): callers treat that as "already handled".
@@ -285,7 +286,8 @@ class Store:
                     return Change(False, "")
                 old = TaskState(row["state"])
                 stale = ((expect_attempt is not None and row["attempt"] != expect_attempt)
-                         or (expect_player is not None and row["player"] != expect_player))
+                         or (expect_player is not None and row["player"] != expect_player)
+                         or (expect_state is not None and old != expect_state))
                 if stale or new not in states.ALLOWED[old]:
                     return Change(False, row["job_id"], state=old)
                 _move(conn, task_id, old, new, detail, **fields)

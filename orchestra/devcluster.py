@@ -155,18 +155,19 @@ class Cluster:
     def scores_dir(self, name: str) -> Path:
         return self.player_dir(name) / "scores"
 
-    def add_player_config(self, name: str, cert_name: str | None = None, **settings: object) -> Path:
+    def add_player_config(self, name: str, ssl: pki.SSLDir | None = None,
+                          conductor_name: str = CONDUCTOR_NAME, **settings: object) -> Path:
+        """player.toml for name; its certificate and key may come from another ssl dir."""
         home = self.player_dir(name)
         (home / "spool").mkdir(parents=True, exist_ok=True)
         if not self.scores_dir(name).exists():
             shutil.copytree(self.scores_src, self.scores_dir(name))
-        cert_name = cert_name or name
+        own = ssl or self.ssl
         return write_toml(home / "player.toml", {
-            "conductor": f"127.0.0.1:{self.port}", "conductor_name": CONDUCTOR_NAME,
+            "conductor": f"127.0.0.1:{self.port}", "conductor_name": conductor_name,
             "scores_dir": str(self.scores_dir(name)), "spool_dir": str(home / "spool"),
             **self.player_settings, **settings,
-        }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(cert_name)),
-            "key": str(self.ssl.key(cert_name))})
+        }, {"ca": str(self.ssl.ca_cert), "cert": str(own.cert(name)), "key": str(own.key(name))})
 
     def remote_audience_config(self, cert_name: str) -> Path:
         """An audience.toml for using the conductor over TCP with mTLS as cert_name."""

@@ -8,25 +8,14 @@ import sys
 import time
 
 from orchestra import pki
-from orchestra.devcluster import CONDUCTOR_NAME, Cluster, write_toml
 from tests.conftest import MakeCluster, job_json, submit
-
-
-def _player_with_cert(cluster: Cluster, name: str, ssl: pki.SSLDir, trust: pki.SSLDir) -> None:
-    home = cluster.player_dir(name)
-    (home / "spool").mkdir(parents=True, exist_ok=True)
-    write_toml(home / "player.toml", {
-        "conductor": f"127.0.0.1:{cluster.port}", "conductor_name": CONDUCTOR_NAME,
-        "scores_dir": str(cluster.scores_src), "spool_dir": str(home / "spool"),
-        "backoff_initial": 0.1, "backoff_max": 0.5,
-    }, {"ca": str(trust.ca_cert), "cert": str(ssl.cert(name)), "key": str(ssl.key(name))})
 
 
 def test_player_with_certificate_from_another_ca_is_refused(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(["p1.test", "p2.test"], start=False)
     cluster.start(players=["p1.test"])
     other = pki.init(cluster.root / "other-ssl", "other-conductor", ["p2.test"], [])
-    _player_with_cert(cluster, "p2.test", other, trust=cluster.ssl)
+    cluster.add_player_config("p2.test", ssl=other)
     proc = cluster.start_player("p2.test")
     cluster.wait_for(lambda: cluster.log_text("player-p2.test").count("session_ended") >= 2,
                      "p2 to fail twice", proc=proc)
@@ -42,7 +31,7 @@ def test_player_not_in_players_file_is_refused(make_cluster: MakeCluster) -> Non
     authority = cluster.ssl.load_authority()
     cluster.ssl.write_leaf("intruder.test", *pki.issue(authority, "intruder.test",
                                                        pki.ROLE_USAGES["player"]))
-    _player_with_cert(cluster, "intruder.test", cluster.ssl, trust=cluster.ssl)
+    cluster.add_player_config("intruder.test")
     proc = cluster.start_player("intruder.test")
     cluster.wait_for(lambda: "PERMISSION_DENIED" in cluster.log_text("player-intruder.test"),
                      "intruder refused", proc=proc)

@@ -21,7 +21,7 @@ import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from orchestra import pki
-from orchestra.devcluster import CONDUCTOR_NAME, Cluster, write_toml
+from orchestra.devcluster import CONDUCTOR_NAME, Cluster
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2, player_pb2_grpc
 from tests.conftest import MakeCluster, job_json, queue_rows, submit
 
@@ -57,17 +57,6 @@ def handshake_refused(sock: ssl.SSLSocket) -> bool:
 def issue(cluster: Cluster, name: str, usages: list[object], **kwargs: object) -> None:
     authority = cluster.ssl.load_authority()
     cluster.ssl.write_leaf(name, *pki.issue(authority, name, usages, **kwargs))  # type: ignore[arg-type]
-
-
-def fake_player_config(cluster: Cluster, name: str, conductor_name: str = CONDUCTOR_NAME) -> None:
-    home = cluster.player_dir(name)
-    (home / "spool").mkdir(parents=True, exist_ok=True)
-    write_toml(home / "player.toml", {
-        "conductor": f"127.0.0.1:{cluster.port}", "conductor_name": conductor_name,
-        "scores_dir": str(cluster.scores_src), "spool_dir": str(home / "spool"),
-        "backoff_initial": 0.1, "backoff_max": 0.5,
-    }, {"ca": str(cluster.ssl.ca_cert), "cert": str(cluster.ssl.cert(name)),
-        "key": str(cluster.ssl.key(name))})
 
 
 # ---- transport -------------------------------------------------------------------------
@@ -110,7 +99,7 @@ def test_expired_or_non_client_certificates_cannot_connect(make_cluster: MakeClu
               not_before=past - dt.timedelta(days=365), not_after=past)
     else:
         issue(cluster, "bad.test", [ExtendedKeyUsageOID.SERVER_AUTH])
-    fake_player_config(cluster, "bad.test")
+    cluster.add_player_config("bad.test")
     proc = cluster.start_player("bad.test")
     cluster.wait_for(lambda: cluster.log_text("player-bad.test").count("session_ended") >= 2,
                      "bad.test refused twice", proc=proc)
@@ -122,7 +111,7 @@ def test_expired_or_non_client_certificates_cannot_connect(make_cluster: MakeClu
 def test_player_refuses_a_conductor_certificate_with_the_wrong_name(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(["p1.test"], start=False)
     cluster.start_conductor()
-    fake_player_config(cluster, "p1.test", conductor_name="impostor.test")
+    cluster.add_player_config("p1.test", conductor_name="impostor.test")
     proc = cluster.start_player("p1.test")
     cluster.wait_for(lambda: cluster.log_text("player-p1.test").count("session_ended") >= 2,
                      "p1 refuses the conductor twice", proc=proc)
@@ -304,7 +293,7 @@ def test_certificates_expiring_within_30_days_are_logged(make_cluster: MakeClust
     cluster.start(players=["p1.test"])
     issue(cluster, "soon.test", list(pki.ROLE_USAGES["player"]),
           not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=10))
-    fake_player_config(cluster, "soon.test")
+    cluster.add_player_config("soon.test")
     cluster.start_player("soon.test")
     cluster.wait_connected(["soon.test"])
     warning = next(json.loads(line) for line in cluster.log_text("conductor").splitlines()
