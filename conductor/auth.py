@@ -35,6 +35,7 @@ logger = log.get("conductor")
 
 PLAYER_SERVICE = "orchestra.v1.PlayerLink"
 AUDIENCE_SERVICE = "orchestra.v1.Audience"
+EXPIRY_WARNING_DAYS = 30
 
 current_identity: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar(
     "current_identity", default=None)
@@ -138,6 +139,12 @@ class Gate:
             return self._refuse("authn_refused", "player sessions need a verified client certificate",
                                 method=method)
         return self._refuse("authz_refused", f"no such service for this caller: {service}", method=method)
+
+
+def warn_if_expiring(role: str, name: str, expires_at: float) -> None:
+    days = (expires_at - time.time()) / 86400
+    if days < EXPIRY_WARNING_DAYS:
+        logger.warning("certificate_expiring", role=role, certname=name, days_left=round(days, 1))
 
 
 def unix_requester(uid: int, gid: int) -> Requester:

@@ -20,7 +20,7 @@ from conductor.states import TaskState
 from conductor.store import Change, Claimed, Store
 from orchestra import faults, log
 from orchestra.tls import PeerIdentity
-from orchestra.wire import common_pb2, player_pb2
+from orchestra.wire import player_pb2
 
 logger = log.get("conductor")
 
@@ -32,7 +32,6 @@ class PlayerSession:
     name: str
     identity: PeerIdentity
     max_concurrent: int
-    scores: dict[str, common_pb2.ScoreInfo]
     connected_since: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
     ready: bool = False

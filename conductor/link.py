@@ -14,7 +14,7 @@ import time
 
 import grpc
 
-from conductor.auth import current_identity
+from conductor.auth import current_identity, warn_if_expiring
 from conductor.hub import Hub, PlayerSession
 from conductor.states import TaskState
 from orchestra import faults, log
@@ -34,6 +34,7 @@ OUTCOME_STATES = {
     player_pb2.OUTCOME_EXPIRED: TaskState.EXPIRED,
 }
 MAX_TAIL = 1024 * 1024  # per stream, stored; players send far less by default
+MAX_REASON = 2000
 
 
 class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
@@ -64,15 +65,11 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                                 f"protocol version {hello.protocol_version} is not supported;"
                                 f" this conductor speaks {PROTOCOL_VERSION}")
         session = PlayerSession(name=name, identity=identity,
-                                max_concurrent=max(1, hello.max_concurrent),
-                                scores={s.name: s for s in hello.scores})
+                                max_concurrent=max(1, hello.max_concurrent))
         self.hub.attach(session)
         logger.info("player_connected", player=name, scores=len(hello.scores),
                     spool=len(hello.spool), serial=f"{identity.serial:x}")
-        days_left = (identity.not_after - time.time()) / 86400
-        if days_left < 30:
-            logger.warning("certificate_expiring", role="player", certname=name,
-                           days_left=round(days_left, 1))
+        warn_if_expiring("player", name, identity.not_after)
         writer = asyncio.ensure_future(self._write(session, context))
         try:
             await context.write(player_pb2.ConductorMessage(welcome=player_pb2.Welcome(
@@ -204,13 +201,13 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             else:
                 change = await self.store.transition(
                     task.task_id, new, expect_attempt=result.attempt, expect_player=session.name,
-                    detail=result.reason,
+                    detail=result.reason[:MAX_REASON],
                     exit_code=result.exit_code if result.has_exit_code else None,
                     signal=result.signal, response=_json(dict(result.response)),
                     stdout=_bounded(result.stdout_tail), stderr=_bounded(result.stderr_tail),
                     stdout_truncated=int(result.stdout_truncated or len(result.stdout_tail) > MAX_TAIL),
                     stderr_truncated=int(result.stderr_truncated or len(result.stderr_tail) > MAX_TAIL),
-                    reason=result.reason,
+                    reason=result.reason[:MAX_REASON],
                     started_at=result.started_at or task.started_at, finished_at=time.time())
                 self.hub.changed(change)
                 if change.applied:

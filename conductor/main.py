@@ -6,7 +6,6 @@ import asyncio
 import fcntl
 import os
 import signal
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -15,7 +14,7 @@ import grpc
 
 from conductor.audience import Audience
 from conductor.audit import AuditLog
-from conductor.auth import AuthInterceptor, Gate, Revocation
+from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
 from conductor.hub import Hub
 from conductor.localsock import LocalSocket
 from conductor.link import PlayerLink
@@ -31,7 +30,6 @@ from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
 
 logger = log.get("conductor")
 CRL_POLL_SECONDS = 2.0
-EXPIRY_WARNING_DAYS = 30
 
 
 def take_lock(state_dir: Path) -> IO[bytes]:
@@ -189,12 +187,6 @@ class Conductor:
             if self.revocation.changed():
                 self._reload_crl()
                 self.hub.close_sessions_failing(self.revocation.refuses)
-
-
-def warn_if_expiring(role: str, name: str, expires_at: float) -> None:
-    days = (expires_at - time.time()) / 86400
-    if days < EXPIRY_WARNING_DAYS:
-        logger.warning("certificate_expiring", role=role, certname=name, days_left=round(days, 1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

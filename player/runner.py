@@ -151,7 +151,7 @@ class TaskFiles:
             pass
 
 
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
+def kill_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -221,12 +221,12 @@ class Execution:
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         """TERM the whole group, KILL it after kill_grace; always reap the leader."""
-        _kill_group(proc.pid, signal.SIGTERM)
+        kill_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), self.limits.kill_grace)
         except TimeoutError:
             pass
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 30)
 
     def _result(self, outcome: int, started_at: float, reason: str = "") -> player_pb2.TaskResult:
@@ -257,9 +257,9 @@ async def outlive(pid: int, start: int | None, kill_at: float | None, kill_grace
     while same_process_alive(pid, start):
         now = time.time()
         if kill_at is not None and now >= kill_at and term_sent_at is None:
-            _kill_group(pid, signal.SIGTERM)
+            kill_group(pid, signal.SIGTERM)
             term_sent_at, killed = now, " and was killed at its timeout"
         elif term_sent_at is not None and now >= term_sent_at + kill_grace:
-            _kill_group(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
         await asyncio.sleep(POLL_SECONDS)
     return "the player restarted while the score ran; it ended" + killed + ", exit status unknown"

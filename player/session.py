@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import grpc
 
@@ -48,6 +49,7 @@ class Player:
         self.outbox: asyncio.Queue[player_pb2.PlayerMessage] | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
+        self.welcomed_at: float | None = None  # monotonic time of the last Welcome
 
     # ---- start-up recovery -------------------------------------------------------------
 
@@ -196,7 +198,7 @@ class Player:
             await self._finish(self._simple_result(entry, player_pb2.OUTCOME_CANCELLED,
                                                    cancel.reason or "cancelled before it started"))
         elif entry.step == Step.STARTED and entry.pid is not None:
-            runner._kill_group(entry.pid, runner.signal.SIGTERM)
+            runner.kill_group(entry.pid, signal.SIGTERM)
         elif entry.step == Step.FINISHED and entry.result is not None:
             self._send(_message(result=entry.result))
 
@@ -229,13 +231,12 @@ class Player:
         failures = 0
         credentials = channel_credentials(self.material)
         while not self.stopping.is_set():
-            welcomed = False
             started = time.monotonic()
             try:
                 async with grpc.aio.secure_channel(
                         self.config.conductor, credentials,
                         options=channel_options(self.config.conductor_name)) as channel:
-                    welcomed = await self._session(channel)
+                    await self._session(channel)
             except grpc.aio.AioRpcError as err:
                 logger.warning("session_ended", code=err.code().name, details=err.details())
             except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as err:
@@ -249,6 +250,7 @@ class Player:
             if self.stopping.is_set():
                 break
             # A session that got going resets the backoff; refusals and outages grow it.
+            welcomed = self.welcomed_at is not None and self.welcomed_at >= started
             failures = 0 if welcomed and time.monotonic() - started > 5 else failures + 1
             ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2 ** min(failures, 20))
             delay = random.uniform(self.config.backoff_initial / 4, max(ceiling, self.config.backoff_initial / 4))
@@ -258,7 +260,7 @@ class Player:
             except TimeoutError:
                 pass
 
-    async def _session(self, channel: grpc.aio.Channel) -> bool:
+    async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = player_pb2_grpc.PlayerLinkStub(channel)
         outbox: asyncio.Queue[player_pb2.PlayerMessage] = asyncio.Queue()
         self.outbox = outbox  # before Hello, so nothing finished meanwhile is missed
@@ -266,7 +268,6 @@ class Player:
         await call.write(await self.hello())
         writer = asyncio.ensure_future(self._write(call, outbox))
         stopper = asyncio.ensure_future(self.stopping.wait())
-        welcomed = False
         try:
             while True:
                 reader = asyncio.ensure_future(call.read())
@@ -277,19 +278,19 @@ class Player:
                     reader.cancel()
                     if stopper in done:
                         call.cancel()
-                        return welcomed
+                        return
                     if writer in done:
                         writer.result()
                     logger.warning("conductor_silent", seconds=self.config.liveness_timeout)
                     call.cancel()
-                    return welcomed
+                    return
                 message = reader.result()
                 if message is grpc.aio.EOF:
                     await call  # raises the status the conductor ended the stream with
-                    return welcomed
+                    return
                 kind = message.WhichOneof("body")
                 if kind == "welcome":
-                    welcomed = True
+                    self.welcomed_at = time.monotonic()
                     logger.info("session_established", conductor=message.welcome.conductor)
                     for task_id in list(self.grants):
                         entry = await self.spool.get(task_id)
