@@ -58,8 +58,7 @@ def latency(stub: audience_pb2_grpc.AudienceStub, player: str, count: int) -> li
     samples = []
     for _ in range(count):
         start = time.perf_counter()
-        reply = stub.Submit(audience_pb2.SubmitRequest(score="noop", targets=[player],
-                                                       claimed_user="bench"))
+        reply = stub.Submit(audience_pb2.SubmitRequest(score="noop", targets=[player]))
         job = next(iter(stub.WaitJob(audience_pb2.WaitRequest(job_id=reply.job_id, timeout_seconds=30))))
         assert job.status == "ok", job
         samples.append(time.perf_counter() - start)
@@ -69,7 +68,7 @@ def latency(stub: audience_pb2_grpc.AudienceStub, player: str, count: int) -> li
 def throughput(stub: audience_pb2_grpc.AudienceStub, players: list[str], jobs: int) -> float:
     start = time.perf_counter()
     ids = [stub.Submit(audience_pb2.SubmitRequest(
-        score="noop", targets=players, scope=audience_pb2.SCOPE_ALL_OF, claimed_user="bench")).job_id
+        score="noop", targets=players, scope=audience_pb2.SCOPE_ALL_OF)).job_id
         for _ in range(jobs)]
     for job_id in ids:
         job = next(iter(stub.WaitJob(audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=120))))
