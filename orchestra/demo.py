@@ -44,6 +44,7 @@ def main() -> int:
         cluster.start()
         say(f"conductor listening on 127.0.0.1:{cluster.port} (mTLS), audience socket {cluster.socket}")
         say(f"players connected: {', '.join(sorted(cluster.connected()))}")
+        run(cluster, "listplayers")
         submitted = run(cluster, "submitjob", "--all-of", "hello", "who=operator", *PLAYERS)
         job_id = submitted.stdout.strip()
         run(cluster, "getstatus", "--wait", "--timeout", "30", job_id)

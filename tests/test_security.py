@@ -252,6 +252,24 @@ def test_policy_allows_and_denies_with_the_rule_named(make_cluster: MakeCluster)
     assert {a.get("rule") for a in denied} >= {"never-fail"}
 
 
+def test_policy_is_reloaded_on_sighup_and_a_bad_one_is_kept_out(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"])
+    assert submit(cluster, "fail", "p1.test")[0] == 0  # no policy: local users may run anything
+    text = cluster.conductor_config.read_text()
+    cluster.conductor_config.write_text(text + '\n[[policy]]\nname = "no-fail"\neffect = "deny"\n'
+                                        'requesters = ["*"]\nscores = ["fail"]\n'
+                                        '\n[[policy]]\nname = "rest"\nrequesters = ["*"]\n')
+    cluster.conductor().send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: "policy_reloaded" in cluster.log_text("conductor"), "policy reload")
+    code, _, err = submit(cluster, "fail", "p1.test")
+    assert code == 2 and "'no-fail' denies" in err
+    assert submit(cluster, "hello", "p1.test")[0] == 0
+    cluster.conductor_config.write_text(text + '\n[[policy]]\nrequesters = ["nobody"]\n')
+    cluster.conductor().send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: "policy_reload_failed" in cluster.log_text("conductor"), "bad policy")
+    assert submit(cluster, "fail", "p1.test")[0] == 2  # the previous policy still holds
+
+
 # ---- revocation and rotation --------------------------------------------------------------
 
 def test_revoked_player_is_refused_and_its_live_session_closed(make_cluster: MakeCluster) -> None:
