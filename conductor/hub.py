@@ -140,7 +140,11 @@ class Hub:
 
     async def _dispatch_once(self) -> None:
         now = time.time()
-        for task_id, scope, player, targets, tried, deadline_at in await self.store.queued():
+        takers = {name for name, s in self.sessions.items()
+                  if s.ready and s.free_slots > 0 and name in self.roster}
+        if not takers:
+            return
+        for task_id, scope, player, targets, tried, deadline_at in await self.store.queued(takers):
             if deadline_at <= now:
                 continue  # the deadline loop expires it
             candidates = [player] if scope == "all" and player else [t for t in targets if t not in tried]
@@ -221,6 +225,17 @@ class Hub:
                 await asyncio.wait_for(self._deadline_wakeup.wait(), delay)
             except TimeoutError:
                 pass
+
+    async def run_retention(self, keep_seconds: float) -> None:
+        """Finished jobs are kept keep_seconds, then forgotten (checked every few minutes)."""
+        while True:
+            try:
+                purged = await self.store.purge_finished(time.time() - keep_seconds)
+                if purged:
+                    logger.info("jobs_purged", count=purged, older_than_seconds=keep_seconds)
+            except Exception:
+                logger.exception("retention_failed")
+            await asyncio.sleep(min(300.0, max(1.0, keep_seconds / 10)))
 
     # ---- players file reload ---------------------------------------------------------
 

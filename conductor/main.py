@@ -111,7 +111,8 @@ class Conductor:
                       asyncio.ensure_future(hub.run_deadlines()),
                       asyncio.ensure_future(self._reloads()),
                       asyncio.ensure_future(self._watch_crl()),
-                      asyncio.ensure_future(hub.run_startup_grace(cfg.reconnect_grace))]
+                      asyncio.ensure_future(hub.run_startup_grace(cfg.reconnect_grace)),
+                      asyncio.ensure_future(hub.run_retention(cfg.job_retention))]
         hub.wake()
         warn_if_expiring("conductor", material.certname, not_after(material.cert))
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),

@@ -243,13 +243,40 @@ class Store:
 
     # ---- dispatch --------------------------------------------------------------------
 
-    async def queued(self) -> list[tuple[str, str, str | None, list[str], list[str], float]]:
-        """Queued tasks: (task_id, scope, player, targets, tried, deadline_at), oldest first."""
+    async def queued(self, players: Iterable[str] | None = None
+                     ) -> list[tuple[str, str, str | None, list[str], list[str], float]]:
+        """Queued tasks: (task_id, scope, player, targets, tried, deadline_at), oldest first.
+
+        With players given, only tasks bound to one of them or not bound yet (one-of):
+        dispatch then never reads the backlog of players that cannot take work.
+        """
+        names = None if players is None else sorted(players)
+
         def op(conn: sqlite3.Connection) -> list[tuple[str, str, str | None, list[str], list[str], float]]:
+            where = "t.state = 'queued'"
+            args: tuple[object, ...] = ()
+            if names is not None:
+                where += f" AND (t.player IS NULL OR t.player IN ({','.join('?' * len(names))}))"
+                args = tuple(names)
             rows = conn.execute(
                 "SELECT t.id, j.scope, t.player, j.targets, t.tried, j.deadline_at FROM tasks t"
-                " JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued' ORDER BY j.created_at, t.id")
+                f" JOIN jobs j ON j.id = t.job_id WHERE {where} ORDER BY j.created_at, t.rowid", args)
             return [(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
+        return await self.db.run(op, self.db.conn)
+
+    async def purge_finished(self, before: float) -> int:
+        """Forget jobs finished before `before` (with their tasks and history)."""
+        def op(conn: sqlite3.Connection) -> int:
+            with Transaction(conn):
+                old = [r[0] for r in conn.execute(
+                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
+                    (before,))]
+                for job_id in old:
+                    conn.execute("DELETE FROM task_events WHERE task_id IN"
+                                 " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
+                    conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
+                    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                return len(old)
         return await self.db.run(op, self.db.conn)
 
     async def claim(self, task_id: str, player: str) -> Claimed | None:

@@ -37,6 +37,7 @@ class ConductorConfig:
     state_dir: Path
     players_file: Path
     job_deadline: float
+    job_retention: float
     heartbeat_seconds: float
     liveness_timeout: float
     reconnect_grace: float
@@ -197,6 +198,7 @@ def load_conductor(path: Path) -> ConductorConfig:
         state_dir=top.path("state_dir", "/var/lib/orchestra/conductor"),  # type: ignore[arg-type]
         players_file=top.path("players_file", "/etc/orchestra/players"),  # type: ignore[arg-type]
         job_deadline=top.number("job_deadline", 86400, minimum=1),
+        job_retention=top.number("job_retention", 30 * 86400, minimum=1),
         heartbeat_seconds=top.number("heartbeat_seconds", 5, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", 20, minimum=0.5),
         reconnect_grace=top.number("reconnect_grace", 30, minimum=0),

@@ -85,3 +85,10 @@ def test_idempotency_key_returns_the_first_job(make_cluster: MakeCluster) -> Non
     assert first[1] == again[1] != other[1]
     code, reply = job_json(cluster, "submitjob", "--idempotency-key", "deploy-42", "hello", "p1.test")
     assert reply == {"job_id": first[1].strip(), "existing": True}
+
+
+def test_finished_jobs_are_purged_after_the_retention_period(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(conductor_settings={"job_retention": 1})
+    code, job = job_json(cluster, "submitjob", "--wait", "--timeout", "30", "hello", "p1.test")
+    assert code == 0
+    cluster.wait_for(lambda: cluster.cli("getstatus", job["job_id"]).returncode == 5, "purge", timeout=15)
