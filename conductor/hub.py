@@ -61,7 +61,6 @@ class Hub:
         self.audit = audit
         self.roster = roster
         self.sessions: dict[str, PlayerSession] = {}
-        self.started_at = time.time()
         self._wakeup = asyncio.Event()
         self._deadline_wakeup = asyncio.Event()
         self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
