@@ -65,8 +65,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         except PolicyDenied as err:
             logger.info("submit_denied", reason=str(err), requester=who.label)
             self.audit.record("submit", "denied", reason=str(err), rule=err.rule or None, **seen)
-            context.set_trailing_metadata(((REFUSAL_KEY, "policy"),))
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+            await _deny_by_policy(context, str(err))
         job_id, existing = await self.store.submit(job)
         faults.point("submit.committed")
         logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
@@ -165,9 +164,8 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         decision = self.policy().decide(who, job.score, job.targets, {})
         if not decision.allowed:
             self.audit.record("cancel", "denied", requester=who.label, job_id=job.job_id,
-                              reason=decision.reason)
-            context.set_trailing_metadata(((REFUSAL_KEY, "policy"),))
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, decision.reason)
+                              reason=decision.reason, rule=decision.rule or None)
+            await _deny_by_policy(context, decision.reason)
         self.audit.record("cancel", "accepted", requester=who.label, job_id=job.job_id)
         reason = f"cancelled by {who.label}"
         for task in job.tasks:
@@ -220,6 +218,13 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                 info.running = len(session.in_flight)
             reply.players.append(info)
         return reply
+
+
+async def _deny_by_policy(context: grpc.aio.ServicerContext, reason: str) -> None:
+    """PERMISSION_DENIED marked as a policy decision: the CLI shows it as rejected input
+    (exit 2), not as a failure to authenticate (exit 4)."""
+    context.set_trailing_metadata(((REFUSAL_KEY, "policy"),))
+    await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
 
 def job_to_wire(job: JobRecord) -> audience_pb2.Job:

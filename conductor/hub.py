@@ -182,13 +182,9 @@ class Hub:
         if name in self.sessions:
             return  # a newer session of the same player is already there
         for task in await self.store.tasks_of(name, [TaskState.DISPATCHED]):
-            job = await self.store.get_job(task.job_id)
-            if job is None or job.scope != "one":
-                continue
-            change = await self.store.transition(
-                task.task_id, TaskState.QUEUED, expect_attempt=task.attempt, expect_player=name,
-                detail=f"{name} went away before starting it; another target may take it",
-                player=None)
+            change = await self.store.requeue(
+                task.task_id, attempt=task.attempt, player=name, one_of_only=True,
+                detail=f"{name} went away before starting it; another target may take it")
             if change.applied:
                 logger.info("task_failed_over", task_id=task.task_id, left=name)
         self.wake()

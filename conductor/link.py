@@ -154,12 +154,8 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             if task.task_id in known:
                 continue
             if task.state == TaskState.DISPATCHED:
-                job = await self.store.get_job(task.job_id)
-                one_of = job is not None and job.scope == "one"
-                self.hub.changed(await self.store.transition(
-                    task.task_id, TaskState.QUEUED, expect_attempt=task.attempt, expect_player=session.name,
-                    detail="player never received it; safe to send again",
-                    **({"player": None} if one_of else {})))
+                await self.store.requeue(task.task_id, attempt=task.attempt, player=session.name,
+                                         detail="player never received it; safe to send again")
                 logger.info("task_requeued", task_id=task.task_id, player=session.name)
             else:
                 reason = "the player has no record of this started task (spool lost)"
@@ -195,9 +191,14 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         task = await self.store.task(result.task_id)
         if new is not None and task is not None and task.player == session.name \
                 and task.attempt == result.attempt and not task.state.terminal:
-            if new == TaskState.REFUSED and await self._fail_over(session, task.task_id, task.attempt,
-                                                                  result.reason):
-                pass
+            failed_over = new == TaskState.REFUSED and (await self.store.requeue(
+                task.task_id, attempt=task.attempt, player=session.name, one_of_only=True,
+                refused_by=session.name,
+                detail=f"refused by {session.name}: {result.reason[:MAX_REASON]}; trying another target",
+            )).applied
+            if failed_over:
+                logger.info("task_failed_over", task_id=task.task_id, refused_by=session.name,
+                            reason=result.reason[:MAX_REASON])
             else:
                 change = await self.store.transition(
                     task.task_id, new, expect_attempt=result.attempt, expect_player=session.name,
@@ -226,23 +227,6 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         # The ack goes out only after the result (or its earlier copy) is committed.
         session.send(ack=player_pb2.ResultAck(task_id=result.task_id, attempt=result.attempt))
         self.hub.wake()
-
-    async def _fail_over(self, session: PlayerSession, task_id: str, attempt: int, reason: str) -> bool:
-        """A one-of task refused by one target goes back to the queue for the others."""
-        task = await self.store.task(task_id)
-        job = await self.store.get_job(task.job_id) if task else None
-        if task is None or job is None or job.scope != "one":
-            return False
-        tried = [*task.tried, session.name]
-        if not [t for t in job.targets if t not in tried]:
-            return False
-        change = await self.store.transition(
-            task_id, TaskState.QUEUED, expect_attempt=attempt, expect_player=session.name,
-            detail=f"refused by {session.name}: {reason}; trying another target",
-            player=None, tried=_json(tried))
-        logger.info("task_failed_over", task_id=task_id, refused_by=session.name, reason=reason)
-        return change.applied
-
 
 def _bounded(tail: bytes) -> bytes:
     if len(tail) <= MAX_TAIL:

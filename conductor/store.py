@@ -19,7 +19,7 @@ from pathlib import Path
 from conductor import states
 from conductor.states import TaskState
 from orchestra.db import Database, Transaction
-from orchestra.params import SECRET_MASK
+from orchestra.params import redact
 
 SCHEMA_VERSION = 1
 
@@ -322,6 +322,35 @@ class Store:
                 return Change(True, row["job_id"], finished, new)
         return await self.db.run(op, self.db.conn)
 
+    async def requeue(self, task_id: str, *, attempt: int, player: str, detail: str,
+                      one_of_only: bool = False, refused_by: str | None = None) -> Change:
+        """dispatched -> queued: the task was never started, so it may be sent again.
+
+        A one-of task also loses its player, so any target may take it next; refused_by
+        adds that target to the ones not to try again, and nothing is requeued when no
+        target is left. Not applied when the task moved on, or (one_of_only) is all-of.
+        """
+        def op(conn: sqlite3.Connection) -> Change:
+            with Transaction(conn):
+                row = conn.execute(
+                    "SELECT t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets"
+                    " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task_id,)).fetchone()
+                if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != attempt
+                        or row["player"] != player):
+                    return Change(False, row["job_id"] if row else "")
+                one_of = row["scope"] == "one"
+                if one_of_only and not one_of:
+                    return Change(False, row["job_id"])
+                fields: dict[str, object] = {"player": None} if one_of else {}
+                if refused_by is not None:
+                    tried = [*json.loads(row["tried"]), refused_by]
+                    if all(target in tried for target in json.loads(row["targets"])):
+                        return Change(False, row["job_id"])
+                    fields["tried"] = json.dumps(tried)
+                _move(conn, task_id, TaskState.DISPATCHED, TaskState.QUEUED, detail, **fields)
+                return Change(True, row["job_id"], state=TaskState.QUEUED)
+        return await self.db.run(op, self.db.conn)
+
     async def tasks_of(self, player: str, wanted: Iterable[TaskState]) -> list[TaskRecord]:
         names = [s.value for s in wanted]
 
@@ -438,7 +467,7 @@ def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
     row = conn.execute("SELECT params, secret_keys FROM jobs WHERE id = ?", (job_id,)).fetchone()
     secrets = json.loads(row["secret_keys"])
     if secrets:
-        params = {k: (SECRET_MASK if k in secrets else v) for k, v in json.loads(row["params"]).items()}
+        params = redact(json.loads(row["params"]), secrets)
         conn.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params, sort_keys=True), job_id))
     return True
 
