@@ -191,19 +191,19 @@ def _check_address(table: _Table, key: str, value: str) -> str:
 
 def load_conductor(path: Path) -> ConductorConfig:
     top = _Table(_read(path), path)
+    state_dir: Path = top.path("state_dir", "/var/lib/orchestra/conductor")  # type: ignore[assignment]
     config = ConductorConfig(
         path=path,
         listen=_check_address(top, "listen", top.string("listen", "0.0.0.0:2258")),
         audience_socket=top.path("audience_socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
-        state_dir=top.path("state_dir", "/var/lib/orchestra/conductor"),  # type: ignore[arg-type]
+        state_dir=state_dir,
         players_file=top.path("players_file", "/etc/orchestra/players"),  # type: ignore[arg-type]
         job_deadline=top.number("job_deadline", 86400, minimum=1),
         job_retention=top.number("job_retention", 30 * 86400, minimum=1),
         heartbeat_seconds=top.number("heartbeat_seconds", 5, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", 20, minimum=0.5),
         reconnect_grace=top.number("reconnect_grace", 30, minimum=0),
-        audit_log=top.path("audit_log", "", optional=True)  # type: ignore[arg-type]
-        or top.path("state_dir", "/var/lib/orchestra/conductor") / "audit.log",  # type: ignore[operator]
+        audit_log=top.path("audit_log", optional=True) or state_dir / "audit.log",
         tls=_tls(top, with_crl=True),
         policy=top.raw("policy", list, []),
         groups=top.raw("groups", dict, {}),
