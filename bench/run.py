@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 
 from orchestra.db import connect  # noqa: E402
-from orchestra.devcluster import Cluster  # noqa: E402
+from devtools.devcluster import Cluster  # noqa: E402
 from orchestra.wire import audience_pb2, audience_pb2_grpc  # noqa: E402
 
 NOOP = "#!/bin/sh\nexit 0\n"

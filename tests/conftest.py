@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from orchestra.devcluster import Cluster
+from devtools.devcluster import Cluster
 
 # Short liveness settings keep fault scenarios quick; the defaults are documented.
 FAST_CONDUCTOR = {"heartbeat_seconds": 0.5, "liveness_timeout": 4, "reconnect_grace": 5}

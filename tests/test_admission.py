@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from orchestra import pki
+from devtools import pki
 from tests.conftest import MakeCluster, job_json, submit
 
 

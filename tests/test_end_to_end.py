@@ -11,7 +11,7 @@ import sys
 import grpc
 import pytest
 
-from orchestra.devcluster import Cluster
+from devtools.devcluster import Cluster
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 from tests.conftest import MakeCluster, job_json, queue_rows, submit
 

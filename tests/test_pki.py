@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from orchestra import pki
+from devtools import pki
 from orchestra.tls import certname_of
 
 

@@ -20,8 +20,8 @@ import grpc
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from orchestra import pki
-from orchestra.devcluster import CONDUCTOR_NAME, Cluster
+from devtools import pki
+from devtools.devcluster import CONDUCTOR_NAME, Cluster
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2, player_pb2_grpc
 from tests.conftest import MakeCluster, job_json, queue_rows, submit
 

@@ -6,7 +6,7 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from orchestra.devcluster import Cluster
+from devtools.devcluster import Cluster
 from tests.conftest import queue_rows
 
 OPEN = {"queued", "dispatched", "running"}

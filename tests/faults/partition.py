@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestra.devcluster import Cluster
+from devtools.devcluster import Cluster
 from tests.conftest import FAST_CONDUCTOR, FAST_PLAYER
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from orchestra.devcluster import Proc
+from devtools.devcluster import Proc
 from tests.conftest import MakeCluster, job_json, submit
 
 COUNT = 50

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from orchestra.errors import OrchestraError, UsageError
+from orchestra.cli import run_cli
+from orchestra.errors import UsageError
 from orchestra.params import CERTNAME_RE
 
 ROLE_USAGES = {
@@ -202,8 +203,8 @@ def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[
     return ssl
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orchestra-pki", description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestra-pki", description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL")
     p_init.add_argument("dir", type=Path)
@@ -217,27 +218,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_revoke = sub.add_parser("revoke", help="add a certificate's serial to DIR/crl.pem")
     p_revoke.add_argument("dir", type=Path)
     p_revoke.add_argument("name")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _command(args: argparse.Namespace) -> SSLDir:
+    """Carry out one parsed subcommand; returns the ssl directory it worked on."""
+    if args.command == "init":
+        return init(args.dir, args.conductor, args.player, args.audience)
+    ssl = SSLDir(args.dir)
+    if args.command == "issue":
+        name = _check_name(args.name)
+        ssl.write_leaf(name, *issue(ssl.load_authority(), name, ROLE_USAGES[args.role]))
+        return ssl
+    authority = ssl.load_authority()
     try:
-        if args.command == "init":
-            ssl = init(args.dir, args.conductor, args.player, args.audience)
-        elif args.command == "issue":
-            ssl = SSLDir(args.dir)
-            name = _check_name(args.name)
-            ssl.write_leaf(name, *issue(ssl.load_authority(), name, ROLE_USAGES[args.role]))
-        else:
-            ssl = SSLDir(args.dir)
-            authority = ssl.load_authority()
-            try:
-                serial = x509.load_pem_x509_certificate(ssl.cert(_check_name(args.name)).read_bytes()).serial_number
-            except OSError as err:
-                raise UsageError(f"cannot read certificate of {args.name}: {err.strerror}") from None
-            ssl.revoke(authority, [serial])
-    except OrchestraError as err:
-        sys.stderr.write(f"orchestra-pki: {err}\n")
-        return int(err.exit_code)
-    sys.stdout.write(f"{ssl.root}\n")
-    return 0
+        serial = x509.load_pem_x509_certificate(ssl.cert(_check_name(args.name)).read_bytes()).serial_number
+    except OSError as err:
+        raise UsageError(f"cannot read certificate of {args.name}: {err.strerror}") from None
+    ssl.revoke(authority, [serial])
+    return ssl
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def body() -> int:
+        sys.stdout.write(f"{_command(args).root}\n")
+        return 0
+    return run_cli("orchestra-pki", body)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audience.client import Client
-from orchestra import pki
+from devtools import pki
 from orchestra.config import load_audience
 from orchestra.errors import OrchestraError
 from orchestra.wire import audience_pb2

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestra.devcluster import REPO_ROOT, Cluster
+from devtools.devcluster import REPO_ROOT, Cluster
 
 PLAYERS = ["alpha.orchestra.test", "beta.orchestra.test", "gamma.orchestra.test"]
 
