@@ -7,28 +7,34 @@ their player (the whole process group) and end ``cancelled`` once the player con
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from audience import render
 from audience.client import Client
-from audience.common import Parser, add_job_arguments, parse_job_arguments, run
+from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
 from orchestra.params import check_job_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="canceljob", description="Cancel a job.")
     add_job_arguments(parser, "block until every task has ended")
-    args = parse_job_arguments(parser, argv)
 
-    def body(client: Client) -> int:
-        job_id = check_job_id(args.job_id)
-        job = client.cancel(job_id)
-        if args.wait and not job.finished:
-            job = client.wait(job_id, args.timeout)
-        sys.stdout.write(render.job_json(job) if args.json else render.job_text(job))
-        return int(render.exit_code(job))
-    return run("canceljob", args.config, body)
+    def body() -> int:
+        args = parse_job_arguments(parser, argv)
+        return with_client(args.config, lambda client: cancel(client, args))
+    return run_command("canceljob", body)
+
+
+def cancel(client: Client, args: argparse.Namespace) -> int:
+    """Cancel, wait for the tasks to end if asked, and show the job as getstatus does."""
+    job_id = check_job_id(args.job_id)
+    job = client.cancel(job_id)
+    if args.wait and not job.finished:
+        job = client.wait(job_id, args.timeout)
+    sys.stdout.write(render.job_json(job) if args.json else render.job_text(job))
+    return int(render.exit_code(job))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from typing import TypeVar
 import grpc
 
 from orchestra.config import AudienceConfig
-from orchestra.errors import NoSuchJobError, OrchestraError, UnreachableError, ValidationError
+from orchestra.errors import (
+    POLICY_REFUSAL, NoSuchJobError, OrchestraError, PolicyDenied, UnreachableError, ValidationError,
+)
 from orchestra.tls import MESSAGE_LIMITS, Material, channel_credentials, channel_options
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
@@ -44,14 +46,14 @@ class Client:
             raise self.translate(err) from None
 
     def translate(self, err: grpc.RpcError) -> OrchestraError:
-        code, details = err.code(), err.details() or ""  # type: ignore[attr-defined]
+        code, details = err.code(), err.details() or ""
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return ValidationError(details)
         if code == grpc.StatusCode.NOT_FOUND:
             return NoSuchJobError(details)
-        metadata = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
-        if code == grpc.StatusCode.PERMISSION_DENIED and metadata.get("orchestra-refusal") == "policy":
-            return ValidationError(f"denied: {details}")
+        metadata = tuple(err.trailing_metadata() or ())
+        if code == grpc.StatusCode.PERMISSION_DENIED and POLICY_REFUSAL in metadata:
+            return PolicyDenied(f"denied: {details}")
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return UnreachableError(f"the conductor at {self.where} refused us: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -60,11 +62,13 @@ class Client:
                                 f"{': ' + details.splitlines()[0] if details else ''}")
 
     def submit(self, request: audience_pb2.SubmitRequest) -> audience_pb2.SubmitReply:
-        return self.call(lambda: self.stub.Submit(request, timeout=CALL_TIMEOUT))
+        reply: audience_pb2.SubmitReply = self.call(lambda: self.stub.Submit(request, timeout=CALL_TIMEOUT))
+        return reply
 
     def get(self, job_id: str) -> audience_pb2.Job:
-        return self.call(lambda: self.stub.GetJob(audience_pb2.JobRef(job_id=job_id),
-                                                  timeout=CALL_TIMEOUT))
+        job: audience_pb2.Job = self.call(lambda: self.stub.GetJob(audience_pb2.JobRef(job_id=job_id),
+                                                                   timeout=CALL_TIMEOUT))
+        return job
 
     def wait(self, job_id: str, timeout: float | None) -> audience_pb2.Job:
         """Block in a server-side wait; ride out conductor restarts until the timeout."""
@@ -79,13 +83,14 @@ class Client:
             if remaining is not None and remaining <= 0:
                 return self.get(job_id)
             try:
-                for job in self.stub.WaitJob(
+                for answer in self.stub.WaitJob(
                         audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=remaining or 0.0),
                         timeout=None if remaining is None else remaining + CALL_TIMEOUT):
-                    return job
+                    finished: audience_pb2.Job = answer
+                    return finished
                 raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
             except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self.translate(err) from None
                 now = time.monotonic()
                 outage_since = outage_since or now
@@ -96,9 +101,11 @@ class Client:
             delay = min(delay * 2, 5.0)
 
     def cancel(self, job_id: str) -> audience_pb2.Job:
-        return self.call(lambda: self.stub.Cancel(audience_pb2.JobRef(job_id=job_id),
-                                                  timeout=CALL_TIMEOUT))
+        job: audience_pb2.Job = self.call(lambda: self.stub.Cancel(audience_pb2.JobRef(job_id=job_id),
+                                                                   timeout=CALL_TIMEOUT))
+        return job
 
     def players(self) -> audience_pb2.PlayerList:
-        return self.call(lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(),
-                                                       timeout=CALL_TIMEOUT))
+        players: audience_pb2.PlayerList = self.call(
+            lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(), timeout=CALL_TIMEOUT))
+        return players

@@ -5,19 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import IO, NoReturn
 
 from audience.client import Client
 from orchestra import config as configuration
-from orchestra.errors import ExitCode, OrchestraError
+from orchestra.cli import run_cli
+from orchestra.errors import ExitCode, OrchestraError, UsageError
+
+
+class HelpRequested(OrchestraError):
+    """--help was given: an answer rather than an error, so parsing stays free of output."""
+
+    exit_code = ExitCode.OK
+
+    def __init__(self, text: str) -> None:
+        super().__init__("help requested")
+        self.text = text
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit code 2."""
+    """argparse that neither prints nor exits: a bad command line raises UsageError
+    (reported as one line, exit 2, by run_command) and --help raises HelpRequested."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
-        raise SystemExit(int(ExitCode.USAGE))
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def print_help(self, file: IO[str] | None = None) -> NoReturn:  # type: ignore[override]
+        raise HelpRequested(self.format_help())
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -50,20 +64,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def run(prog: str, config_arg: str | None, body: Callable[[Client], int]) -> int:
-    """Load config, open the client, run body; OrchestraError -> one line + its exit code."""
+def with_client(config_arg: str | None, body: Callable[[Client], int]) -> int:
+    """Load the audience config, open a client, run body, and always close the client."""
+    cfg = configuration.load_audience(configuration.resolve_path("audience", config_arg),
+                                      explicit=bool(config_arg))
+    client = Client(cfg)
     try:
-        cfg = configuration.load_audience(configuration.resolve_path("audience", config_arg),
-                                          explicit=bool(config_arg))
-        client = Client(cfg)
-        try:
-            return body(client)
-        finally:
-            client.close()
-    except OrchestraError as err:
-        sys.stderr.write(f"{prog}: {err}\n")
-        return int(err.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+        return body(client)
+    finally:
+        client.close()
 
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """run_cli for an audience command: errors are one line and an exit code, and --help
+    is printed on stdout with exit 0."""
+    def answered() -> int:
+        try:
+            return body()
+        except HelpRequested as answer:
+            sys.stdout.write(answer.text)
+            return int(ExitCode.OK)
+    return run_cli(prog, answered)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from audience import render
 from audience.client import Client
-from audience.common import Parser, add_job_arguments, parse_job_arguments, run
+from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
 from orchestra.params import check_job_id
 
 
@@ -20,11 +20,12 @@ def show(client: Client, job_id: str, wait: bool, timeout: float | None, as_json
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="getstatus", description="Show a job, or wait for it to finish.")
     add_job_arguments(parser, "block until the job is finished")
-    args = parse_job_arguments(parser, argv)
 
-    def body(client: Client) -> int:
-        return show(client, check_job_id(args.job_id), args.wait, args.timeout, args.json)
-    return run("getstatus", args.config, body)
+    def body() -> int:
+        args = parse_job_arguments(parser, argv)
+        return with_client(args.config, lambda client: show(
+            client, check_job_id(args.job_id), args.wait, args.timeout, args.json))
+    return run_command("getstatus", body)
 
 
 if __name__ == "__main__":

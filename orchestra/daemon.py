@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.errors import OrchestraError
+from orchestra.cli import run_cli
 
 C = TypeVar("C")
 
@@ -29,9 +28,8 @@ def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     log.setup(args.log_level)
-    try:
+
+    def body() -> int:
         asyncio.run(serve(load(configuration.resolve_path(kind, args.config))))  # type: ignore[arg-type]
-    except OrchestraError as err:
-        sys.stderr.write(f"{kind}: {err}\n")
-        return int(err.exit_code)
-    return 0
+        return 0
+    return run_cli(kind, body)

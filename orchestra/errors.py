@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+# Trailing metadata the conductor sets on a PERMISSION_DENIED that is a policy decision,
+# so the audience CLI can tell "the policy says no" (exit 2) from "you are not let in" (4).
+POLICY_REFUSAL: tuple[str, str] = ("orchestra-refusal", "policy")
+
 
 class ExitCode(IntEnum):
     """Exit codes of the audience commands (CONTRACT.md §6) and the daemons."""
@@ -29,6 +33,8 @@ class ConfigError(OrchestraError):
 
 
 class UsageError(OrchestraError):
+    """The command line is wrong; nothing was sent anywhere."""
+
     exit_code = ExitCode.USAGE
 
 
@@ -36,6 +42,16 @@ class ValidationError(OrchestraError):
     """Input was rejected before anything was queued or run."""
 
     exit_code = ExitCode.USAGE
+
+
+class PolicyDenied(OrchestraError):
+    """The policy refused a request; ``rule`` names the rule that decided ("" = none matched)."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, reason: str, rule: str = "") -> None:
+        super().__init__(reason)
+        self.rule = rule
 
 
 class StartupError(OrchestraError):

@@ -7,7 +7,7 @@ can never disagree about what is valid.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestra.errors import ValidationError
@@ -24,6 +24,9 @@ TASK_ID_RE = re.compile(r"[0-9a-f]{32}\.[0-9]{1,6}")
 MAX_VALUE_BYTES = 32 * 1024
 MAX_TOTAL_BYTES = 256 * 1024
 MAX_PARAMS = 64
+MAX_TARGETS = 10_000
+MAX_IDEMPOTENCY_KEY = 200
+SCOPES = ("all", "one")
 
 ENV_PREFIX = "ORC_"
 RESERVED_ENV = frozenset({
@@ -80,6 +83,44 @@ def check_certname(name: str, what: str = "host") -> str:
     if CERTNAME_RE.fullmatch(name) is None:
         raise ValidationError(f"invalid {what} name {name!r}")
     return name
+
+
+def check_targets(targets: Iterable[str]) -> list[str]:
+    """Validate target certnames and drop repeats, keeping the order they were given in."""
+    unique: dict[str, None] = {}
+    for target in targets:
+        unique[check_certname(target)] = None
+    if not unique:
+        raise ValidationError("no target hosts given")
+    if len(unique) > MAX_TARGETS:
+        raise ValidationError(f"too many targets: {len(unique)} > {MAX_TARGETS}")
+    return list(unique)
+
+
+def resolve_scope(requested: str | None, targets: Sequence[str]) -> str:
+    """The job's scope, "all" or "one"; requested is None when the submitter gave none.
+
+    With one target the scope makes no difference, so it is "all". With several, the
+    submitter must choose: the original defaulted to one-of, most peers to all-of, and
+    guessing either would surprise someone (CONTRACT.md §6).
+    """
+    if requested is not None:
+        if requested not in SCOPES:
+            raise ValidationError(f"invalid scope {requested!r}: must be all or one")
+        return requested
+    if len(set(targets)) > 1:
+        raise ValidationError("more than one target: choose --all-of or --one-of")
+    return "all"
+
+
+def check_idempotency_key(key: str) -> str | None:
+    """An idempotency key as stored: None when none was given ("")."""
+    if not key:
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ValidationError(
+            f"idempotency key must be printable and at most {MAX_IDEMPOTENCY_KEY} characters")
+    return key
 
 
 def check_job_id(job_id: str) -> str:

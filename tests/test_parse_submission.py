@@ -1,0 +1,247 @@
+"""submitjob's command line, parsed in-process: both forms, the shared rules, and properties.
+
+These replace most of the generated command lines once thrown at a live conductor: the
+parser is pure, so thousands of examples run in a second or two.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from audience import submitjob
+from audience.common import HelpRequested
+from audience.parse import Submission, parse_submission
+from orchestra.errors import ExitCode, OrchestraError, UsageError, ValidationError
+from orchestra.params import (
+    CERTNAME_RE, MAX_TARGETS, PARAM_KEY_RE, check_idempotency_key, check_targets, is_score_name,
+    resolve_scope,
+)
+
+MANY = settings(max_examples=2000, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---- examples: the modern form ---------------------------------------------------------
+
+def test_modern_form_splits_parameters_from_hosts_and_upper_cases_keys() -> None:
+    sub = parse_submission(["--all-of", "hello", "who=ops", "p1.test", "path=/a=b", "p2.test"])
+    assert sub == Submission(score="hello", scope="all", targets=("p1.test", "p2.test"),
+                             params={"WHO": "ops", "PATH": "/a=b"})
+
+
+def test_modern_form_carries_every_option() -> None:
+    sub = parse_submission(["--one-of", "--wait", "--timeout", "5", "--json", "--config", "a.toml",
+                            "--expires", "60", "--idempotency-key", "deploy-42", "hello", "p1.test"])
+    assert sub == Submission(score="hello", scope="one", targets=("p1.test",), params={},
+                             config="a.toml", wait=True, timeout=5.0, json=True, expires=60.0,
+                             idempotency_key="deploy-42")
+
+
+def test_one_target_needs_no_scope_and_repeats_are_dropped() -> None:
+    assert parse_submission(["hello", "p1.test"]).scope == "all"
+    assert parse_submission(["hello", "p1.test", "p1.test"]).targets == ("p1.test",)
+
+
+@pytest.mark.parametrize("argv, error, message", [
+    (["hello", "p1.test", "p2.test"], ValidationError, "more than one target: choose --all-of or --one-of"),
+    (["hello", "who=ops"], ValidationError, "no target hosts given"),
+    (["../x", "who=ops"], ValidationError, "no target hosts given"),
+    (["../x", "p1.test"], ValidationError, "invalid score name '../x'"),
+    (["hello", "a/b"], ValidationError, "invalid host name 'a/b'"),
+    (["hello", "=x", "p1.test"], ValidationError, "parameter with an empty name"),
+    (["hello", "a-b=1", "p1.test"], ValidationError, "invalid parameter name 'a-b'"),
+    (["hello", "job_id=1", "p1.test"], ValidationError, "reserved"),
+    (["--timeout", "3", "hello", "p1.test"], UsageError, "--timeout needs --wait (see submitjob --help)"),
+    (["--expires", "0", "hello", "p1.test"], UsageError, "must be a positive number of seconds"),
+    (["hello", "p1.test", "--bogus"], UsageError, "unrecognized arguments: --bogus"),
+    ([], UsageError, "the following arguments are required"),
+    (["--idempotency-key", "x" * 201, "hello", "p1.test"], ValidationError,
+     "idempotency key must be printable and at most 200 characters"),
+    (["--idempotency-key", "a\nb", "hello", "p1.test"], ValidationError, "idempotency key"),
+])
+def test_bad_command_lines_raise_one_line_errors(argv: list[str], error: type[OrchestraError],
+                                                 message: str) -> None:
+    with pytest.raises(error) as caught:
+        parse_submission(argv)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_too_many_targets_are_refused_by_the_cli_too() -> None:
+    hosts = [f"h{n}.test" for n in range(MAX_TARGETS + 1)]
+    with pytest.raises(ValidationError, match=f"too many targets: {MAX_TARGETS + 1} > {MAX_TARGETS}"):
+        parse_submission(["--all-of", "hello", *hosts])
+
+
+def test_help_is_an_answer_not_an_error() -> None:
+    with pytest.raises(HelpRequested) as caught:
+        parse_submission(["--help"])
+    assert caught.value.text.startswith("usage: submitjob")
+
+
+# ---- examples: the original Orchestra form ---------------------------------------------
+
+def test_legacy_form_with_all_of_and_parameters() -> None:
+    sub = parse_submission(["-all-of", "hello", "p1.test", "p2.test", "!", "who", "legacy"])
+    assert sub == Submission(score="hello", scope="all", targets=("p1.test", "p2.test"),
+                             params={"WHO": "legacy"})
+
+
+def test_legacy_form_means_one_of_without_all_of() -> None:
+    sub = parse_submission(["hello", "p1.test", "p2.test", "!"])
+    assert sub.scope == "one" and sub.params == {}
+
+
+def test_legacy_form_takes_the_modern_options() -> None:
+    sub = parse_submission(["--wait", "--timeout", "5", "--json", "--config", "a.toml", "-all-of",
+                            "hello", "p1.test", "!", "msg", "--not-an-option"])
+    assert sub == Submission(score="hello", scope="all", targets=("p1.test",),
+                             params={"MSG": "--not-an-option"}, config="a.toml", wait=True,
+                             timeout=5.0, json=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hello", "p1.test", "!", "who"], "parameters after '!' come in KEY VALUE pairs; 'who' has no value"),
+    (["-all-of", "hello"], "usage: submitjob [-all-of] SCORE HOST... [! KEY VALUE ...]"),
+    (["hello", "!", "who", "x"], "usage: submitjob [-all-of] SCORE HOST... [! KEY VALUE ...]"),
+    (["-all-of", "--one-of", "hello", "p1.test"], "not allowed with"),
+])
+def test_bad_legacy_command_lines_are_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_submission(argv)
+    assert message in str(caught.value)
+
+
+def test_legacy_form_applies_the_same_rules() -> None:
+    with pytest.raises(ValidationError, match="invalid host name 'a=b'"):
+        parse_submission(["hello", "p1.test", "a=b", "!"])
+    with pytest.raises(ValidationError, match="reserved"):
+        parse_submission(["hello", "p1.test", "!", "job_id", "1"])
+
+
+# ---- the shared rules (orchestra.params), as the conductor also calls them -------------
+
+def test_shared_target_scope_and_key_rules() -> None:
+    assert check_targets(["b.test", "a.test", "b.test"]) == ["b.test", "a.test"]
+    with pytest.raises(ValidationError, match="^no target hosts given$"):
+        check_targets([])
+    assert resolve_scope(None, ["a.test"]) == "all"
+    assert resolve_scope(None, ["a.test", "a.test"]) == "all"
+    assert resolve_scope("one", ["a.test", "b.test"]) == "one"
+    with pytest.raises(ValidationError, match="^more than one target: choose --all-of or --one-of$"):
+        resolve_scope(None, ["a.test", "b.test"])
+    assert check_idempotency_key("") is None
+    assert check_idempotency_key("k" * 200) == "k" * 200
+
+
+# ---- main: what the user sees -----------------------------------------------------------
+
+def test_main_prints_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert submitjob.main(["--help"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: submitjob") and err == ""
+
+
+def test_main_refuses_bad_input_in_one_line_before_dialling(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submitjob, "with_client", lambda *_: pytest.fail("dialled the conductor"))
+    assert submitjob.main(["hello", "p1.test", "p2.test"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "submitjob: more than one target: choose --all-of or --one-of\n"
+
+
+def test_main_folds_a_multi_line_complaint_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert submitjob.main(["hello", "p1.test", "--wait", "a\nb"]) == 2
+    _, err = capsys.readouterr()
+    assert err == "submitjob: unrecognized arguments: a b (see submitjob --help)\n"
+
+
+def test_fractional_expiry_is_rounded_up_not_dropped() -> None:
+    sub = parse_submission(["--expires", "0.5", "hello", "p1.test"])
+    assert submitjob.request_of(sub).expires_seconds == 1
+
+
+# ---- properties --------------------------------------------------------------------------
+
+HOSTS = ["p1.test", "p2.test", "web-1.example.com"]
+TOKENS = ["hello", *HOSTS, "who=ops", "=x", "a-b=1", "job_id=1", "x=\n", "!", "-all-of",
+          "--all-of", "--one-of", "--all", "--wait", "--timeout", "3", "--json", "--expires",
+          "0.5", "--idempotency-key", "--config", "--", "-h", "-x", "", "../x", ".hidden"]
+word = st.one_of(st.sampled_from(TOKENS), st.text(max_size=12))
+
+
+@MANY
+@given(st.lists(word, max_size=8))
+@example(["--", "-all-of", "!"])
+@example(["\udcff", "p1.test"])
+def test_any_argv_is_accepted_with_valid_fields_or_refused_cleanly(argv: list[str]) -> None:
+    try:
+        sub = parse_submission(argv)
+    except HelpRequested:
+        return
+    except OrchestraError as err:
+        assert err.exit_code == ExitCode.USAGE and str(err).strip()
+        return
+    assert is_score_name(sub.score)
+    assert sub.targets and all(CERTNAME_RE.fullmatch(t) for t in sub.targets)
+    assert len(set(sub.targets)) == len(sub.targets)
+    assert all(PARAM_KEY_RE.fullmatch(k) and k == k.upper() for k in sub.params)
+    assert sub.scope in ("all", "one")
+    assert sub.timeout is None or sub.wait
+
+
+def plain(text: str) -> bool:
+    """Not a word either form gives a meaning of its own."""
+    return "=" not in text and text not in ("!", "-all-of", "--")
+
+
+score_word = st.one_of(st.sampled_from(["hello", "deploy-app_v2.sh", "../x", ".x", ""]),
+                       st.text(max_size=10)).filter(plain)
+host_word = st.one_of(st.sampled_from(HOSTS), st.text(max_size=10)).filter(plain)
+key_word = st.one_of(st.sampled_from(["who", "Path", "job_id", "", "1x", "a-b"]),
+                     st.text(max_size=8)).filter(plain)
+value_word = st.one_of(st.sampled_from(["ops", "", "a=b", "!", "--wait", "x\ny"]), st.text(max_size=10))
+options = st.lists(st.sampled_from([("--wait",), ("--json",), ("--config", "c.toml"),
+                                    ("--expires", "30"), ("--idempotency-key", "k1")]),
+                   max_size=3, unique=True)
+
+
+@MANY
+@given(score=score_word, hosts=st.lists(host_word, max_size=4),
+       params=st.lists(st.tuples(key_word, value_word), max_size=3),
+       scope=st.sampled_from([None, "--all-of", "--one-of"]), extra=options)
+def test_scope_follows_the_rule(score: str, hosts: list[str], params: list[tuple[str, str]],
+                                scope: str | None, extra: list[tuple[str, ...]]) -> None:
+    flags = [part for option in extra for part in option] + ([scope] if scope else [])
+    argv = [*flags, "--", score, *(f"{k}={v}" for k, v in params), *hosts]
+    try:
+        sub = parse_submission(argv)
+    except OrchestraError as err:
+        if "more than one target" in str(err):
+            assert scope is None and len(set(hosts)) > 1
+        return
+    assert scope is not None or len(set(hosts)) == 1
+    assert sub.scope == {"--all-of": "all", "--one-of": "one", None: "all"}[scope]
+    assert sub.targets == tuple(dict.fromkeys(hosts))
+
+
+@MANY
+@given(score=score_word, hosts=st.lists(host_word, max_size=4),
+       params=st.lists(st.tuples(key_word, value_word), max_size=3),
+       all_of=st.booleans(), extra=options)
+def test_legacy_and_modern_forms_agree(score: str, hosts: list[str], params: list[tuple[str, str]],
+                                       all_of: bool, extra: list[tuple[str, ...]]) -> None:
+    flags = [part for option in extra for part in option]
+    modern = [*flags, "--all-of" if all_of else "--one-of", "--", score,
+              *(f"{k}={v}" for k, v in params), *hosts]
+    legacy = [*flags, *(["-all-of"] if all_of else []), "--", score, *hosts, "!",
+              *(part for pair in params for part in pair)]
+    outcomes: list[Submission | str] = []
+    for argv in (modern, legacy):
+        try:
+            outcomes.append(parse_submission(argv))
+        except (UsageError, ValidationError):
+            outcomes.append("refused")  # the first complaint may differ; refusal may not
+    assert outcomes[0] == outcomes[1], (modern, legacy)

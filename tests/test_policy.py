@@ -1,0 +1,217 @@
+"""Policy.decide, directly: who may run which score on which targets with which values.
+
+Policies are built with parse_policy from the same raw TOML values conductor.toml holds, so
+these tests also pin down what a written policy means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conductor.policy import Decision, Policy, Requester, parse_policy
+from orchestra.errors import ConfigError
+
+SOURCE = Path("conductor.toml")
+ALICE = Requester("user", "alice", frozenset({"ops"}), uid=1001)
+BOB = Requester("user", "bob", frozenset({"dev"}), uid=1002)
+CI = Requester("cert", "ci.example.com", serial=0x2A)
+OTHER_CERT = Requester("cert", "laptop.example.com", serial=0x2B)
+WEB = ["web1.example.com", "web2.example.com"]
+
+
+def policy(rules: list[dict[str, Any]] | None = None, groups: dict[str, Any] | None = None,
+           audience: dict[str, Any] | None = None) -> Policy:
+    return parse_policy(rules, groups, audience, SOURCE)
+
+
+def allowed(decision: Decision, rule: str) -> bool:
+    return decision.allowed and decision.rule == rule
+
+
+# ---- no policy written ------------------------------------------------------------------
+
+def test_without_rules_local_users_may_run_anything() -> None:
+    decision = policy().decide(BOB, "anything", ["db1.example.com"], {"X": "1"})
+    assert decision == Decision(True, "", "no policy configured; the local socket's mode is the gate")
+
+
+def test_without_rules_certificates_are_denied_by_default() -> None:
+    decision = policy().decide(CI, "hello", ["web1.example.com"], {})
+    assert decision == Decision(False, "", "no policy rule allows cert:ci.example.com to run hello"
+                                           " on web1.example.com")
+
+
+# ---- requesters ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, who, expected", [
+    ("user:alice", ALICE, True),
+    ("user:al*", ALICE, True),
+    ("user:alice", BOB, False),
+    ("group:ops", ALICE, True),
+    ("group:ops", BOB, False),
+    ("group:o*", ALICE, False),  # group names are exact, not globs
+    ("cert:ci.example.com", CI, True),
+    ("cert:*.example.com", OTHER_CERT, True),
+    ("cert:ci.example.com", OTHER_CERT, False),
+    ("user:ci.example.com", CI, False),  # a certificate is never a local user
+    ("cert:alice", ALICE, False),  # and a local user never a certificate
+    ("group:ops", Requester("cert", "ops"), False),
+    ("*", BOB, True),
+    ("*", CI, True),
+])
+def test_requesters_match_by_kind(pattern: str, who: Requester, expected: bool) -> None:
+    rules = policy([{"name": "r", "requesters": [pattern]}])
+    decision = rules.decide(who, "hello", ["web1.example.com"], {})
+    assert decision.allowed is expected
+    assert decision.rule == ("r" if expected else "")
+
+
+def test_a_request_no_rule_matches_is_denied_naming_who_what_and_where() -> None:
+    rules = policy([{"name": "ops", "requesters": ["group:ops"]}])
+    decision = rules.decide(BOB, "deploy", WEB, {})
+    assert decision == Decision(False, "", "no policy rule allows user:bob to run deploy on"
+                                           " web1.example.com, web2.example.com")
+
+
+def test_the_denial_lists_at_most_five_targets() -> None:
+    targets = [f"h{n}.test" for n in range(7)]
+    decision = policy([{"requesters": ["user:alice"]}]).decide(BOB, "s", targets, {})
+    assert decision.reason.endswith("on h0.test, h1.test, h2.test, h3.test, h4.test ...")
+
+
+# ---- scores -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("score, expected", [
+    ("deploy", True), ("hello", True), ("hello-world", True), ("deploy2", False), ("rm", False),
+])
+def test_scores_match_names_and_globs(score: str, expected: bool) -> None:
+    rules = policy([{"name": "r", "requesters": ["*"], "scores": ["deploy", "hello*"]}])
+    assert rules.decide(ALICE, score, ["web1.example.com"], {}).allowed is expected
+
+
+# ---- targets ------------------------------------------------------------------------------
+
+GROUPS = {"web": ["web1.example.com", "web*.example.com"], "db": ["db1.example.com"]}
+
+
+@pytest.mark.parametrize("targets, expected", [
+    (["db1.example.com"], True),  # a name
+    (["cache3.example.com"], True),  # a glob
+    (["web7.example.com"], True),  # a glob inside @group
+    (["web1.example.com", "db1.example.com", "cache1.example.com"], True),
+    (["db2.example.com"], False),
+    (["web1.example.com", "db2.example.com"], False),  # every target must be allowed
+    (["WEB1.example.com"], False),  # case matters: certnames are compared exactly
+])
+def test_an_allow_rule_must_cover_every_target(targets: list[str], expected: bool) -> None:
+    rules = policy([{"name": "r", "requesters": ["*"],
+                     "targets": ["@web", "db1.example.com", "cache*.example.com"]}], GROUPS)
+    assert rules.decide(ALICE, "hello", targets, {}).allowed is expected
+
+
+def test_an_allow_rule_without_targets_covers_every_target() -> None:
+    rules = policy([{"name": "r", "requesters": ["*"]}])
+    assert allowed(rules.decide(ALICE, "hello", ["any.example.com", "other.test"], {}), "r")
+
+
+def test_a_rule_naming_an_unknown_group_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown group @nope"):
+        policy([{"requesters": ["*"], "targets": ["@nope"]}])
+
+
+# ---- parameters ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("params, expected", [
+    ({"VERSION": "1.2.3"}, True),
+    ({"VERSION": "1.2.3; rm -rf /"}, False),  # full match, not search
+    ({"VERSION": ""}, False),
+    ({"VERSION": "2.0", "OTHER": "anything"}, True),  # unlisted params are not constrained
+    ({}, True),  # a pattern constrains a param only when it is given
+])
+def test_param_patterns_must_fully_match_the_given_values(params: dict[str, str],
+                                                          expected: bool) -> None:
+    rules = policy([{"name": "r", "requesters": ["*"], "params": {"version": "[0-9.]+"}}])
+    decision = rules.decide(ALICE, "deploy", ["web1.example.com"], params)
+    assert decision.allowed is expected
+    assert decision.rule == ("r" if expected else "")
+
+
+def test_a_failed_param_pattern_falls_through_to_the_next_rule() -> None:
+    rules = policy([
+        {"name": "strict", "requesters": ["*"], "params": {"VERSION": "[0-9.]+"}},
+        {"name": "admins", "requesters": ["user:alice"]},
+    ])
+    assert allowed(rules.decide(ALICE, "deploy", ["w.test"], {"VERSION": "latest"}), "admins")
+    assert not rules.decide(BOB, "deploy", ["w.test"], {"VERSION": "latest"}).allowed
+
+
+# ---- deny rules and order -----------------------------------------------------------------
+
+def test_first_matching_rule_wins_and_a_deny_names_its_rule() -> None:
+    rules = policy([
+        {"name": "no-db", "effect": "deny", "requesters": ["group:dev"], "targets": ["@db"]},
+        {"name": "everyone", "requesters": ["*"]},
+    ], GROUPS)
+    decision = rules.decide(BOB, "hello", ["web1.example.com", "db1.example.com"], {})
+    assert decision == Decision(False, "no-db", "policy rule 'no-db' denies user:bob running hello"
+                                                " on web1.example.com, db1.example.com")
+    assert allowed(rules.decide(BOB, "hello", ["web1.example.com"], {}), "everyone")
+    assert allowed(rules.decide(ALICE, "hello", ["db1.example.com"], {}), "everyone")
+
+
+def test_a_deny_rule_matches_if_any_target_matches() -> None:
+    rules = policy([{"name": "d", "effect": "deny", "requesters": ["*"], "targets": ["db*"]},
+                    {"name": "a", "requesters": ["*"]}])
+    assert rules.decide(ALICE, "s", ["web1", "web2", "db9"], {}).rule == "d"
+
+
+def test_a_deny_rule_without_targets_denies_everywhere() -> None:
+    rules = policy([{"name": "no-rm", "effect": "deny", "requesters": ["*"], "scores": ["rm*"]},
+                    {"name": "all", "requesters": ["*"]}])
+    assert rules.decide(ALICE, "rmdir", ["any.test"], {}).rule == "no-rm"
+    assert allowed(rules.decide(ALICE, "ls", ["any.test"], {}), "all")
+
+
+def test_an_allow_before_a_deny_wins() -> None:
+    rules = policy([{"name": "alice", "requesters": ["user:alice"]},
+                    {"name": "nobody", "effect": "deny", "requesters": ["*"]}])
+    assert allowed(rules.decide(ALICE, "s", ["h.test"], {}), "alice")
+    assert rules.decide(BOB, "s", ["h.test"], {}).rule == "nobody"
+
+
+def test_once_rules_exist_local_users_are_denied_by_default() -> None:
+    rules = policy([{"name": "ops", "requesters": ["group:ops"]}])
+    decision = rules.decide(BOB, "hello", ["h.test"], {})
+    assert not decision.allowed and decision.rule == "" and decision.reason.startswith("no policy rule")
+
+
+def test_unnamed_rules_are_named_by_position() -> None:
+    rules = policy([{"requesters": ["user:nobody"]}, {"requesters": ["*"]}])
+    assert allowed(rules.decide(ALICE, "s", ["h.test"], {}), "#2")
+
+
+# ---- remote audience certificates ---------------------------------------------------------
+
+def test_an_audience_entry_allows_its_certificate_only_its_scores_and_targets() -> None:
+    rules = policy(groups=GROUPS, audience={"ci.example.com": {"scores": ["deploy"], "targets": ["@web"]}})
+    assert rules.admits_cert("ci.example.com") and not rules.admits_cert("laptop.example.com")
+    assert allowed(rules.decide(CI, "deploy", WEB, {}), "audience ci.example.com")
+    assert not rules.decide(CI, "deploy", ["db1.example.com"], {}).allowed
+    assert not rules.decide(CI, "hello", WEB, {}).allowed
+    assert not rules.decide(OTHER_CERT, "deploy", WEB, {}).allowed
+    # The entry is for that certificate only, and the local users' open default stays.
+    assert allowed(rules.decide(ALICE, "anything", ["db1.example.com"], {}), "")
+
+
+def test_policy_rules_come_before_audience_entries() -> None:
+    rules = policy([{"name": "freeze", "effect": "deny", "requesters": ["cert:*"], "scores": ["deploy"]}],
+                   GROUPS, {"ci.example.com": {"scores": ["deploy"], "targets": ["@web"]}})
+    assert rules.decide(CI, "deploy", WEB, {}).rule == "freeze"
+
+
+def test_an_audience_entry_must_name_scores_and_targets() -> None:
+    with pytest.raises(ConfigError, match="scores and targets are required"):
+        policy(audience={"ci.example.com": {"scores": ["deploy"]}})
