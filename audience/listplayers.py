@@ -8,40 +8,45 @@ import time
 from collections.abc import Sequence
 
 from audience.client import Client
-from audience.common import Parser, add_common, run
-from audience.render import iso
+from audience.common import Parser, add_common, run_command, with_client
+from orchestra.outcome import iso
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="listplayers", description="List players and certificate expiry dates.")
     add_common(parser)
-    args = parser.parse_args(argv)
 
-    def body(client: Client) -> int:
-        reply = client.players()
-        now = time.time()
-        if args.json:
-            sys.stdout.write(json.dumps({
-                "conductor_cert_not_after": iso(reply.conductor_cert_not_after),
-                "players": [{
-                    "name": p.name, "connected": p.connected, "connected_since": iso(p.connected_since),
-                    "last_seen": iso(p.last_seen), "running": p.running,
-                    "max_concurrent": p.max_concurrent, "cert_not_after": iso(p.cert_not_after),
-                    "scores": [{"name": s.name, "valid": s.valid, "error": s.error} for s in p.scores],
-                } for p in reply.players]}, indent=2) + "\n")
-            return 0
-        days = (reply.conductor_cert_not_after - now) / 86400
-        sys.stdout.write(f"conductor certificate expires {iso(reply.conductor_cert_not_after)}"
-                         f" ({days:.0f} days)\n")
-        for p in reply.players:
-            state = "connected" if p.connected else "offline"
-            expiry = (f"cert expires {iso(p.cert_not_after)} ({(p.cert_not_after - now) / 86400:.0f} days)"
-                      if p.cert_not_after else "never connected")
-            scores = ", ".join(s.name + ("" if s.valid else " (invalid)") for s in p.scores) or "-"
-            sys.stdout.write(f"{p.name:<32} {state:<9} running {p.running}/{p.max_concurrent or '?'}"
-                             f"  {expiry}\n    scores: {scores}\n")
+    def body() -> int:
+        args = parser.parse_args(argv)
+        return with_client(args.config, lambda client: show(client, args.json))
+    return run_command("listplayers", body)
+
+
+def show(client: Client, as_json: bool) -> int:
+    """The players, their scores and how long their certificates have left."""
+    reply = client.players()
+    now = time.time()
+    if as_json:
+        sys.stdout.write(json.dumps({
+            "conductor_cert_not_after": iso(reply.conductor_cert_not_after),
+            "players": [{
+                "name": p.name, "connected": p.connected, "connected_since": iso(p.connected_since),
+                "last_seen": iso(p.last_seen), "running": p.running,
+                "max_concurrent": p.max_concurrent, "cert_not_after": iso(p.cert_not_after),
+                "scores": [{"name": s.name, "valid": s.valid, "error": s.error} for s in p.scores],
+            } for p in reply.players]}, indent=2) + "\n")
         return 0
-    return run("listplayers", args.config, body)
+    days = (reply.conductor_cert_not_after - now) / 86400
+    sys.stdout.write(f"conductor certificate expires {iso(reply.conductor_cert_not_after)}"
+                     f" ({days:.0f} days)\n")
+    for p in reply.players:
+        state = "connected" if p.connected else "offline"
+        expiry = (f"cert expires {iso(p.cert_not_after)} ({(p.cert_not_after - now) / 86400:.0f} days)"
+                  if p.cert_not_after else "never connected")
+        scores = ", ".join(s.name + ("" if s.valid else " (invalid)") for s in p.scores) or "-"
+        sys.stdout.write(f"{p.name:<32} {state:<9} running {p.running}/{p.max_concurrent or '?'}"
+                         f"  {expiry}\n    scores: {scores}\n")
+    return 0
 
 
 if __name__ == "__main__":

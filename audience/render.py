@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 from orchestra.errors import ExitCode
+from orchestra.outcome import TaskOutcome, iso
 from orchestra.wire import audience_pb2, common_pb2
 
 OUTPUT_LINES = 10
 
 
 def state_name(state: int) -> str:
-    return common_pb2.TaskState.Name(state).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
+    return common_pb2.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
+
+
+SCOPE_NAMES: dict[int, str] = {audience_pb2.SCOPE_ALL_OF: "all-of", audience_pb2.SCOPE_ONE_OF: "one-of"}
 
 
 def scope_name(scope: int) -> str:
-    return {audience_pb2.SCOPE_ALL_OF: "all-of", audience_pb2.SCOPE_ONE_OF: "one-of"}.get(scope, "?")
-
-
-def iso(ts: float) -> str | None:
-    if not ts:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return SCOPE_NAMES.get(scope, "?")
 
 
 def exit_code(job: audience_pb2.Job) -> ExitCode:
@@ -55,17 +52,8 @@ def job_dict(job: audience_pb2.Job) -> dict[str, Any]:
                 "player": t.player or None,
                 "state": state_name(t.state),
                 "attempt": t.attempt,
-                "exit_code": t.exit_code if t.has_exit_code else None,
-                "signal": t.signal or None,
-                "response": dict(sorted(t.response.items())),
-                "stdout": _text(t.stdout_tail),
-                "stderr": _text(t.stderr_tail),
-                "stdout_truncated": t.stdout_truncated,
-                "stderr_truncated": t.stderr_truncated,
-                "reason": t.reason,
                 "dispatched_at": iso(t.dispatched_at),
-                "started_at": iso(t.started_at),
-                "finished_at": iso(t.finished_at),
+                **TaskOutcome.from_wire(t.outcome).to_json(),
             }
             for t in job.tasks
         ],
@@ -103,19 +91,24 @@ def job_text(job: audience_pb2.Job) -> str:
         + (f"   finished {iso(job.finished_at)}" if job.finished else ""),
     ]
     for task in job.tasks:
-        outcome = []
-        if task.has_exit_code:
-            outcome.append(f"exit {task.exit_code}")
-        if task.signal:
-            outcome.append(f"signal {task.signal}")
-        if task.started_at and task.finished_at:
-            outcome.append(f"{task.finished_at - task.started_at:.2f}s")
-        lines.append(f"  {task.player or '(not chosen yet)':<24} {state_name(task.state):<10} "
-                     f"{'  '.join(outcome)}".rstrip())
-        if task.reason:
-            lines.append(f"    reason: {task.reason}")
-        if task.response:
-            lines.append("    response: " + " ".join(f"{k}={v}" for k, v in sorted(task.response.items())))
-        lines += _tail("stdout", task.stdout_tail, task.stdout_truncated)
-        lines += _tail("stderr", task.stderr_tail, task.stderr_truncated)
+        lines += _task_text(task.player, state_name(task.state), TaskOutcome.from_wire(task.outcome))
     return "\n".join(lines) + "\n"
+
+
+def _task_text(player: str, state: str, outcome: TaskOutcome) -> list[str]:
+    facts = []
+    if outcome.exit_code is not None:
+        facts.append(f"exit {outcome.exit_code}")
+    if outcome.signal:
+        facts.append(f"signal {outcome.signal}")
+    if outcome.started_at and outcome.finished_at:
+        facts.append(f"{outcome.finished_at - outcome.started_at:.2f}s")
+    lines = [f"  {player or '(not chosen yet)':<24} {state:<10} {'  '.join(facts)}".rstrip()]
+    if outcome.reason:
+        lines.append(f"    reason: {outcome.reason}")
+    if outcome.response:
+        cut = " (truncated by the player)" if outcome.response_truncated else ""
+        lines.append("    response: " + " ".join(f"{k}={v}" for k, v in sorted(outcome.response.items())) + cut)
+    lines += _tail("stdout", outcome.stdout, outcome.stdout_truncated)
+    lines += _tail("stderr", outcome.stderr, outcome.stderr_truncated)
+    return lines

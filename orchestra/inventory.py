@@ -1,13 +1,18 @@
-"""Score inventory on the wire: parameter declarations to and from protobuf."""
+"""A player's score inventory: the scores it has, with their declarations, as data.
+
+The player announces it in its Hello; the conductor decodes it once into
+:class:`ScoreEntry` values and asks those, never the wire messages, for declarations.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from orchestra.params import ParamDecl, ScoreDecls
 from orchestra.wire import common_pb2
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: results carry a TaskOutcome (common.proto)
 
 
 def decls_to_wire(decls: ScoreDecls) -> list[common_pb2.ParamDecl]:
@@ -25,3 +30,40 @@ def decls_from_wire(params: Iterable[common_pb2.ParamDecl]) -> ScoreDecls:
                   default=p.default if p.has_default else None, secret=p.secret)
         for p in params
     ))
+
+
+@dataclass(frozen=True)
+class ScoreEntry:
+    """One score as a player reported it: usable (with its declarations) or why not."""
+
+    name: str
+    valid: bool
+    error: str = ""
+    interface: str = ""
+    timeout_seconds: int = 0
+    decls: ScoreDecls = field(default_factory=ScoreDecls)
+
+    def to_wire(self) -> common_pb2.ScoreInfo:
+        return common_pb2.ScoreInfo(name=self.name, valid=self.valid, error=self.error,
+                                    interface=self.interface, timeout_seconds=self.timeout_seconds,
+                                    params=decls_to_wire(self.decls))
+
+    @classmethod
+    def from_wire(cls, info: common_pb2.ScoreInfo) -> ScoreEntry:
+        return cls(name=info.name, valid=info.valid, error=info.error, interface=info.interface,
+                   timeout_seconds=info.timeout_seconds, decls=decls_from_wire(info.params))
+
+
+Inventory = tuple[ScoreEntry, ...]
+
+
+def inventory_from_wire(infos: Iterable[common_pb2.ScoreInfo]) -> Inventory:
+    return tuple(ScoreEntry.from_wire(info) for info in infos)
+
+
+def encode_inventory(inventory: Inventory) -> bytes:
+    return common_pb2.Inventory(scores=[entry.to_wire() for entry in inventory]).SerializeToString()
+
+
+def decode_inventory(blob: bytes) -> Inventory:
+    return inventory_from_wire(common_pb2.Inventory.FromString(blob).scores)

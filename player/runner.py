@@ -8,6 +8,7 @@ by truncating them while the score runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pwd
 import signal
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestra import faults
+from orchestra.outcome import TaskOutcome
 from orchestra.params import ENV_PREFIX, OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import player_pb2
 from player.scores import Score
@@ -159,7 +161,7 @@ def kill_group(pgid: int, sig: signal.Signals) -> None:
 
 
 class Execution:
-    """One running score. ``cancel()`` asks it to stop; ``wait()`` returns the result."""
+    """One running score. ``cancel()`` asks it to stop; ``run()`` returns the result."""
 
     def __init__(self, score: Score, ctx: TaskContext, files: TaskFiles, limits: Limits) -> None:
         self.score, self.ctx, self.files, self.limits = score, ctx, files, limits
@@ -180,43 +182,46 @@ class Execution:
                 stderr=err_fd, env=build_env(self.score.name, self.ctx, self.files.response),
                 cwd=self.score.conf.workdir, start_new_session=True, close_fds=True)
         except OSError as err:
-            return self._result(player_pb2.OUTCOME_FAILED, started_at,
-                                reason=f"cannot start score: {err.strerror or err}")
+            return self._result(player_pb2.ENDING_FAILED, TaskOutcome(
+                reason=f"cannot start score: {err.strerror or err}", started_at=started_at))
         finally:
             os.close(out_fd)
             os.close(err_fd)
         await on_spawn(proc.pid, proc_start_time(proc.pid))
         faults.point("player.spawned")
-        outcome, reason = await self._supervise(proc, started_at)
+        ending, reason = await self._supervise(proc, started_at)
         code = proc.returncode
         assert code is not None
-        result = self._result(outcome, started_at, reason=reason)
-        if code >= 0:
-            result.has_exit_code, result.exit_code = True, code
-        else:
-            result.signal = -code
-        if outcome == player_pb2.OUTCOME_UNSPECIFIED:
-            result.outcome = player_pb2.OUTCOME_OK if code == 0 else player_pb2.OUTCOME_FAILED
-        return result
+        if ending == player_pb2.ENDING_UNSPECIFIED:
+            ending = player_pb2.ENDING_OK if code == 0 else player_pb2.ENDING_FAILED
+        # A negative return code is the signal that killed the score: no exit code then.
+        status = TaskOutcome(exit_code=code if code >= 0 else None, signal=max(-code, 0),
+                             reason=reason, started_at=started_at)
+        return self._result(ending, status)
 
-    async def _supervise(self, proc: asyncio.subprocess.Process, started_at: float) -> tuple[int, str]:
+    async def _supervise(self, proc: asyncio.subprocess.Process, started_at: float) -> tuple[player_pb2.Ending, str]:
+        """Wait for the score, enforcing timeout, cancel and output cap.
+
+        Returns ENDING_UNSPECIFIED when the score exited by itself (its exit status
+        decides), otherwise the ending and reason of the stop.
+        """
         deadline = started_at + self.timeout
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
                 await self._stop(proc)
-                return player_pb2.OUTCOME_TIMED_OUT, f"timed out after {self.timeout:g} s"
+                return player_pb2.ENDING_TIMED_OUT, f"timed out after {self.timeout:g} s"
             waiter = asyncio.ensure_future(proc.wait())
             cancel = asyncio.ensure_future(self._cancelled.wait())
             done, _ = await asyncio.wait({waiter, cancel}, timeout=min(POLL_SECONDS * 2, remaining),
                                          return_when=asyncio.FIRST_COMPLETED)
             cancel.cancel()
             if waiter in done:
-                return player_pb2.OUTCOME_UNSPECIFIED, ""
+                return player_pb2.ENDING_UNSPECIFIED, ""
             waiter.cancel()
             if cancel in done:
                 await self._stop(proc)
-                return player_pb2.OUTCOME_CANCELLED, self._cancel_reason or "cancelled"
+                return player_pb2.ENDING_CANCELLED, self._cancel_reason or "cancelled"
             self.files.enforce_cap(self.limits.max_output_bytes)
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
@@ -229,21 +234,30 @@ class Execution:
         kill_group(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 30)
 
-    def _result(self, outcome: int, started_at: float, reason: str = "") -> player_pb2.TaskResult:
-        return collect(self.files, self.score.conf.interface, self.ctx, self.limits,
-                       outcome, started_at, reason)
+    def _result(self, ending: player_pb2.Ending, status: TaskOutcome) -> player_pb2.TaskResult:
+        outcome = collect(self.files, self.score.conf.interface, self.limits, status)
+        return task_result(self.ctx.task_id, self.ctx.attempt, ending, outcome)
 
 
-def collect(files: TaskFiles, interface: str, ctx: TaskContext, limits: Limits, outcome: int,
-            started_at: float, reason: str) -> player_pb2.TaskResult:
+def collect(files: TaskFiles, interface: str, limits: Limits, status: TaskOutcome) -> TaskOutcome:
+    """``status`` (exit status, reason, start time) completed with the task's output.
+
+    Output tails and response are read from the task's files now, and now is the
+    outcome's finish time.
+    """
     stdout, out_cut = files.tail("stdout", limits.output_tail_bytes)
     stderr, err_cut = files.tail("stderr", limits.output_tail_bytes)
     response, resp_cut = files.response_pairs(interface, limits.response_max_bytes)
-    return player_pb2.TaskResult(
-        task_id=ctx.task_id, attempt=ctx.attempt, outcome=outcome,  # type: ignore[arg-type]
-        response=response, stdout_tail=stdout, stderr_tail=stderr,
-        stdout_truncated=out_cut, stderr_truncated=err_cut, response_truncated=resp_cut,
-        reason=reason, started_at=started_at, finished_at=time.time())
+    return dataclasses.replace(
+        status, response=response, response_truncated=resp_cut, stdout=stdout, stderr=stderr,
+        stdout_truncated=out_cut, stderr_truncated=err_cut, finished_at=time.time())
+
+
+def task_result(task_id: str, attempt: int, ending: player_pb2.Ending,
+                outcome: TaskOutcome) -> player_pb2.TaskResult:
+    """The message that reports how one attempt of a task ended."""
+    return player_pb2.TaskResult(task_id=task_id, attempt=attempt, ending=ending,
+                                 outcome=outcome.to_wire())
 
 
 async def outlive(pid: int, start: int | None, kill_at: float | None, kill_grace: float) -> str:

@@ -11,13 +11,19 @@ import asyncio
 import random
 import signal
 import time
+from collections.abc import Coroutine
+from contextlib import aclosing
+from typing import Any
+
 import grpc
 
 from orchestra import faults, log
 from orchestra.config import PlayerConfig
 from orchestra.errors import ValidationError
 from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
+from orchestra.outcome import TaskOutcome
 from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
+from orchestra.stream import PeerSilent, receive_until_silent, send_with_heartbeats
 from orchestra.tls import Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
 from player import runner, scores
@@ -29,6 +35,10 @@ logger = log.get("player")
 
 def _message(**body: object) -> player_pb2.PlayerMessage:
     return player_pb2.PlayerMessage(**body)  # type: ignore[arg-type]
+
+
+def _heartbeat() -> player_pb2.PlayerMessage:
+    return _message(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))
 
 
 class Player:
@@ -45,7 +55,6 @@ class Player:
         self.executions: dict[str, runner.Execution] = {}
         # Tasks waiting for the conductor's StartGrant: True = start, False = dropped.
         self.grants: dict[str, asyncio.Future[tuple[bool, str]]] = {}
-        self.cancel_outlived: set[str] = set()
         self.outbox: asyncio.Queue[player_pb2.PlayerMessage] | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -61,8 +70,8 @@ class Player:
             elif entry.step == Step.STARTED:
                 self._spawn(self._outlive(entry))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self._task_done)
 
@@ -72,17 +81,17 @@ class Player:
             logger.error("task_handler_failed", error=repr(task.exception()))
 
     async def _outlive(self, entry: Entry) -> None:
-        ctx = self._context(entry)
         files = runner.TaskFiles(self.files_root, entry.task_id)
         if entry.pid is None:
             reason = "the player stopped after recording the start, before the score was spawned"
         else:
-            kill_at = entry.kill_at
-            reason = await runner.outlive(entry.pid, entry.proc_start, kill_at, self.config.kill_grace)
+            reason = await runner.outlive(entry.pid, entry.proc_start, entry.kill_at,
+                                          self.config.kill_grace)
         logger.warning("task_lost", task_id=entry.task_id, reason=reason)
-        conf = self._interface(entry.score)
-        await self._finish(runner.collect(files, conf, ctx, self.limits, player_pb2.OUTCOME_LOST,
-                                          0.0, reason))
+        outcome = runner.collect(files, self._interface(entry.score), self.limits,
+                                 TaskOutcome(reason=reason))
+        await self._finish(runner.task_result(entry.task_id, entry.attempt,
+                                              player_pb2.ENDING_LOST, outcome))
 
     def _interface(self, score: str) -> str:
         try:
@@ -92,15 +101,11 @@ class Player:
 
     # ---- running tasks ---------------------------------------------------------------
 
-    def _context(self, entry: Entry) -> runner.TaskContext:
-        return runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
-                                  entry.requester, entry.params)
-
-    def _simple_result(self, entry: Entry, outcome: int, reason: str) -> player_pb2.TaskResult:
-        now = time.time()
-        return player_pb2.TaskResult(task_id=entry.task_id, attempt=entry.attempt,
-                                     outcome=outcome, reason=reason,  # type: ignore[arg-type]
-                                     finished_at=now)
+    def _simple_result(self, entry: Entry, ending: player_pb2.Ending,
+                       reason: str) -> player_pb2.TaskResult:
+        """The result of a task that ends without running: no exit status, no output."""
+        return runner.task_result(entry.task_id, entry.attempt, ending,
+                                  TaskOutcome.ended(reason, time.time()))
 
     async def _run(self, entry: Entry) -> None:
         async with self.slots:
@@ -112,15 +117,15 @@ class Player:
                 params = apply_decls(normalize_params(entry.params), score.conf.decls, score.name)
             except (scores.ScoreUnavailable, ValidationError) as err:
                 logger.warning("task_refused", task_id=entry.task_id, reason=str(err))
-                await self._finish(self._simple_result(entry, player_pb2.OUTCOME_REFUSED, str(err)))
+                await self._finish(self._simple_result(entry, player_pb2.ENDING_REFUSED, str(err)))
                 return
             if entry.deadline_at and time.time() > entry.deadline_at:
                 await self._finish(self._simple_result(
-                    entry, player_pb2.OUTCOME_EXPIRED, "job deadline passed before the task could start"))
+                    entry, player_pb2.ENDING_EXPIRED, "job deadline passed before the task could start"))
                 return
             granted, reason = await self._ask_to_start(entry)
             if not granted:
-                await self._finish(self._simple_result(entry, player_pb2.OUTCOME_CANCELLED, reason))
+                await self._finish(self._simple_result(entry, player_pb2.ENDING_CANCELLED, reason))
                 return
             ctx = runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
                                      entry.requester, params)
@@ -139,7 +144,7 @@ class Player:
 
     async def _ask_to_start(self, entry: Entry) -> tuple[bool, str]:
         """Wait for the conductor's grant; asked again after every reconnect."""
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         self.grants[entry.task_id] = waiter
         try:
             self._request_start(entry.task_id, entry.attempt)
@@ -153,10 +158,10 @@ class Player:
     async def _finish(self, result: player_pb2.TaskResult) -> None:
         if await self.spool.finish(result):
             faults.point("player.finished")
+            outcome = TaskOutcome.from_wire(result.outcome)
             logger.info("task_finished", task_id=result.task_id,
-                        outcome=player_pb2.Outcome.Name(result.outcome),
-                        exit_code=result.exit_code if result.has_exit_code else None,
-                        signal=result.signal or None)
+                        ending=player_pb2.Ending.Name(result.ending),
+                        exit_code=outcome.exit_code, signal=outcome.signal or None)
             self._send(_message(result=result))
 
     # ---- messages from the conductor ---------------------------------------------------
@@ -195,7 +200,7 @@ class Player:
         if entry is None:
             return
         if entry.step == Step.ACCEPTED:
-            await self._finish(self._simple_result(entry, player_pb2.OUTCOME_CANCELLED,
+            await self._finish(self._simple_result(entry, player_pb2.ENDING_CANCELLED,
                                                    cancel.reason or "cancelled before it started"))
         elif entry.step == Step.STARTED and entry.pid is not None:
             runner.kill_group(entry.pid, signal.SIGTERM)
@@ -266,55 +271,52 @@ class Player:
         self.outbox = outbox  # before Hello, so nothing finished meanwhile is missed
         call = stub.Session(wait_for_ready=False)
         await call.write(await self.hello())
-        writer = asyncio.ensure_future(self._write(call, outbox))
+        writer = asyncio.ensure_future(send_with_heartbeats(
+            outbox, call.write, self.config.heartbeat_seconds, _heartbeat))
         stopper = asyncio.ensure_future(self.stopping.wait())
         try:
-            while True:
-                reader = asyncio.ensure_future(call.read())
-                done, _ = await asyncio.wait({reader, stopper, writer},
-                                             timeout=self.config.liveness_timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if reader not in done:
-                    reader.cancel()
-                    if stopper in done:
-                        call.cancel()
-                        return
-                    if writer in done:
-                        writer.result()
-                    logger.warning("conductor_silent", seconds=self.config.liveness_timeout)
-                    call.cancel()
-                    return
-                message = reader.result()
-                if message is grpc.aio.EOF:
-                    await call  # raises the status the conductor ended the stream with
-                    return
-                kind = message.WhichOneof("body")
-                if kind == "welcome":
-                    self.welcomed_at = time.monotonic()
-                    logger.info("session_established", conductor=message.welcome.conductor)
-                    for task_id in list(self.grants):
-                        entry = await self.spool.get(task_id)
-                        if entry is not None:
-                            self._request_start(task_id, entry.attempt)
-                elif kind == "grant":
-                    self._on_grant(message.grant)
-                elif kind == "run":
-                    await self._on_run(message.run)
-                elif kind == "cancel":
-                    await self._on_cancel(message.cancel)
-                elif kind == "ack":
-                    await self._on_ack(message.ack)
+            await self._receive(call, stopper, writer)
         finally:
             writer.cancel()
             stopper.cancel()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall, outbox: asyncio.Queue[player_pb2.PlayerMessage]) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(outbox.get(), self.config.heartbeat_seconds)
-            except TimeoutError:
-                message = _message(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))
-            await call.write(message)
+    async def _receive(self, call: grpc.aio.StreamStreamCall, stopper: asyncio.Future[Any],
+                       writer: asyncio.Future[None]) -> None:
+        """Handle the conductor's messages until the stream ends, we stop, or it falls silent."""
+        liveness = self.config.liveness_timeout
+        try:
+            async with aclosing(receive_until_silent(call.read, liveness, stopper, writer)) as messages:
+                async for message in messages:
+                    await self._handle(message)
+        except PeerSilent:
+            logger.warning("conductor_silent", seconds=liveness)
+            call.cancel()
+            return
+        if stopper.done():
+            call.cancel()
+        elif writer.done():
+            call.cancel()
+            writer.result()  # the writer only ends by failing: raise why
+        else:
+            await call  # raises the status the conductor ended the stream with
+
+    async def _handle(self, message: player_pb2.ConductorMessage) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "welcome":
+            self.welcomed_at = time.monotonic()
+            logger.info("session_established", conductor=message.welcome.conductor)
+            for task_id in list(self.grants):
+                entry = await self.spool.get(task_id)
+                if entry is not None:
+                    self._request_start(task_id, entry.attempt)
+        elif kind == "grant":
+            self._on_grant(message.grant)
+        elif kind == "run":
+            await self._on_run(message.run)
+        elif kind == "cancel":
+            await self._on_cancel(message.cancel)
+        elif kind == "ack":
+            await self._on_ack(message.ack)
 
     async def close(self) -> None:
         """Stop without touching running scores: they run on in their own sessions, and

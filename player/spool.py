@@ -4,6 +4,9 @@ Each step is committed (WAL, synchronous=FULL) before the conductor hears of it,
 any crash or reconnect the player knows exactly what it has done: a task id it already
 holds is never run again, and a finished result is re-sent until acknowledged.
 Acknowledged entries stay as tombstones for a while so late duplicates are still refused.
+
+``PRAGMA user_version`` is the layout of the stored results: a spool left by an older
+player is converted on open, so an unacknowledged result survives the upgrade.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from orchestra.db import Database, Transaction
-from orchestra.wire import player_pb2
+from orchestra.errors import StartupError
+from orchestra.wire import common_pb2, player_pb2
 
 TOMBSTONE_SECONDS = 7 * 86400
+# 2: results are protocol 2's TaskResult (outcome in a TaskOutcome); 0 or 1: protocol 1's.
+SPOOL_VERSION = 2
 
 
 class Step(StrEnum):
@@ -66,7 +72,7 @@ class Entry:
 
 def _schema(conn: sqlite3.Connection) -> None:
     conn.execute("""
-        CREATE TABLE IF NOT EXISTS spool (
+        CREATE TABLE spool (
             task_id TEXT PRIMARY KEY,
             attempt INTEGER NOT NULL,
             job_id TEXT NOT NULL,
@@ -86,13 +92,53 @@ def _schema(conn: sqlite3.Connection) -> None:
         )""")
 
 
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    """Create a new spool at SPOOL_VERSION, or bring an older one up to it: one transaction."""
+    with Transaction(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SPOOL_VERSION:
+            raise StartupError(f"{path} was written by a newer player (spool version {version},"
+                               f" this player knows {SPOOL_VERSION})")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'spool'").fetchone():
+            if version < 2:
+                _convert_protocol1_results(conn)
+        else:
+            _schema(conn)
+        # PRAGMA does not take parameters; SPOOL_VERSION is a constant int.
+        conn.execute(f"PRAGMA user_version = {SPOOL_VERSION}")
+
+
+def _convert_protocol1_results(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT task_id, result FROM spool WHERE result IS NOT NULL").fetchall()
+    for row in rows:
+        result = _from_protocol1(row["result"])
+        conn.execute("UPDATE spool SET result = ? WHERE task_id = ?",
+                     (result.SerializeToString(), row["task_id"]))
+
+
+def _from_protocol1(blob: bytes) -> player_pb2.TaskResult:
+    """Protocol 1 kept the outcome's fields at TaskResult numbers 4..15; TaskOutcome uses
+    the same numbers, so the old blob parses as both messages (extra fields unknown)."""
+    result = player_pb2.TaskResult.FromString(blob)
+    if result.HasField("outcome"):
+        return result  # already protocol 2: converting again would lose the outcome
+    outcome = common_pb2.TaskOutcome.FromString(blob)
+    outcome.DiscardUnknownFields()
+    return player_pb2.TaskResult(task_id=result.task_id, attempt=result.attempt,
+                                 ending=result.ending, outcome=outcome)
+
+
 class Spool:
     def __init__(self, spool_dir: Path) -> None:
         # Params (secret ones too) are kept here until the task is done: owner only.
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         spool_dir.chmod(0o700)
         self.db = Database(spool_dir / "spool.db")
-        self.db.call(_schema, self.db.conn)
+        try:
+            self.db.call(_prepare, self.db.conn, self.db.path)
+        except Exception:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orchestra.wire import common_pb2 as orchestra_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1borchestra/v1/audience.proto\x12\x0corchestra.v1\x1a\x19orchestra/v1/common.proto\"\xf3\x01\n\rSubmitRequest\x12\r\n\x05score\x18\x01 \x01(\t\x12\"\n\x05scope\x18\x02 \x01(\x0e\x32\x13.orchestra.v1.Scope\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x37\n\x06params\x18\x04 \x03(\x0b\x32\'.orchestra.v1.SubmitRequest.ParamsEntry\x12\x17\n\x0f\x65xpires_seconds\x18\x05 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x07\x10\x08\"/\n\x0bSubmitReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\x18\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x0bWaitRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"\xad\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06player\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.orchestra.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x15\n\rhas_exit_code\x18\x05 \x01(\x08\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x0e\n\x06signal\x18\x07 \x01(\x05\x12\x32\n\x08response\x18\x08 \x03(\x0b\x32 .orchestra.v1.Task.ResponseEntry\x12\x13\n\x0bstdout_tail\x18\t \x01(\x0c\x12\x13\n\x0bstderr_tail\x18\n \x01(\x0c\x12\x18\n\x10stdout_truncated\x18\x0b \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x0c \x01(\x08\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x15\n\rdispatched_at\x18\x0e \x01(\x01\x12\x12\n\nstarted_at\x18\x0f \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x10 \x01(\x01\x1a/\n\rResponseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcd\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0e\x32\x13.orchestra.v1.Scope\x12\x0f\n\x07targets\x18\x04 \x03(\t\x12-\n\x06params\x18\x05 \x03(\x0b\x32\x1d.orchestra.v1.Job.ParamsEntry\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x13\n\x0b\x64\x65\x61\x64line_at\x18\x08 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x01\x12\x0e\n\x06status\x18\n \x01(\t\x12\x10\n\x08\x66inished\x18\x0b \x01(\x08\x12!\n\x05tasks\x18\x0c \x03(\x0b\x32\x12.orchestra.v1.Task\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListPlayersRequest\"\xc3\x01\n\nPlayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x17\n\x0f\x63onnected_since\x18\x03 \x01(\x01\x12\x11\n\tlast_seen\x18\x04 \x01(\x01\x12\x0f\n\x07running\x18\x05 \x01(\r\x12\x16\n\x0emax_concurrent\x18\x06 \x01(\r\x12\'\n\x06scores\x18\x07 \x03(\x0b\x32\x17.orchestra.v1.ScoreInfo\x12\x16\n\x0e\x63\x65rt_not_after\x18\x08 \x01(\x01\"Y\n\nPlayerList\x12)\n\x07players\x18\x01 \x03(\x0b\x32\x18.orchestra.v1.PlayerInfo\x12 \n\x18\x63onductor_cert_not_after\x18\x02 \x01(\x01*B\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_ALL_OF\x10\x01\x12\x10\n\x0cSCOPE_ONE_OF\x10\x02\x32\xb8\x02\n\x08\x41udience\x12@\n\x06Submit\x12\x1b.orchestra.v1.SubmitRequest\x1a\x19.orchestra.v1.SubmitReply\x12\x31\n\x06GetJob\x12\x14.orchestra.v1.JobRef\x1a\x11.orchestra.v1.Job\x12\x39\n\x07WaitJob\x12\x19.orchestra.v1.WaitRequest\x1a\x11.orchestra.v1.Job0\x01\x12I\n\x0bListPlayers\x12 .orchestra.v1.ListPlayersRequest\x1a\x18.orchestra.v1.PlayerList\x12\x31\n\x06\x43\x61ncel\x12\x14.orchestra.v1.JobRef\x1a\x11.orchestra.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1borchestra/v1/audience.proto\x12\x0corchestra.v1\x1a\x19orchestra/v1/common.proto\"\xf3\x01\n\rSubmitRequest\x12\r\n\x05score\x18\x01 \x01(\t\x12\"\n\x05scope\x18\x02 \x01(\x0e\x32\x13.orchestra.v1.Scope\x12\x0f\n\x07targets\x18\x03 \x03(\t\x12\x37\n\x06params\x18\x04 \x03(\x0b\x32\'.orchestra.v1.SubmitRequest.ParamsEntry\x12\x17\n\x0f\x65xpires_seconds\x18\x05 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x07\x10\x08\"/\n\x0bSubmitReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\x18\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x0bWaitRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"\xb5\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06player\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.orchestra.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x15\n\rdispatched_at\x18\x0e \x01(\x01\x12*\n\x07outcome\x18\x11 \x01(\x0b\x32\x19.orchestra.v1.TaskOutcomeJ\x04\x08\x05\x10\x0eJ\x04\x08\x0f\x10\x10J\x04\x08\x10\x10\x11\"\xcd\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0e\x32\x13.orchestra.v1.Scope\x12\x0f\n\x07targets\x18\x04 \x03(\t\x12-\n\x06params\x18\x05 \x03(\x0b\x32\x1d.orchestra.v1.Job.ParamsEntry\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x13\n\x0b\x64\x65\x61\x64line_at\x18\x08 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x01\x12\x0e\n\x06status\x18\n \x01(\t\x12\x10\n\x08\x66inished\x18\x0b \x01(\x08\x12!\n\x05tasks\x18\x0c \x03(\x0b\x32\x12.orchestra.v1.Task\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListPlayersRequest\"\xc3\x01\n\nPlayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x17\n\x0f\x63onnected_since\x18\x03 \x01(\x01\x12\x11\n\tlast_seen\x18\x04 \x01(\x01\x12\x0f\n\x07running\x18\x05 \x01(\r\x12\x16\n\x0emax_concurrent\x18\x06 \x01(\r\x12\'\n\x06scores\x18\x07 \x03(\x0b\x32\x17.orchestra.v1.ScoreInfo\x12\x16\n\x0e\x63\x65rt_not_after\x18\x08 \x01(\x01\"Y\n\nPlayerList\x12)\n\x07players\x18\x01 \x03(\x0b\x32\x18.orchestra.v1.PlayerInfo\x12 \n\x18\x63onductor_cert_not_after\x18\x02 \x01(\x01*B\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSCOPE_ALL_OF\x10\x01\x12\x10\n\x0cSCOPE_ONE_OF\x10\x02\x32\xb8\x02\n\x08\x41udience\x12@\n\x06Submit\x12\x1b.orchestra.v1.SubmitRequest\x1a\x19.orchestra.v1.SubmitReply\x12\x31\n\x06GetJob\x12\x14.orchestra.v1.JobRef\x1a\x11.orchestra.v1.Job\x12\x39\n\x07WaitJob\x12\x19.orchestra.v1.WaitRequest\x1a\x11.orchestra.v1.Job0\x01\x12I\n\x0bListPlayers\x12 .orchestra.v1.ListPlayersRequest\x1a\x18.orchestra.v1.PlayerList\x12\x31\n\x06\x43\x61ncel\x12\x14.orchestra.v1.JobRef\x1a\x11.orchestra.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITREQUEST_PARAMSENTRY']._loaded_options = None
   _globals['_SUBMITREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_TASK_RESPONSEENTRY']._loaded_options = None
-  _globals['_TASK_RESPONSEENTRY']._serialized_options = b'8\001'
   _globals['_JOB_PARAMSENTRY']._loaded_options = None
   _globals['_JOB_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_SCOPE']._serialized_start=1528
-  _globals['_SCOPE']._serialized_end=1594
+  _globals['_SCOPE']._serialized_start=1280
+  _globals['_SCOPE']._serialized_end=1346
   _globals['_SUBMITREQUEST']._serialized_start=73
   _globals['_SUBMITREQUEST']._serialized_end=316
   _globals['_SUBMITREQUEST_PARAMSENTRY']._serialized_start=265
@@ -51,19 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WAITREQUEST']._serialized_start=393
   _globals['_WAITREQUEST']._serialized_end=447
   _globals['_TASK']._serialized_start=450
-  _globals['_TASK']._serialized_end=879
-  _globals['_TASK_RESPONSEENTRY']._serialized_start=832
-  _globals['_TASK_RESPONSEENTRY']._serialized_end=879
-  _globals['_JOB']._serialized_start=882
-  _globals['_JOB']._serialized_end=1215
+  _globals['_TASK']._serialized_end=631
+  _globals['_JOB']._serialized_start=634
+  _globals['_JOB']._serialized_end=967
   _globals['_JOB_PARAMSENTRY']._serialized_start=265
   _globals['_JOB_PARAMSENTRY']._serialized_end=310
-  _globals['_LISTPLAYERSREQUEST']._serialized_start=1217
-  _globals['_LISTPLAYERSREQUEST']._serialized_end=1237
-  _globals['_PLAYERINFO']._serialized_start=1240
-  _globals['_PLAYERINFO']._serialized_end=1435
-  _globals['_PLAYERLIST']._serialized_start=1437
-  _globals['_PLAYERLIST']._serialized_end=1526
-  _globals['_AUDIENCE']._serialized_start=1597
-  _globals['_AUDIENCE']._serialized_end=1909
+  _globals['_LISTPLAYERSREQUEST']._serialized_start=969
+  _globals['_LISTPLAYERSREQUEST']._serialized_end=989
+  _globals['_PLAYERINFO']._serialized_start=992
+  _globals['_PLAYERINFO']._serialized_end=1187
+  _globals['_PLAYERLIST']._serialized_start=1189
+  _globals['_PLAYERLIST']._serialized_end=1278
+  _globals['_AUDIENCE']._serialized_start=1349
+  _globals['_AUDIENCE']._serialized_end=1661
 # @@protoc_insertion_point(module_scope)

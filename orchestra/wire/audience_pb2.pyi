@@ -63,47 +63,20 @@ class WaitRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "player", "state", "attempt", "has_exit_code", "exit_code", "signal", "response", "stdout_tail", "stderr_tail", "stdout_truncated", "stderr_truncated", "reason", "dispatched_at", "started_at", "finished_at")
-    class ResponseEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("task_id", "player", "state", "attempt", "dispatched_at", "outcome")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PLAYER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
-    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
-    SIGNAL_FIELD_NUMBER: _ClassVar[int]
-    RESPONSE_FIELD_NUMBER: _ClassVar[int]
-    STDOUT_TAIL_FIELD_NUMBER: _ClassVar[int]
-    STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
-    STDOUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
-    STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
     DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
-    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
-    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     player: str
     state: _common_pb2.TaskState
     attempt: int
-    has_exit_code: bool
-    exit_code: int
-    signal: int
-    response: _containers.ScalarMap[str, str]
-    stdout_tail: bytes
-    stderr_tail: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    reason: str
     dispatched_at: float
-    started_at: float
-    finished_at: float
-    def __init__(self, task_id: _Optional[str] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., response: _Optional[_Mapping[str, str]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., reason: _Optional[str] = ..., dispatched_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    outcome: _common_pb2.TaskOutcome
+    def __init__(self, task_id: _Optional[str] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., dispatched_at: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "score", "scope", "targets", "params", "requester", "created_at", "deadline_at", "finished_at", "status", "finished", "tasks")

@@ -24,17 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orchestra/v1/common.proto\x12\x0corchestra.v1\"\x83\x01\n\tParamDecl\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x04 \x03(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\t\x12\x13\n\x0bhas_default\x18\x06 \x01(\x08\x12\x0e\n\x06secret\x18\x07 \x01(\x08\"\x8c\x01\n\tScoreInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\r\x12\'\n\x06params\x18\x04 \x03(\x0b\x32\x17.orchestra.v1.ParamDecl\x12\r\n\x05valid\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t*\xac\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x19\n\x15TASK_STATE_DISPATCHED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x11\n\rTASK_STATE_OK\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_TIMED_OUT\x10\x06\x12\x16\n\x12TASK_STATE_REFUSED\x10\x07\x12\x16\n\x12TASK_STATE_EXPIRED\x10\x08\x12\x18\n\x14TASK_STATE_CANCELLED\x10\t\x12\x16\n\x12TASK_STATE_REMOVED\x10\n\x12\x13\n\x0fTASK_STATE_LOST\x10\x0b\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orchestra/v1/common.proto\x12\x0corchestra.v1\"\xe6\x02\n\x0bTaskOutcome\x12\x15\n\rhas_exit_code\x18\x04 \x01(\x08\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\x0e\n\x06signal\x18\x06 \x01(\x05\x12\x39\n\x08response\x18\x07 \x03(\x0b\x32\'.orchestra.v1.TaskOutcome.ResponseEntry\x12\x13\n\x0bstdout_tail\x18\x08 \x01(\x0c\x12\x13\n\x0bstderr_tail\x18\t \x01(\x0c\x12\x18\n\x10stdout_truncated\x18\n \x01(\x08\x12\x18\n\x10stderr_truncated\x18\x0b \x01(\x08\x12\x1a\n\x12response_truncated\x18\x0c \x01(\x08\x12\x0e\n\x06reason\x18\r \x01(\t\x12\x12\n\nstarted_at\x18\x0e \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0f \x01(\x01\x1a/\n\rResponseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\tParamDecl\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\x0f\n\x07pattern\x18\x03 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x04 \x03(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\t\x12\x13\n\x0bhas_default\x18\x06 \x01(\x08\x12\x0e\n\x06secret\x18\x07 \x01(\x08\"\x8c\x01\n\tScoreInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\r\x12\'\n\x06params\x18\x04 \x03(\x0b\x32\x17.orchestra.v1.ParamDecl\x12\r\n\x05valid\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"@\n\tInventory\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.orchestra.v1.ScoreInfoJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03*\xc7\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x19\n\x15TASK_STATE_DISPATCHED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x11\n\rTASK_STATE_OK\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_TIMED_OUT\x10\x06\x12\x16\n\x12TASK_STATE_REFUSED\x10\x07\x12\x16\n\x12TASK_STATE_EXPIRED\x10\x08\x12\x18\n\x14TASK_STATE_CANCELLED\x10\t\x12\x16\n\x12TASK_STATE_REMOVED\x10\n\x12\x13\n\x0fTASK_STATE_LOST\x10\x0b\x12\x19\n\x15TASK_STATE_CANCELLING\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestra.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATE']._serialized_start=321
-  _globals['_TASKSTATE']._serialized_end=621
-  _globals['_PARAMDECL']._serialized_start=44
-  _globals['_PARAMDECL']._serialized_end=175
-  _globals['_SCOREINFO']._serialized_start=178
-  _globals['_SCOREINFO']._serialized_end=318
+  _globals['_TASKOUTCOME_RESPONSEENTRY']._loaded_options = None
+  _globals['_TASKOUTCOME_RESPONSEENTRY']._serialized_options = b'8\001'
+  _globals['_TASKSTATE']._serialized_start=748
+  _globals['_TASKSTATE']._serialized_end=1075
+  _globals['_TASKOUTCOME']._serialized_start=44
+  _globals['_TASKOUTCOME']._serialized_end=402
+  _globals['_TASKOUTCOME_RESPONSEENTRY']._serialized_start=355
+  _globals['_TASKOUTCOME_RESPONSEENTRY']._serialized_end=402
+  _globals['_PARAMDECL']._serialized_start=405
+  _globals['_PARAMDECL']._serialized_end=536
+  _globals['_SCOREINFO']._serialized_start=539
+  _globals['_SCOREINFO']._serialized_end=679
+  _globals['_INVENTORY']._serialized_start=681
+  _globals['_INVENTORY']._serialized_end=745
 # @@protoc_insertion_point(module_scope)

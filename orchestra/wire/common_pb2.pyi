@@ -21,6 +21,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_CANCELLED: _ClassVar[TaskState]
     TASK_STATE_REMOVED: _ClassVar[TaskState]
     TASK_STATE_LOST: _ClassVar[TaskState]
+    TASK_STATE_CANCELLING: _ClassVar[TaskState]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_QUEUED: TaskState
 TASK_STATE_DISPATCHED: TaskState
@@ -33,6 +34,42 @@ TASK_STATE_EXPIRED: TaskState
 TASK_STATE_CANCELLED: TaskState
 TASK_STATE_REMOVED: TaskState
 TASK_STATE_LOST: TaskState
+TASK_STATE_CANCELLING: TaskState
+
+class TaskOutcome(_message.Message):
+    __slots__ = ("has_exit_code", "exit_code", "signal", "response", "stdout_tail", "stderr_tail", "stdout_truncated", "stderr_truncated", "response_truncated", "reason", "started_at", "finished_at")
+    class ResponseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_TAIL_FIELD_NUMBER: _ClassVar[int]
+    STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    has_exit_code: bool
+    exit_code: int
+    signal: int
+    response: _containers.ScalarMap[str, str]
+    stdout_tail: bytes
+    stderr_tail: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    response_truncated: bool
+    reason: str
+    started_at: float
+    finished_at: float
+    def __init__(self, has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., response: _Optional[_Mapping[str, str]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., response_truncated: _Optional[bool] = ..., reason: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
 
 class ParamDecl(_message.Message):
     __slots__ = ("name", "required", "pattern", "choices", "default", "has_default", "secret")
@@ -67,3 +104,9 @@ class ScoreInfo(_message.Message):
     valid: bool
     error: str
     def __init__(self, name: _Optional[str] = ..., interface: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., params: _Optional[_Iterable[_Union[ParamDecl, _Mapping]]] = ..., valid: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Inventory(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[ScoreInfo]
+    def __init__(self, scores: _Optional[_Iterable[_Union[ScoreInfo, _Mapping]]] = ...) -> None: ...

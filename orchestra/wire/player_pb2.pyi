@@ -15,28 +15,28 @@ class SpoolState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SPOOL_STATE_STARTED: _ClassVar[SpoolState]
     SPOOL_STATE_FINISHED: _ClassVar[SpoolState]
 
-class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class Ending(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
-    OUTCOME_OK: _ClassVar[Outcome]
-    OUTCOME_FAILED: _ClassVar[Outcome]
-    OUTCOME_TIMED_OUT: _ClassVar[Outcome]
-    OUTCOME_REFUSED: _ClassVar[Outcome]
-    OUTCOME_CANCELLED: _ClassVar[Outcome]
-    OUTCOME_LOST: _ClassVar[Outcome]
-    OUTCOME_EXPIRED: _ClassVar[Outcome]
+    ENDING_UNSPECIFIED: _ClassVar[Ending]
+    ENDING_OK: _ClassVar[Ending]
+    ENDING_FAILED: _ClassVar[Ending]
+    ENDING_TIMED_OUT: _ClassVar[Ending]
+    ENDING_REFUSED: _ClassVar[Ending]
+    ENDING_CANCELLED: _ClassVar[Ending]
+    ENDING_LOST: _ClassVar[Ending]
+    ENDING_EXPIRED: _ClassVar[Ending]
 SPOOL_STATE_UNSPECIFIED: SpoolState
 SPOOL_STATE_ACCEPTED: SpoolState
 SPOOL_STATE_STARTED: SpoolState
 SPOOL_STATE_FINISHED: SpoolState
-OUTCOME_UNSPECIFIED: Outcome
-OUTCOME_OK: Outcome
-OUTCOME_FAILED: Outcome
-OUTCOME_TIMED_OUT: Outcome
-OUTCOME_REFUSED: Outcome
-OUTCOME_CANCELLED: Outcome
-OUTCOME_LOST: Outcome
-OUTCOME_EXPIRED: Outcome
+ENDING_UNSPECIFIED: Ending
+ENDING_OK: Ending
+ENDING_FAILED: Ending
+ENDING_TIMED_OUT: Ending
+ENDING_REFUSED: Ending
+ENDING_CANCELLED: Ending
+ENDING_LOST: Ending
+ENDING_EXPIRED: Ending
 
 class SpoolEntry(_message.Message):
     __slots__ = ("task_id", "attempt", "state", "result")
@@ -73,45 +73,16 @@ class StartRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "attempt", "outcome", "has_exit_code", "exit_code", "signal", "response", "stdout_tail", "stderr_tail", "stdout_truncated", "stderr_truncated", "response_truncated", "reason", "started_at", "finished_at")
-    class ResponseEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("task_id", "attempt", "ending", "outcome")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ENDING_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
-    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
-    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
-    SIGNAL_FIELD_NUMBER: _ClassVar[int]
-    RESPONSE_FIELD_NUMBER: _ClassVar[int]
-    STDOUT_TAIL_FIELD_NUMBER: _ClassVar[int]
-    STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
-    STDOUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
-    STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
-    RESPONSE_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
-    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
-    outcome: Outcome
-    has_exit_code: bool
-    exit_code: int
-    signal: int
-    response: _containers.ScalarMap[str, str]
-    stdout_tail: bytes
-    stderr_tail: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    response_truncated: bool
-    reason: str
-    started_at: float
-    finished_at: float
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., has_exit_code: _Optional[bool] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., response: _Optional[_Mapping[str, str]] = ..., stdout_tail: _Optional[bytes] = ..., stderr_tail: _Optional[bytes] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ..., response_truncated: _Optional[bool] = ..., reason: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    ending: Ending
+    outcome: _common_pb2.TaskOutcome
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., ending: _Optional[_Union[Ending, str]] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("sent_at",)

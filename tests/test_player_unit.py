@@ -1,0 +1,238 @@
+"""The player's pieces with real processes and files: running a score, building results,
+and the session's receive loop against a stand-in for the gRPC call."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import types
+from collections.abc import Awaitable, Callable, Generator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from structlog.testing import capture_logs
+
+from orchestra.config import PlayerConfig, TLSFiles
+from orchestra.outcome import TaskOutcome
+from orchestra.stream import send_with_heartbeats
+from orchestra.wire import player_pb2
+from player import runner
+from player.scores import Score, ScoreConf
+from player.session import Player, _heartbeat
+
+T = TypeVar("T")
+LIMITS = runner.Limits(default_timeout=30, kill_grace=0.5, output_tail_bytes=64,
+                       max_output_bytes=1 << 20, response_max_bytes=1024)
+
+
+def make_score(tmp_path: Path, body: str, timeout: float | None = None) -> Score:
+    path = tmp_path / "scores" / "probe"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return Score("probe", path, ScoreConf(timeout=timeout))
+
+
+def execute(tmp_path: Path, score: Score, spawns: int = 1) -> player_pb2.TaskResult:
+    ctx = runner.TaskContext("t1", 2, "job1", "p1.test", "alice", {"NAME": "world"})
+    execution = runner.Execution(score, ctx, runner.TaskFiles(tmp_path / "tasks", "t1"), LIMITS)
+    spawned: list[int] = []
+
+    async def on_spawn(pid: int, start: int | None) -> None:
+        spawned.append(pid)
+    result = asyncio.run(execution.run(on_spawn))
+    assert len(spawned) == spawns
+    return result
+
+
+def test_failed_score_reports_exit_code_output_and_response(tmp_path: Path) -> None:
+    score = make_score(tmp_path, 'echo "hello $ORC_NAME"; echo oops >&2\n'
+                                 'echo answer=42 > "$ORC_RESPONSE_FILE"; exit 3')
+    result = execute(tmp_path, score)
+
+    assert (result.task_id, result.attempt, result.ending) == ("t1", 2, player_pb2.ENDING_FAILED)
+    outcome = TaskOutcome.from_wire(result.outcome)
+    assert (outcome.exit_code, outcome.signal, outcome.reason) == (3, 0, "")
+    assert outcome.stdout == b"hello world\n" and outcome.stderr == b"oops\n"
+    assert outcome.response == {"answer": "42"}
+    assert outcome.started_at is not None and outcome.finished_at is not None
+    assert outcome.started_at <= outcome.finished_at
+
+
+def test_score_exiting_zero_is_ok(tmp_path: Path) -> None:
+    result = execute(tmp_path, make_score(tmp_path, "exit 0"))
+    assert result.ending == player_pb2.ENDING_OK
+    assert TaskOutcome.from_wire(result.outcome).exit_code == 0
+
+
+def test_score_killed_by_a_signal_has_no_exit_code(tmp_path: Path) -> None:
+    result = execute(tmp_path, make_score(tmp_path, "kill -KILL $$"))
+    assert result.ending == player_pb2.ENDING_FAILED
+    outcome = TaskOutcome.from_wire(result.outcome)
+    assert (outcome.exit_code, outcome.signal) == (None, 9)
+
+
+def test_score_over_its_timeout_is_stopped(tmp_path: Path) -> None:
+    result = execute(tmp_path, make_score(tmp_path, "echo started; exec sleep 30", timeout=0.3))
+    assert result.ending == player_pb2.ENDING_TIMED_OUT
+    outcome = TaskOutcome.from_wire(result.outcome)
+    assert outcome.reason == "timed out after 0.3 s" and outcome.signal == 15
+    assert outcome.stdout == b"started\n"
+
+
+def test_long_output_is_cut_to_its_tail(tmp_path: Path) -> None:
+    result = execute(tmp_path, make_score(tmp_path, "seq 1 1000"))
+    outcome = TaskOutcome.from_wire(result.outcome)
+    assert outcome.stdout_truncated and outcome.stdout.endswith(b"999\n1000\n")
+
+
+def test_score_that_cannot_start_fails_with_a_reason(tmp_path: Path) -> None:
+    score = make_score(tmp_path, "exit 0")
+    score.path.write_text("#!/nonexistent/interpreter\n")
+    result = execute(tmp_path, score, spawns=0)
+    assert result.ending == player_pb2.ENDING_FAILED
+    outcome = TaskOutcome.from_wire(result.outcome)
+    assert outcome.exit_code is None and outcome.reason.startswith("cannot start score")
+
+
+# ---- the session ----------------------------------------------------------------------
+
+
+def player_config(tmp_path: Path, liveness: float = 5.0) -> PlayerConfig:
+    return PlayerConfig(
+        path=tmp_path / "player.toml", conductor="localhost:1", conductor_name="conductor",
+        scores_dir=tmp_path / "scores", spool_dir=tmp_path / "spool", max_concurrent=2,
+        default_timeout=30, kill_grace=0.5, output_tail_bytes=64, max_output_bytes=1 << 20,
+        response_max_bytes=1024, heartbeat_seconds=0.05, liveness_timeout=liveness,
+        backoff_initial=0.1, backoff_max=1,
+        tls=TLSFiles(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"))
+
+
+def with_player(tmp_path: Path, use: Callable[[Player], Awaitable[T]], liveness: float = 5.0) -> T:
+    async def main() -> T:
+        # Player only reads the material's certname; TLS is not used without a channel.
+        material: Any = types.SimpleNamespace(certname="p1.test")
+        player = Player(player_config(tmp_path, liveness), material)
+        try:
+            return await use(player)
+        finally:
+            await player.close()
+    return asyncio.run(main())
+
+
+class FakeCall:
+    """The parts of a grpc.aio stream-stream call the player's receive loop uses."""
+
+    def __init__(self, *messages: object) -> None:
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        for message in messages:
+            self.inbox.put_nowait(message)
+        self.cancelled = False
+        self.awaited = False
+
+    async def read(self) -> object:
+        return await self.inbox.get()
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self.awaited = True
+        return asyncio.sleep(0).__await__()
+
+
+async def receive(player: Player, call: FakeCall, writer: asyncio.Future[None] | None = None) -> None:
+    writer = writer if writer is not None else asyncio.get_running_loop().create_future()
+    stopper = asyncio.ensure_future(player.stopping.wait())
+    try:
+        await player._receive(call, stopper, writer)  # type: ignore[arg-type]
+    finally:
+        stopper.cancel()
+
+
+def welcome() -> player_pb2.ConductorMessage:
+    return player_pb2.ConductorMessage(welcome=player_pb2.Welcome(conductor="conductor"))
+
+
+def test_stream_end_awaits_the_call_for_its_status(tmp_path: Path) -> None:
+    async def use(player: Player) -> None:
+        call = FakeCall(welcome(), grpc.aio.EOF)
+        await receive(player, call)
+        assert call.awaited and not call.cancelled
+        assert player.welcomed_at is not None
+    with_player(tmp_path, use)
+
+
+def test_silent_conductor_is_logged_and_the_call_cancelled(tmp_path: Path) -> None:
+    async def use(player: Player) -> list[dict[str, Any]]:
+        call = FakeCall(welcome())
+        with capture_logs() as logs:
+            await receive(player, call)
+        assert call.cancelled and not call.awaited
+        return logs
+    logs = with_player(tmp_path, use, liveness=0.2)
+    assert {"event": "conductor_silent", "seconds": 0.2, "log_level": "warning"} in logs
+
+
+def test_stopping_cancels_the_call(tmp_path: Path) -> None:
+    async def use(player: Player) -> None:
+        call = FakeCall()
+        asyncio.get_running_loop().call_later(0.05, player.stopping.set)
+        await receive(player, call)
+        assert call.cancelled and not call.awaited
+    with_player(tmp_path, use)
+
+
+def test_failed_writer_ends_the_session_with_its_error(tmp_path: Path) -> None:
+    async def use(player: Player) -> None:
+        writer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writer.set_exception(ConnectionError("write failed"))
+        with pytest.raises(ConnectionError, match="write failed"):
+            await receive(player, FakeCall(), writer)
+    with_player(tmp_path, use)
+
+
+def test_result_is_recorded_logged_and_sent_once(tmp_path: Path) -> None:
+    async def use(player: Player) -> list[player_pb2.PlayerMessage]:
+        player.outbox = asyncio.Queue()
+        run = player_pb2.RunTask(task_id="t1", attempt=1, job_id="job1", score="absent")
+        entry = await player.spool.accept(run)
+        assert entry is not None
+        first = player._simple_result(entry, player_pb2.ENDING_CANCELLED, "operator said so")
+        with capture_logs() as logs:
+            await player._finish(first)
+            await player._finish(player._simple_result(entry, player_pb2.ENDING_REFUSED, "late"))
+        assert [log["event"] for log in logs] == ["task_finished"]
+        assert logs[0]["ending"] == "ENDING_CANCELLED" and logs[0]["exit_code"] is None
+        sent = []
+        while not player.outbox.empty():
+            sent.append(player.outbox.get_nowait())
+        return sent
+    [message] = with_player(tmp_path, use)
+    assert message.result.ending == player_pb2.ENDING_CANCELLED
+    outcome = TaskOutcome.from_wire(message.result.outcome)
+    assert outcome.reason == "operator said so" and outcome.exit_code is None
+    assert outcome.finished_at is not None and outcome.started_at is None
+
+
+def test_heartbeats_flow_while_the_outbox_is_idle(tmp_path: Path) -> None:
+    async def use(player: Player) -> list[str]:
+        written: list[str] = []
+        call = FakeCall()
+
+        async def write(message: player_pb2.PlayerMessage) -> None:
+            written.append(message.WhichOneof("body") or "")
+            if len(written) == 2:
+                call.inbox.put_nowait(grpc.aio.EOF)
+        outbox: asyncio.Queue[player_pb2.PlayerMessage] = asyncio.Queue()
+        writer = asyncio.ensure_future(
+            send_with_heartbeats(outbox, write, player.config.heartbeat_seconds, _heartbeat))
+        try:
+            await receive(player, call, writer)
+        finally:
+            writer.cancel()
+        return written
+    assert with_player(tmp_path, use) == ["heartbeat", "heartbeat"]
