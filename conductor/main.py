@@ -15,12 +15,15 @@ import grpc
 from conductor.audience import Audience
 from conductor.audit import AuditLog
 from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
-from conductor.hub import Hub
-from conductor.localsock import LocalSocket
+from conductor.dispatch import Dispatcher
+from conductor.lifecycle import Lifecycle
 from conductor.link import PlayerLink
+from conductor.localsock import LocalSocket
 from conductor.players import load_players
 from conductor.policy import parse_policy
-from conductor.store import Store
+from conductor.sessions import Sessions
+from conductor.store import open_store
+from conductor.timers import run_deadlines, run_retention, run_startup_grace
 from orchestra import config as configuration
 from orchestra import log
 from orchestra.daemon import run_daemon
@@ -72,23 +75,65 @@ class Conductor:
         self.revocation = Revocation(cfg.tls.crl, material.ca)
         self.revocation.load()
         lock = take_lock(cfg.state_dir)
-        store = Store(cfg.state_dir)
+        store = open_store(cfg.state_dir)
         audit = AuditLog(cfg.audit_log)
-        hub = Hub(store, roster, audit)
-        self.hub = hub
+        sessions = Sessions(roster, await store.players())
+        lifecycle = Lifecycle(store, sessions, audit)
+        self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
-        gate = Gate(lambda: hub.roster, lambda: self.policy, self.revocation, local, audit)
+        server = self._server(lifecycle, local)
+        port = await self._listen(server, local)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        background = [asyncio.ensure_future(Dispatcher(lifecycle).run()),
+                      asyncio.ensure_future(run_deadlines(lifecycle)),
+                      asyncio.ensure_future(self._reloads()),
+                      asyncio.ensure_future(self._watch_crl()),
+                      asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
+                      asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention))]
+        lifecycle.wake()
+        warn_if_expiring("conductor", material.certname, not_after(material.cert))
+        logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
+                    relay_port=local.backend_port,
+                    players=len(roster), pid=os.getpid(), certname=material.certname)
+        try:
+            await self.stopping.wait()
+        finally:
+            logger.info("conductor_stopping")
+            for task in background:
+                task.cancel()
+            for session in sessions:
+                session.close(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+            await local.close()
+            await server.stop(grace=2)
+            store.close()
+            audit.close()
+            lock.close()
+            logger.info("conductor_stopped")
+
+    def _server(self, lifecycle: Lifecycle, local: LocalSocket) -> grpc.aio.Server:
+        """Both services behind the one AuthInterceptor that admits every call."""
+        cfg, material = self.cfg, self.material
+        gate = Gate(lambda: lifecycle.sessions.roster, lambda: self.policy, self.revocation, local,
+                    lifecycle.audit)
         options = [("grpc.so_reuseport", 0), *SERVER_KEEPALIVE, *MESSAGE_LIMITS]
         server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(gate)])
         player_pb2_grpc.add_PlayerLinkServicer_to_server(
-            PlayerLink(hub, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), server)
-        self.audience = Audience(hub, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
+            PlayerLink(lifecycle, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), server)
+        self.audience = Audience(lifecycle, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, server)
+        return server
+
+    async def _listen(self, server: grpc.aio.Server, local: LocalSocket) -> int:
+        """mTLS for players and remote audience, the relay port, then the unix socket."""
+        cfg, material = self.cfg, self.material
         credentials = grpc.dynamic_ssl_server_credentials(
             grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.ca),
             self._fetch_certs, require_client_authentication=True)
         try:
-            port = server.add_secure_port(cfg.listen, credentials)
+            port: int = server.add_secure_port(cfg.listen, credentials)
             local.backend_port = server.add_insecure_port("127.0.0.1:0")
         except RuntimeError as err:
             raise StartupError(f"cannot listen on {cfg.listen}: {err}") from None
@@ -103,35 +148,7 @@ class Conductor:
             await local.start()
         except OSError as err:
             raise StartupError(f"cannot listen on unix socket {cfg.audience_socket}: {err.strerror}") from None
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-        background = [asyncio.ensure_future(hub.run_dispatch()),
-                      asyncio.ensure_future(hub.run_deadlines()),
-                      asyncio.ensure_future(self._reloads()),
-                      asyncio.ensure_future(self._watch_crl()),
-                      asyncio.ensure_future(hub.run_startup_grace(cfg.reconnect_grace)),
-                      asyncio.ensure_future(hub.run_retention(cfg.job_retention))]
-        hub.wake()
-        warn_if_expiring("conductor", material.certname, not_after(material.cert))
-        logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
-                    relay_port=local.backend_port,
-                    players=len(roster), pid=os.getpid(), certname=material.certname)
-        try:
-            await self.stopping.wait()
-        finally:
-            logger.info("conductor_stopping")
-            for task in background:
-                task.cancel()
-            for session in list(hub.sessions.values()):
-                session.close(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
-            await local.close()
-            await server.stop(grace=2)
-            store.close()
-            audit.close()
-            lock.close()
-            logger.info("conductor_stopped")
+        return port
 
     async def _reloads(self) -> None:
         while True:
@@ -148,9 +165,9 @@ class Conductor:
         try:
             roster = load_players(self.cfg.players_file)
         except ConfigError as err:
-            logger.error("players_reload_failed", error=str(err), kept=len(self.hub.roster))
+            logger.error("players_reload_failed", error=str(err), kept=len(self.lifecycle.sessions.roster))
         else:
-            await self.hub.set_roster(roster)
+            await self.lifecycle.players_removed(self.lifecycle.sessions.set_roster(roster))
         try:
             cfg = configuration.load_conductor(self.cfg.path)
             self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
@@ -170,7 +187,7 @@ class Conductor:
                 self.audience.cert_not_after = not_after(material.cert)
                 logger.info("certificate_rotated", not_after=self.audience.cert_not_after)
                 warn_if_expiring("conductor", material.certname, self.audience.cert_not_after)
-        self.hub.close_sessions_failing(self.revocation.refuses)
+        self.lifecycle.revoked(self.revocation.refuses)
 
     def _reload_crl(self) -> None:
         try:
@@ -187,7 +204,7 @@ class Conductor:
             await asyncio.sleep(CRL_POLL_SECONDS)
             if self.revocation.changed():
                 self._reload_crl()
-                self.hub.close_sessions_failing(self.revocation.refuses)
+                self.lifecycle.revoked(self.revocation.refuses)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,10 +24,16 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
     REMOVED = "removed"
     LOST = "lost"
+    CANCELLING = "cancelling"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
+
+    @property
+    def started(self) -> bool:
+        """Granted: the score may be running, so the task can only end, never move."""
+        return self in STARTED
 
     def to_wire(self) -> int:
         return int(common_pb2.TaskState.Value(f"TASK_STATE_{self.name}"))
@@ -39,6 +45,13 @@ TERMINAL = frozenset({
 })
 
 _S = TaskState
+# Not started yet: nothing can have run, so these may be re-sent, expired or removed.
+UNSTARTED = frozenset({_S.QUEUED, _S.DISPATCHED})
+STARTED = frozenset({_S.RUNNING, _S.CANCELLING})
+# Assigned to a player that holds (or should hold) it in its spool.
+IN_FLIGHT = frozenset({_S.DISPATCHED, *STARTED})
+OPEN = frozenset({_S.QUEUED, *IN_FLIGHT})
+
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # Never sent anywhere yet: nothing can have run.
     _S.QUEUED: frozenset({_S.DISPATCHED, _S.EXPIRED, _S.CANCELLED, _S.REMOVED, _S.REFUSED}),
@@ -47,7 +60,10 @@ ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     _S.DISPATCHED: frozenset({_S.QUEUED, _S.RUNNING, _S.OK, _S.FAILED, _S.TIMED_OUT,
                               _S.REFUSED, _S.EXPIRED, _S.CANCELLED, _S.REMOVED, _S.LOST}),
     # Started: it can only end; it is never moved or re-run.
-    _S.RUNNING: frozenset({_S.OK, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _S.LOST}),
+    _S.RUNNING: frozenset({_S.CANCELLING, _S.OK, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _S.LOST}),
+    # Started, and its player told to kill it: ends cancelled once the player confirms,
+    # or as it really ended if the score finished first.
+    _S.CANCELLING: frozenset({_S.OK, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _S.LOST}),
     **{state: frozenset() for state in TERMINAL},
 }
 
@@ -56,8 +72,12 @@ class IllegalTransition(Exception):
     pass
 
 
+def allowed(old: TaskState, new: TaskState) -> bool:
+    return new in ALLOWED[old]
+
+
 def check(old: TaskState, new: TaskState) -> None:
-    if new not in ALLOWED[old]:
+    if not allowed(old, new):
         raise IllegalTransition(f"task cannot go from {old} to {new}")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conductor import states
 from conductor.states import TERMINAL, TaskState, job_status
-from conductor.store import NewJob, Store
+from conductor.store import NewJob, open_store
 
 
 def test_terminal_states_have_no_way_out() -> None:
@@ -26,6 +26,15 @@ def test_started_tasks_are_never_moved_back() -> None:
     assert TaskState.REMOVED not in states.ALLOWED[TaskState.RUNNING]
 
 
+def test_a_cancel_request_is_a_state_of_its_own() -> None:
+    assert TaskState.CANCELLING in states.ALLOWED[TaskState.RUNNING]
+    assert states.ALLOWED[TaskState.CANCELLING] == {TaskState.OK, TaskState.FAILED, TaskState.TIMED_OUT,
+                                                    TaskState.CANCELLED, TaskState.LOST}
+    assert TaskState.CANCELLING.started and not TaskState.CANCELLING.terminal
+    assert TaskState.CANCELLING not in states.ALLOWED[TaskState.DISPATCHED]
+    assert job_status([TaskState.OK, TaskState.CANCELLING]) == "pending"
+
+
 def test_job_status_is_the_original_four() -> None:
     ok, failed, queued = TaskState.OK, TaskState.FAILED, TaskState.QUEUED
     assert job_status([ok, ok]) == "ok"
@@ -36,14 +45,14 @@ def test_job_status_is_the_original_four() -> None:
 
 def test_database_trigger_refuses_illegal_transitions(tmp_path: Path) -> None:
     async def scenario() -> str:
-        store = Store(tmp_path)
+        store = open_store(tmp_path)
         job_id, _ = await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))
-        change = await store.transition(f"{job_id}.0", TaskState.OK)  # queued -> ok: illegal
+        change = await store.transition(f"{job_id}.0", TaskState.OK, detail="")  # queued -> ok: illegal
         assert not change.applied
         claimed = await store.claim(f"{job_id}.0", "p1")
         assert claimed is not None and claimed.attempt == 1
-        assert (await store.transition(f"{job_id}.0", TaskState.RUNNING)).applied
-        done = await store.transition(f"{job_id}.0", TaskState.OK, expect_attempt=1)
+        assert (await store.transition(f"{job_id}.0", TaskState.RUNNING, detail="")).applied
+        done = await store.transition(f"{job_id}.0", TaskState.OK, detail="", expect_attempt=1)
         assert done.applied and done.job_finished
         store.close()
         return job_id

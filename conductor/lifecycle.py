@@ -1,0 +1,320 @@
+"""The one owner of every task transition.
+
+Each event a task can meet has one method here, and that method does everything the
+event implies: the atomic store call, the in-flight bookkeeping of the player's session,
+the message to the player, the wake-up of waiters and of dispatch, the audit record and
+the log line. The gRPC services (``link``, ``audience``) and the loops (``dispatch``,
+``timers``) translate what happened into one of these calls and never pair the steps
+by hand. Which moves are legal is :mod:`conductor.states`' business; the store refuses
+anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+
+from conductor import reconcile
+from conductor.audit import AuditLog
+from conductor.sessions import PlayerSession, Sessions
+from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
+from conductor.store import Change, JobRecord, NewJob, PlayerRecord, QueuedTask, Store, TaskRecord, TaskRef
+from conductor.watchers import Watchers
+from orchestra import faults, log
+from orchestra.inventory import inventory_from_wire
+from orchestra.outcome import TaskOutcome
+from orchestra.wire import player_pb2
+
+logger = log.get("conductor")
+
+ENDINGS: Mapping[int, TaskState] = {
+    player_pb2.ENDING_OK: TaskState.OK,
+    player_pb2.ENDING_FAILED: TaskState.FAILED,
+    player_pb2.ENDING_TIMED_OUT: TaskState.TIMED_OUT,
+    player_pb2.ENDING_REFUSED: TaskState.REFUSED,
+    player_pb2.ENDING_CANCELLED: TaskState.CANCELLED,
+    player_pb2.ENDING_LOST: TaskState.LOST,
+    player_pb2.ENDING_EXPIRED: TaskState.EXPIRED,
+}
+MAX_TAIL = 1024 * 1024  # per stream, stored; players send far less by default
+MAX_REASON = 2000
+NOT_OURS = "the conductor no longer assigns this task to this player"
+REMOVAL_WAIT_SECONDS = 10.0
+
+
+class Lifecycle:
+    def __init__(self, store: Store, sessions: Sessions, audit: AuditLog) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.audit = audit
+        self.watchers = Watchers()
+        self.dispatch_wanted = asyncio.Event()
+        self.deadlines_changed = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something may now be dispatchable: a new job, a freed slot, a new player."""
+        self.dispatch_wanted.set()
+
+    # ---- shared steps ------------------------------------------------------------------
+
+    def _committed(self, change: Change) -> Change:
+        """After every committed transition: wake the waiters of a job that just finished."""
+        if change.job_finished:
+            logger.info("job_finished", job_id=change.job_id)
+            self.watchers.job_finished(change.job_id)
+        return change
+
+    async def _end(self, task: TaskRecord, new: TaskState, reason: str, **expect: Any) -> Change:
+        """End a task the player cannot report on (expired, removed, lost, cancelled)."""
+        outcome = TaskOutcome.ended(reason, time.time(), started_at=task.outcome.started_at)
+        return self._committed(await self.store.transition(
+            task.task_id, new, detail=reason, expect_attempt=task.attempt, outcome=outcome, **expect))
+
+    @staticmethod
+    def _call_back(session: PlayerSession | None, task_id: str, attempt: int, reason: str) -> None:
+        """Tell a player to drop (or kill) a task; it no longer counts against its slots."""
+        if session is not None:
+            session.in_flight.discard(task_id)
+            session.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=attempt, reason=reason))
+
+    # ---- submission and dispatch -------------------------------------------------------
+
+    async def submit(self, job: NewJob, **audit: Any) -> tuple[str, bool]:
+        job_id, existing = await self.store.submit(job)
+        faults.point("submit.committed")
+        logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
+                    targets=len(job.targets), requester=job.requester, existing=existing,
+                    params=sorted(job.params))
+        self.audit.record("submit", "accepted", job_id=job_id, existing=existing, **audit)
+        self.wake()
+        self.deadlines_changed.set()
+        return job_id, existing
+
+    async def dispatch(self, session: PlayerSession, task: QueuedTask) -> bool:
+        """queued -> dispatched: committed before the RunTask message goes out."""
+        claimed = await self.store.claim(task.task_id, session.name)
+        if claimed is None:
+            return False
+        faults.point("dispatch.claimed")
+        if not self.sessions.is_current(session):
+            return False  # it went away while we committed: its next Hello reconciles this
+        session.in_flight.add(claimed.task_id)
+        session.send(run=player_pb2.RunTask(
+            task_id=claimed.task_id, attempt=claimed.attempt, job_id=claimed.job_id,
+            score=claimed.score, params=dict(claimed.params), requester=claimed.requester,
+            deadline_at=claimed.deadline_at))
+        logger.info("task_dispatched", task_id=claimed.task_id, player=session.name,
+                    attempt=claimed.attempt)
+        self.audit.record("dispatch", "sent", job_id=claimed.job_id, task_id=claimed.task_id,
+                          score=claimed.score, certname=session.name, serial=session.serial,
+                          attempt=claimed.attempt)
+        return True
+
+    # ---- what players say --------------------------------------------------------------
+
+    async def grant(self, session: PlayerSession, request: player_pb2.StartRequest) -> None:
+        """dispatched -> running, then the grant: an ungranted task never started anywhere."""
+        task = await self.store.task(request.task_id)
+        ours = task is not None and task.player == session.name and task.attempt == request.attempt
+        if ours and task is not None and task.state == TaskState.DISPATCHED:
+            change = self._committed(await self.store.transition(
+                task.task_id, TaskState.RUNNING, detail="start granted", expect_attempt=task.attempt,
+                expect_player=session.name, outcome=TaskOutcome(started_at=time.time())))
+            faults.point("grant.committed")
+            ours = change.applied
+        elif not (ours and task is not None and task.state == TaskState.RUNNING):
+            ours = False
+        if ours:
+            session.send(grant=player_pb2.StartGrant(task_id=request.task_id, attempt=request.attempt))
+        elif task is not None and task.state == TaskState.CANCELLING and task.player == session.name:
+            session.send(cancel=player_pb2.CancelTask(task_id=task.task_id, attempt=task.attempt,
+                                                      reason="cancelled by request"))
+        else:
+            self._call_back(session, request.task_id, request.attempt, NOT_OURS)
+            self.wake()
+
+    async def result(self, session: PlayerSession, result: player_pb2.TaskResult) -> None:
+        """A task ended on its player (ok, failed, timed out, refused, cancelled ...).
+
+        Acknowledged only after the result, or an earlier copy of it, is committed.
+        """
+        new = ENDINGS.get(result.ending)
+        task = await self.store.task(result.task_id)
+        if new is not None and task is not None and task.player == session.name \
+                and task.attempt == result.attempt and not task.state.terminal:
+            outcome = TaskOutcome.from_wire(result.outcome).bounded(MAX_TAIL, MAX_REASON)
+            if not (new == TaskState.REFUSED and await self._fail_over_refused(session, task, outcome)):
+                await self._record_result(session, task, new, outcome)
+        else:
+            logger.info("result_ignored", task_id=result.task_id, player=session.name,
+                        attempt=result.attempt, reason="stale or duplicate")
+        faults.point("result.committed")
+        session.in_flight.discard(result.task_id)
+        session.send(ack=player_pb2.ResultAck(task_id=result.task_id, attempt=result.attempt))
+        self.wake()
+
+    async def _fail_over_refused(self, session: PlayerSession, task: TaskRecord,
+                                 outcome: TaskOutcome) -> bool:
+        """A one-of task refused by one target goes back to the queue for another."""
+        change = await self.store.requeue(
+            TaskRef(task.task_id, session.name, task.attempt), one_of_only=True, refused_by=session.name,
+            detail=f"refused by {session.name}: {outcome.reason}; trying another target")
+        if change.applied:
+            logger.info("task_failed_over", task_id=task.task_id, refused_by=session.name,
+                        reason=outcome.reason)
+        return change.applied
+
+    async def _record_result(self, session: PlayerSession, task: TaskRecord, new: TaskState,
+                             outcome: TaskOutcome) -> None:
+        outcome = dataclasses.replace(outcome, started_at=outcome.started_at or task.outcome.started_at,
+                                      finished_at=time.time())
+        change = self._committed(await self.store.transition(
+            task.task_id, new, detail=outcome.reason, expect_attempt=task.attempt,
+            expect_player=session.name, outcome=outcome))
+        if change.applied:
+            logger.info("task_result", task_id=task.task_id, player=session.name, state=new.value,
+                        exit_code=outcome.exit_code)
+            self.audit.record("result", new.value, job_id=task.job_id, task_id=task.task_id,
+                              certname=session.name, serial=session.serial, exit_code=outcome.exit_code,
+                              signal=outcome.signal or None, reason=outcome.reason or None)
+
+    # ---- players coming and going ------------------------------------------------------
+
+    async def player_connected(self, session: PlayerSession, hello: player_pb2.Hello) -> None:
+        """Remember its inventory, reconcile its spool against the queue, then take work."""
+        record = PlayerRecord(session.name, time.time(), session.max_concurrent, session.identity.not_after,
+                              inventory_from_wire(hello.scores))
+        await self.store.record_player(record)
+        self.sessions.remember(record)
+        queue = {entry.task_id: await self.store.task(entry.task_id) for entry in hello.spool
+                 if entry.state != player_pb2.SPOOL_STATE_FINISHED}
+        held = await self.store.tasks_of(session.name, IN_FLIGHT)
+        for step in reconcile.plan(session.name, hello.spool, queue, held):
+            await self._reconcile_step(session, step, {task.task_id: task for task in held})
+        session.ready = True
+        self.wake()
+
+    async def _reconcile_step(self, session: PlayerSession, step: reconcile.Step,
+                              held: Mapping[str, TaskRecord]) -> None:
+        act = reconcile.Action
+        if step.action == act.ACCEPT_RESULT and step.result is not None:
+            await self.result(session, step.result)
+        elif step.action == act.FORGET:
+            session.send(cancel=player_pb2.CancelTask(task_id=step.task_id, attempt=step.attempt,
+                                                      reason=NOT_OURS))
+        elif step.action in (act.KEEP, act.KEEP_AND_CANCEL):
+            session.in_flight.add(step.task_id)
+            if step.action == act.KEEP_AND_CANCEL:
+                session.send(cancel=player_pb2.CancelTask(task_id=step.task_id, attempt=step.attempt,
+                                                          reason="cancelled by request"))
+        elif step.action == act.REQUEUE:
+            change = await self.store.requeue(TaskRef(step.task_id, session.name, step.attempt),
+                                              detail="player never received it; safe to send again")
+            if change.applied:
+                logger.info("task_requeued", task_id=step.task_id, player=session.name)
+        elif step.action == act.LOSE:
+            await self._end(held[step.task_id], TaskState.LOST,
+                            "the player has no record of this started task (spool lost)",
+                            expect_player=session.name)
+            logger.warning("task_lost", task_id=step.task_id, player=session.name)
+
+    async def player_gone(self, name: str) -> None:
+        """One-of tasks sent to a player that is gone, and not granted, go back to the queue.
+
+        Safe because a player starts nothing without a grant, and the conductor grants
+        only after committing the task as running.
+        """
+        if name in self.sessions:
+            return  # a newer session of the same player is already there
+        for task in await self.store.tasks_of(name, [TaskState.DISPATCHED]):
+            change = await self.store.requeue(
+                TaskRef(task.task_id, name, task.attempt), one_of_only=True,
+                detail=f"{name} went away before starting it; another target may take it")
+            if change.applied:
+                logger.info("task_failed_over", task_id=task.task_id, left=name)
+        self.wake()
+
+    async def players_removed(self, names: frozenset[str]) -> None:
+        """Left the players file: sessions closed, unstarted tasks removed, started ones lost."""
+        for name in sorted(names):
+            session = self.sessions.get(name)
+            if session is not None:
+                session.close(grpc.StatusCode.PERMISSION_DENIED, f"{name} was removed from the players file")
+                # Let its handler finish: a result it already received is then committed.
+                await asyncio.wait({asyncio.ensure_future(session.finished.wait())},
+                                   timeout=REMOVAL_WAIT_SECONDS)
+            for task in await self.store.tasks_of(name, [*UNSTARTED, *STARTED]):
+                if task.state.started:
+                    await self._end(task, TaskState.LOST, "player removed from the players file"
+                                    " while the task ran", expect_state=task.state)
+                else:
+                    await self._end(task, TaskState.REMOVED, "player removed from the players file"
+                                    " before the task started", expect_state=task.state)
+        # One-of tasks not bound to a player: removed once none of their targets is left.
+        roster = self.sessions.roster
+        for queued in await self.store.queued() if names else ():
+            if queued.scope == "one" and queued.player is None and not any(t in roster for t in queued.targets):
+                record = await self.store.task(queued.task_id)
+                if record is not None:
+                    await self._end(record, TaskState.REMOVED, "every target was removed from the players file",
+                                    expect_state=TaskState.QUEUED)
+        self.wake()
+
+    def revoked(self, refuses: Callable[[int], str | None]) -> None:
+        """After a CRL change: live streams are never re-checked by TLS, so close them here.
+        Their tasks then follow :meth:`player_gone` when each session ends."""
+        for session, reason in self.sessions.close_failing(refuses):
+            logger.warning("session_revoked", player=session.name, reason=reason)
+            self.audit.record("session_closed", "refused", certname=session.name,
+                              serial=session.serial, reason=reason)
+
+    # ---- time and operators ------------------------------------------------------------
+
+    async def expire(self, now: float) -> None:
+        """Tasks not started by their job's deadline end expired; players drop theirs."""
+        expiry = await self.store.expire_due(now)
+        for change in expiry.changes:
+            self._committed(change)
+        for ref in expiry.dropped:
+            self._call_back(self.sessions.get(ref.player), ref.task_id, ref.attempt, "job deadline passed")
+
+    async def cancel(self, job: JobRecord, requester: str) -> None:
+        """Unstarted tasks end cancelled at once; running ones become cancelling and their
+        player is told to kill them: they end when it confirms."""
+        self.audit.record("cancel", "accepted", requester=requester, job_id=job.job_id)
+        reason = f"cancelled by {requester}"
+        for task in job.tasks:
+            await self._cancel_task(task.task_id, reason)
+        logger.info("job_cancel_requested", job_id=job.job_id)
+        self.wake()
+
+    async def _cancel_task(self, task_id: str, reason: str) -> None:
+        for _ in range(5):  # re-read when it moved on meanwhile (dispatched, granted)
+            task = await self.store.task(task_id)
+            if task is None or task.state.terminal or task.state == TaskState.CANCELLING:
+                return
+            session = self.sessions.get(task.player)
+            if task.state in UNSTARTED:
+                change = await self._end(task, TaskState.CANCELLED, reason, expect_state=task.state)
+                if change.applied and task.state == TaskState.DISPATCHED:
+                    self._call_back(session, task_id, task.attempt, reason)
+            else:  # started: it stays in flight until the player confirms the kill
+                change = await self.store.transition(task_id, TaskState.CANCELLING, detail=reason,
+                                                     expect_attempt=task.attempt, expect_state=task.state)
+                if change.applied and session is not None:
+                    session.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=task.attempt,
+                                                              reason=reason))
+            if change.applied:
+                return
+
+    async def forget_finished(self, before: float) -> int:
+        """Retention: jobs finished before ``before`` are purged with their history."""
+        purged = await self.store.purge_finished(before)
+        if purged:
+            logger.info("jobs_purged", count=purged, finished_before=before)
+        return purged

@@ -1,0 +1,124 @@
+"""Who is connected: live player sessions, the players file (roster) and inventories.
+
+Pure bookkeeping, no task state: a session knows which tasks it holds in flight so
+dispatch can count free slots, and the roster knows each player's inventory, decoded
+once from its Hello, so submissions can be checked against score declarations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from conductor.store import PlayerRecord
+from orchestra import log
+from orchestra.params import ScoreDecls
+from orchestra.tls import PeerIdentity
+from orchestra.wire import player_pb2
+
+logger = log.get("conductor")
+
+
+@dataclass(eq=False)
+class PlayerSession:
+    """One live player stream. ``ready`` only after its Hello has been reconciled."""
+
+    name: str
+    identity: PeerIdentity
+    max_concurrent: int
+    connected_since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    ready: bool = False
+    in_flight: set[str] = field(default_factory=set)
+    outbox: asyncio.Queue[player_pb2.ConductorMessage] = field(default_factory=asyncio.Queue)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: grpc.StatusCode | None = None
+    close_details: str = ""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_concurrent - len(self.in_flight)
+
+    @property
+    def serial(self) -> str:
+        return f"{self.identity.serial:x}"
+
+    def send(self, **body: object) -> None:
+        self.outbox.put_nowait(player_pb2.ConductorMessage(**body))  # type: ignore[arg-type]
+
+    def close(self, code: grpc.StatusCode, details: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_details = code, details
+            self.closed.set()
+
+
+class Sessions:
+    """The roster (players file), the live sessions and what each player last reported."""
+
+    def __init__(self, roster: frozenset[str], known: dict[str, PlayerRecord]) -> None:
+        self.roster = roster
+        self.known = known
+        self._live: dict[str, PlayerSession] = {}
+
+    def __iter__(self) -> Iterator[PlayerSession]:
+        return iter(list(self._live.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._live
+
+    def get(self, name: str | None) -> PlayerSession | None:
+        return self._live.get(name) if name is not None else None
+
+    def attach(self, session: PlayerSession) -> None:
+        """A newer session of the same player replaces the older one."""
+        previous = self._live.get(session.name)
+        if previous is not None:
+            previous.close(grpc.StatusCode.ABORTED, "replaced by a newer session of the same player")
+        self._live[session.name] = session
+
+    def detach(self, session: PlayerSession) -> None:
+        if self._live.get(session.name) is session:
+            del self._live[session.name]
+
+    def is_current(self, session: PlayerSession) -> bool:
+        return not session.closed.is_set() and self._live.get(session.name) is session
+
+    def remember(self, player: PlayerRecord) -> None:
+        self.known[player.name] = player
+
+    def takers(self) -> dict[str, PlayerSession]:
+        """Ready sessions of listed players with a free slot: who can take work now."""
+        return {name: s for name, s in self._live.items()
+                if s.ready and s.free_slots > 0 and name in self.roster}
+
+    def declarations(self, player: str, score: str) -> ScoreDecls | None:
+        """The score's declarations as the player last reported them; None if unknown."""
+        record = self.known.get(player)
+        if record is None:
+            return None
+        for entry in record.inventory:
+            if entry.name == score and entry.valid:
+                return entry.decls
+        return None
+
+    def set_roster(self, roster: frozenset[str]) -> frozenset[str]:
+        """Swap in a new players file; returns the names that left it."""
+        removed, added = self.roster - roster, roster - self.roster
+        self.roster = roster
+        logger.info("players_reloaded", players=len(roster), added=sorted(added), removed=sorted(removed))
+        return removed
+
+    def close_failing(self, refuses: Callable[[int], str | None]) -> list[tuple[PlayerSession, str]]:
+        """Close the sessions whose certificate is now refused; returns them with why."""
+        closed = []
+        for session in self:
+            reason = refuses(session.identity.serial)
+            if reason is not None:
+                session.close(grpc.StatusCode.UNAUTHENTICATED, reason)
+                closed.append((session, reason))
+        return closed

@@ -1,0 +1,70 @@
+"""The conductor's durable queue, behind one small interface.
+
+:class:`Store` is the whole vocabulary the rest of the conductor uses: verbs that take
+and return the typed records of :mod:`conductor.store.records`. No row, tuple or column
+name leaves a backend. Each verb is one atomic transaction committed before it returns,
+and every state change goes through the state table of :mod:`conductor.states`.
+
+Today's backend is SQLite (:mod:`conductor.store.sqlite`). The interface is shaped so
+a second backend — PostgreSQL, for two conductors sharing one queue — can implement the
+same verbs without touching the lifecycle or dispatch: a verb never relies on being the
+only writer, and conditional moves (``expect_*``) report a task that moved on instead
+of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from conductor.states import TaskState
+from conductor.store.records import (
+    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, TaskRecord, TaskRef,
+)
+from orchestra.outcome import TaskOutcome
+
+__all__ = ["Change", "Claimed", "Expiry", "JobRecord", "NewJob", "PlayerRecord", "QueuedTask",
+           "Store", "TaskRecord", "TaskRef", "open_store"]
+
+
+class Store(Protocol):
+    # ---- jobs
+    async def submit(self, job: NewJob) -> tuple[str, bool]:
+        """Commit a job and its queued tasks; returns (job_id, existing)."""
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def purge_finished(self, before: float) -> int:
+        """Forget jobs finished before ``before``; returns how many."""
+
+    # ---- tasks
+    async def task(self, task_id: str) -> TaskRecord | None: ...
+    async def tasks_of(self, player: str, wanted: Iterable[TaskState]) -> list[TaskRecord]: ...
+    async def queued(self, players: Collection[str] | None = None) -> list[QueuedTask]:
+        """Queued tasks oldest first; with players, only those they could take."""
+    async def players_with(self, state: TaskState) -> list[str]: ...
+    async def next_deadline(self) -> float | None:
+        """The earliest deadline of a task not started yet."""
+    async def claim(self, task_id: str, player: str) -> Claimed | None:
+        """queued -> dispatched to player with a new attempt; None if no longer queued."""
+    async def transition(self, task_id: str, new: TaskState, *, detail: str,
+                         expect_attempt: int | None = None, expect_player: str | None = None,
+                         expect_state: TaskState | None = None,
+                         outcome: TaskOutcome | None = None) -> Change:
+        """Move a task (and store its outcome) if legal and the expectations still hold."""
+    async def requeue(self, task: TaskRef, *, detail: str, one_of_only: bool = False,
+                      refused_by: str | None = None) -> Change:
+        """dispatched -> queued: never started, so it may be sent again."""
+    async def expire_due(self, now: float) -> Expiry:
+        """Tasks not started by their job's deadline -> expired."""
+
+    # ---- players
+    async def record_player(self, player: PlayerRecord) -> None: ...
+    async def players(self) -> dict[str, PlayerRecord]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(state_dir: Path) -> Store:
+    """The queue in state_dir (SQLite, created or upgraded as needed)."""
+    from conductor.store.sqlite import SqliteStore
+    return SqliteStore(state_dir)

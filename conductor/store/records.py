@@ -1,0 +1,124 @@
+"""What the store hands out and takes in: typed, frozen records, never rows or tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from conductor import states
+from conductor.states import TaskState
+from orchestra.inventory import Inventory
+from orchestra.outcome import TaskOutcome
+
+
+@dataclass(frozen=True)
+class NewJob:
+    score: str
+    scope: str  # "all" | "one"
+    targets: tuple[str, ...]
+    params: Mapping[str, str]
+    secret_keys: tuple[str, ...]
+    requester: str
+    deadline_at: float
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    job_id: str
+    player: str | None
+    state: TaskState
+    attempt: int
+    tried: tuple[str, ...]
+    dispatched_at: float | None
+    outcome: TaskOutcome
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    score: str
+    scope: str
+    targets: tuple[str, ...]
+    params: Mapping[str, str]
+    secret_keys: tuple[str, ...]
+    requester: str
+    created_at: float
+    deadline_at: float
+    finished_at: float | None
+    tasks: tuple[TaskRecord, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return states.job_status(task.state for task in self.tasks)
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A queued task as dispatch sees it: who may take it, and until when."""
+
+    task_id: str
+    scope: str
+    player: str | None  # all-of: its player; one-of: None until dispatched
+    targets: tuple[str, ...]
+    tried: tuple[str, ...]
+    deadline_at: float
+
+    def candidates(self) -> list[str]:
+        """The players that may take it: its own (all-of), or each target not yet tried."""
+        if self.scope == "all" and self.player:
+            return [self.player]
+        return [target for target in self.targets if target not in self.tried]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task just moved to dispatched: everything the RunTask message needs."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    player: str
+    score: str
+    params: Mapping[str, str]
+    requester: str
+    deadline_at: float
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A task on a player, at one attempt."""
+
+    task_id: str
+    player: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """Outcome of a transition attempt; ``applied`` False means the task had moved on."""
+
+    applied: bool
+    job_id: str
+    job_finished: bool = False
+    state: TaskState | None = None
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What one deadline pass did: the changes, and the dispatched tasks to call back."""
+
+    changes: tuple[Change, ...] = ()
+    dropped: tuple[TaskRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlayerRecord:
+    """A player as last seen: its slots, certificate expiry and decoded inventory."""
+
+    name: str
+    last_seen: float
+    max_concurrent: int
+    cert_not_after: float
+    inventory: Inventory = field(default=())

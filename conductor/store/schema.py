@@ -1,0 +1,112 @@
+"""The SQLite layout of the conductor's queue, and its upgrades from earlier versions.
+
+Column names of the outcome are the field names of :class:`orchestra.outcome.TaskOutcome`;
+the state guard trigger is built from :mod:`conductor.states`, so the database itself
+refuses any transition the state table does not allow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conductor import states
+from orchestra.db import Transaction
+from orchestra.errors import StartupError
+
+SCHEMA_VERSION = 2
+_OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
+
+TABLES = f"""
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        score TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('all', 'one')),
+        targets TEXT NOT NULL,              -- JSON list of certnames
+        params TEXT NOT NULL,               -- JSON object; secrets redacted once finished
+        secret_keys TEXT NOT NULL,          -- JSON list
+        requester TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        deadline_at REAL NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        finished_at REAL
+    );
+    CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        player TEXT,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        tried TEXT NOT NULL DEFAULT '[]',   -- JSON list of one-of targets that refused
+        dispatched_at REAL,
+        -- the outcome (orchestra.outcome.TaskOutcome), one column per field
+        exit_code INTEGER,
+        signal INTEGER NOT NULL DEFAULT 0,
+        response TEXT NOT NULL DEFAULT '{{}}',
+        response_truncated INTEGER NOT NULL DEFAULT 0,
+        stdout BLOB NOT NULL DEFAULT x'',
+        stderr BLOB NOT NULL DEFAULT x'',
+        stdout_truncated INTEGER NOT NULL DEFAULT 0,
+        stderr_truncated INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
+    CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
+    CREATE TABLE IF NOT EXISTS task_events (
+        id INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        player TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX IF NOT EXISTS task_events_by_task ON task_events(task_id);
+    CREATE TABLE IF NOT EXISTS players (
+        name TEXT PRIMARY KEY,
+        last_seen REAL NOT NULL,
+        scores BLOB NOT NULL,               -- orchestra.v1.Inventory
+        max_concurrent INTEGER NOT NULL,
+        cert_not_after REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS allowed_transitions (
+        from_state TEXT NOT NULL, to_state TEXT NOT NULL, PRIMARY KEY (from_state, to_state)
+    );
+    CREATE TRIGGER IF NOT EXISTS task_state_guard BEFORE UPDATE OF state ON tasks
+    WHEN OLD.state != NEW.state AND NOT EXISTS (
+        SELECT 1 FROM allowed_transitions WHERE from_state = OLD.state AND to_state = NEW.state)
+    BEGIN SELECT RAISE(ABORT, 'illegal task state transition'); END;
+    CREATE TRIGGER IF NOT EXISTS task_insert_guard BEFORE INSERT ON tasks
+    WHEN NEW.state != 'queued'
+    BEGIN SELECT RAISE(ABORT, 'tasks start queued'); END;
+"""
+OPEN_INDEX = f"CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state) WHERE state IN ({_OPEN})"
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 kept a cancel request in a side column and dropped response_truncated."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN response_truncated INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE tasks SET state = 'cancelling' WHERE state = 'running' AND cancel_requested = 1")
+    conn.execute("ALTER TABLE tasks DROP COLUMN cancel_requested")
+    conn.execute("DROP INDEX IF EXISTS tasks_open")
+
+
+def install(conn: sqlite3.Connection) -> None:
+    """Create or upgrade the schema, then load the state table into the guard trigger."""
+    conn.executescript(TABLES)
+    with Transaction(conn):
+        conn.execute("DELETE FROM allowed_transitions")
+        conn.executemany("INSERT INTO allowed_transitions VALUES (?, ?)", states.allowed_pairs())
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = SCHEMA_VERSION if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StartupError(f"the queue was written by a newer conductor (schema {version});"
+                               f" this one reads up to schema {SCHEMA_VERSION}")
+        if version == 1:
+            _upgrade_from_1(conn)
+        conn.execute(OPEN_INDEX)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

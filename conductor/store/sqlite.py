@@ -1,0 +1,323 @@
+"""The SQLite backend of :class:`conductor.store.Store`.
+
+Every verb is one transaction (WAL, synchronous=FULL) committed before it returns, run
+on the database's own thread so the event loop never waits for an fsync. Rows become
+records here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from conductor import states
+from conductor.states import TaskState
+from conductor.store import schema
+from conductor.store.records import (
+    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, TaskRecord, TaskRef,
+)
+from orchestra.db import Database, Transaction
+from orchestra.inventory import decode_inventory, encode_inventory
+from orchestra.outcome import TaskOutcome
+from orchestra.params import redact
+
+_OUTCOME_FIELDS = dataclasses.fields(TaskOutcome)
+_UNSTARTED = tuple(state.value for state in states.UNSTARTED)
+
+
+def new_job_id() -> str:
+    """48 bits of milliseconds then 80 random bits: sortable by time, unguessable."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+def _outcome_columns(outcome: TaskOutcome) -> dict[str, object]:
+    """The outcome as column values; the columns are named as the dataclass fields."""
+    columns: dict[str, object] = {}
+    for spec in _OUTCOME_FIELDS:
+        value = getattr(outcome, spec.name)
+        if spec.name == "response":
+            value = json.dumps(dict(value), sort_keys=True)
+        elif isinstance(value, bool):
+            value = int(value)
+        columns[spec.name] = value
+    return columns
+
+
+def _outcome(row: sqlite3.Row) -> TaskOutcome:
+    values: dict[str, Any] = {}
+    for spec in _OUTCOME_FIELDS:
+        value = row[spec.name]
+        if spec.name == "response":
+            value = json.loads(value)
+        elif spec.type == "bool":
+            value = bool(value)
+        values[spec.name] = value
+    return TaskOutcome(**values)
+
+
+def _task(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(row["id"], row["job_id"], row["player"], TaskState(row["state"]),
+                      row["attempt"], tuple(json.loads(row["tried"])), row["dispatched_at"],
+                      _outcome(row))
+
+
+def _job(row: sqlite3.Row, tasks: Sequence[TaskRecord]) -> JobRecord:
+    return JobRecord(row["id"], row["score"], row["scope"], tuple(json.loads(row["targets"])),
+                     json.loads(row["params"]), tuple(json.loads(row["secret_keys"])),
+                     row["requester"], row["created_at"], row["deadline_at"], row["finished_at"],
+                     tuple(tasks))
+
+
+def _player(row: sqlite3.Row) -> PlayerRecord:
+    return PlayerRecord(row["name"], row["last_seen"], row["max_concurrent"], row["cert_not_after"],
+                        decode_inventory(row["scores"]))
+
+
+def _move(conn: sqlite3.Connection, task_id: str, old: TaskState, new: TaskState, detail: str,
+          **columns: object) -> None:
+    """The one UPDATE of a task's state, with its history row, inside the caller's transaction."""
+    states.check(old, new)
+    columns = {"state": new.value, "updated_at": time.time(), **columns}
+    sets = ", ".join(f"{name} = ?" for name in columns)
+    cur = conn.execute(f"UPDATE tasks SET {sets} WHERE id = ? AND state = ?",
+                       (*columns.values(), task_id, old.value))
+    if cur.rowcount != 1:
+        raise states.IllegalTransition(f"task {task_id} is no longer {old}")
+    conn.execute("INSERT INTO task_events (task_id, at, from_state, to_state, attempt, player, detail)"
+                 " SELECT id, ?, ?, ?, attempt, player, ? FROM tasks WHERE id = ?",
+                 (time.time(), old.value, new.value, detail, task_id))
+
+
+def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
+    marks = ",".join("?" * len(states.OPEN))
+    open_tasks = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN ({marks})",
+                              (job_id, *(s.value for s in states.OPEN))).fetchone()[0]
+    if open_tasks:
+        return False
+    cur = conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND finished_at IS NULL",
+                       (time.time(), job_id))
+    if cur.rowcount != 1:
+        return False
+    # Secret values were needed only to run the tasks: forget them now.
+    row = conn.execute("SELECT params, secret_keys FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    secrets = json.loads(row["secret_keys"])
+    if secrets:
+        params = redact(json.loads(row["params"]), secrets)
+        conn.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params, sort_keys=True), job_id))
+    return True
+
+
+class SqliteStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.db = Database(state_dir / "queue.db")
+        self.db.call(schema.install, self.db.conn)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- jobs ------------------------------------------------------------------------
+
+    async def submit(self, job: NewJob) -> tuple[str, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[str, bool]:
+            with Transaction(conn):
+                if job.idempotency_key:
+                    row = conn.execute("SELECT id FROM jobs WHERE idempotency_key = ?",
+                                       (job.idempotency_key,)).fetchone()
+                    if row:
+                        return row["id"], True
+                job_id, now = new_job_id(), time.time()
+                conn.execute(
+                    "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
+                    " created_at, deadline_at, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (job_id, job.score, job.scope, json.dumps(list(job.targets)),
+                     json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
+                     job.requester, now, job.deadline_at, job.idempotency_key))
+                players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
+                conn.executemany(
+                    "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
+                    [(f"{job_id}.{n}", job_id, player, TaskState.QUEUED, now)
+                     for n, player in enumerate(players)])
+                return job_id, False
+        return await self.db.run(op, self.db.conn)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            tasks = [_task(r) for r in
+                     conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY rowid", (job_id,))]
+            return _job(row, tasks)
+        return await self.db.run(op, self.db.conn)
+
+    async def purge_finished(self, before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            with Transaction(conn):
+                old = [r[0] for r in conn.execute(
+                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
+                    (before,))]
+                for job_id in old:
+                    conn.execute("DELETE FROM task_events WHERE task_id IN"
+                                 " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
+                    conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
+                    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                return len(old)
+        return await self.db.run(op, self.db.conn)
+
+    # ---- reading tasks ---------------------------------------------------------------
+
+    async def task(self, task_id: str) -> TaskRecord | None:
+        def op(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            return _task(row) if row else None
+        return await self.db.run(op, self.db.conn)
+
+    async def tasks_of(self, player: str, wanted: Iterable[TaskState]) -> list[TaskRecord]:
+        names = [s.value for s in wanted]
+
+        def op(conn: sqlite3.Connection) -> list[TaskRecord]:
+            marks = ",".join("?" * len(names))
+            rows = conn.execute(f"SELECT * FROM tasks WHERE player = ? AND state IN ({marks})",
+                                (player, *names))
+            return [_task(r) for r in rows]
+        return await self.db.run(op, self.db.conn)
+
+    async def queued(self, players: Collection[str] | None = None) -> list[QueuedTask]:
+        """With players given, only tasks bound to one of them or not bound yet (one-of):
+        dispatch then never reads the backlog of players that cannot take work."""
+        names = None if players is None else sorted(players)
+
+        def op(conn: sqlite3.Connection) -> list[QueuedTask]:
+            where = "t.state = 'queued'"
+            args: tuple[object, ...] = ()
+            if names is not None:
+                where += f" AND (t.player IS NULL OR t.player IN ({','.join('?' * len(names))}))"
+                args = tuple(names)
+            rows = conn.execute(
+                "SELECT t.id, j.scope, t.player, j.targets, t.tried, j.deadline_at FROM tasks t"
+                f" JOIN jobs j ON j.id = t.job_id WHERE {where} ORDER BY j.created_at, t.rowid", args)
+            return [QueuedTask(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5])
+                    for r in rows]
+        return await self.db.run(op, self.db.conn)
+
+    async def players_with(self, state: TaskState) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT DISTINCT player FROM tasks WHERE state = ? AND player IS NOT NULL", (state.value,))]
+        return await self.db.run(op, self.db.conn)
+
+    async def next_deadline(self) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT MIN(j.deadline_at) FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                               f" WHERE t.state IN {_UNSTARTED!r}").fetchone()
+            return row[0]  # type: ignore[no-any-return]
+        return await self.db.run(op, self.db.conn)
+
+    # ---- moving tasks ----------------------------------------------------------------
+
+    async def claim(self, task_id: str, player: str) -> Claimed | None:
+        def op(conn: sqlite3.Connection) -> Claimed | None:
+            with Transaction(conn):
+                row = conn.execute(
+                    "SELECT t.state, t.attempt, t.job_id, j.score, j.params, j.requester, j.deadline_at"
+                    " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task_id,)).fetchone()
+                if row is None or row["state"] != TaskState.QUEUED:
+                    return None
+                attempt = row["attempt"] + 1
+                _move(conn, task_id, TaskState.QUEUED, TaskState.DISPATCHED, f"sent to {player}",
+                      player=player, attempt=attempt, dispatched_at=time.time())
+                return Claimed(task_id, row["job_id"], attempt, player, row["score"],
+                               json.loads(row["params"]), row["requester"], row["deadline_at"])
+        return await self.db.run(op, self.db.conn)
+
+    async def transition(self, task_id: str, new: TaskState, *, detail: str,
+                         expect_attempt: int | None = None, expect_player: str | None = None,
+                         expect_state: TaskState | None = None,
+                         outcome: TaskOutcome | None = None) -> Change:
+        """Returns applied=False instead of raising when the task has moved on (a stale or
+        duplicate message) or the move is not allowed from where it now stands."""
+        columns = {} if outcome is None else _outcome_columns(outcome)
+
+        def op(conn: sqlite3.Connection) -> Change:
+            with Transaction(conn):
+                row = conn.execute("SELECT job_id, state, attempt, player FROM tasks WHERE id = ?",
+                                   (task_id,)).fetchone()
+                if row is None:
+                    return Change(False, "")
+                old = TaskState(row["state"])
+                stale = ((expect_attempt is not None and row["attempt"] != expect_attempt)
+                         or (expect_player is not None and row["player"] != expect_player)
+                         or (expect_state is not None and old != expect_state))
+                if stale or not states.allowed(old, new):
+                    return Change(False, row["job_id"], state=old)
+                _move(conn, task_id, old, new, detail, **columns)
+                return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), new)
+        return await self.db.run(op, self.db.conn)
+
+    async def requeue(self, task: TaskRef, *, detail: str, one_of_only: bool = False,
+                      refused_by: str | None = None) -> Change:
+        """A one-of task also loses its player, so any target may take it next; refused_by
+        adds that target to the ones not to try again, and nothing is requeued when no
+        target is left. Not applied when the task moved on, or (one_of_only) is all-of."""
+        def op(conn: sqlite3.Connection) -> Change:
+            with Transaction(conn):
+                row = conn.execute(
+                    "SELECT t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets"
+                    " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task.task_id,)).fetchone()
+                if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != task.attempt
+                        or row["player"] != task.player):
+                    return Change(False, row["job_id"] if row else "")
+                one_of = row["scope"] == "one"
+                if one_of_only and not one_of:
+                    return Change(False, row["job_id"])
+                columns: dict[str, object] = {"player": None} if one_of else {}
+                if refused_by is not None:
+                    tried = [*json.loads(row["tried"]), refused_by]
+                    if all(target in tried for target in json.loads(row["targets"])):
+                        return Change(False, row["job_id"])
+                    columns["tried"] = json.dumps(tried)
+                _move(conn, task.task_id, TaskState.DISPATCHED, TaskState.QUEUED, detail, **columns)
+                return Change(True, row["job_id"], state=TaskState.QUEUED)
+        return await self.db.run(op, self.db.conn)
+
+    async def expire_due(self, now: float) -> Expiry:
+        """Not started means queued, or dispatched without a start grant: nothing ran.
+        The dispatched ones come back in ``dropped``: their players must forget them."""
+        def op(conn: sqlite3.Connection) -> Expiry:
+            reason = "job deadline passed before the task started"
+            columns = _outcome_columns(TaskOutcome.ended(reason, now))
+            with Transaction(conn):
+                rows = conn.execute(
+                    "SELECT t.id, t.job_id, t.state, t.attempt, t.player FROM tasks t"
+                    " JOIN jobs j ON j.id = t.job_id"
+                    f" WHERE t.state IN {_UNSTARTED!r} AND j.deadline_at <= ?", (now,)).fetchall()
+                for row in rows:
+                    _move(conn, row["id"], TaskState(row["state"]), TaskState.EXPIRED, reason, **columns)
+                dropped = tuple(TaskRef(row["id"], row["player"], row["attempt"]) for row in rows
+                                if row["state"] == TaskState.DISPATCHED)
+                changes = tuple(Change(True, job_id, _finish_job_if_done(conn, job_id))
+                                for job_id in {row["job_id"] for row in rows})
+            return Expiry(changes, dropped)
+        return await self.db.run(op, self.db.conn)
+
+    # ---- players ---------------------------------------------------------------------
+
+    async def record_player(self, player: PlayerRecord) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with Transaction(conn):
+                conn.execute("INSERT OR REPLACE INTO players (name, last_seen, scores, max_concurrent,"
+                             " cert_not_after) VALUES (?,?,?,?,?)",
+                             (player.name, player.last_seen, encode_inventory(player.inventory),
+                              player.max_concurrent, player.cert_not_after))
+        await self.db.run(op, self.db.conn)
+
+    async def players(self) -> dict[str, PlayerRecord]:
+        def op(conn: sqlite3.Connection) -> dict[str, PlayerRecord]:
+            return {row["name"]: _player(row) for row in conn.execute("SELECT * FROM players")}
+        return await self.db.run(op, self.db.conn)

@@ -1,0 +1,52 @@
+"""What happens with time: job deadlines, the grace after a restart, and retention.
+
+Each loop only decides *when*; what the event does to tasks is the lifecycle's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conductor.lifecycle import Lifecycle
+from conductor.states import TaskState
+from orchestra import log
+
+logger = log.get("conductor")
+MAX_DEADLINE_SLEEP = 60.0
+
+
+async def run_deadlines(lifecycle: Lifecycle) -> None:
+    """Expire unstarted tasks at their job's deadline; woken early by each submission."""
+    changed = lifecycle.deadlines_changed
+    while True:
+        try:
+            await lifecycle.expire(time.time())
+            next_at = await lifecycle.store.next_deadline()
+        except Exception:
+            logger.exception("deadline_check_failed")
+            next_at = None
+        delay = MAX_DEADLINE_SLEEP if next_at is None else \
+            min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), delay)
+        except TimeoutError:
+            pass
+
+
+async def run_startup_grace(lifecycle: Lifecycle, grace: float) -> None:
+    """After a restart, players get ``grace`` seconds to come back before failover."""
+    await asyncio.sleep(grace)
+    for name in await lifecycle.store.players_with(TaskState.DISPATCHED):
+        await lifecycle.player_gone(name)
+
+
+async def run_retention(lifecycle: Lifecycle, keep_seconds: float) -> None:
+    """Finished jobs are kept ``keep_seconds``, then forgotten (checked every few minutes)."""
+    while True:
+        try:
+            await lifecycle.forget_finished(time.time() - keep_seconds)
+        except Exception:
+            logger.exception("retention_failed")
+        await asyncio.sleep(min(300.0, max(1.0, keep_seconds / 10)))
