@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up a local virtualenv with the dev extras and run the whole test suite (see README.md).
+# Set up a local virtualenv with the dev extras, type-check, and run the whole test suite (see README.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest -n 3 "$@"

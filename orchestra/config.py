@@ -82,7 +82,8 @@ class _Table:
     """Typed, path-aware reads of one TOML table; remembers which keys were used."""
 
     def __init__(self, data: dict[str, Any], file: Path, prefix: str = "") -> None:
-        self.data, self.file, self.prefix, self.used = data, file, prefix, set()
+        self.data, self.file, self.prefix = data, file, prefix
+        self.used: set[str] = set()
 
     def _fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.file}: {self.prefix}{key}: {problem}")
@@ -99,7 +100,8 @@ class _Table:
         return value
 
     def string(self, key: str, default: Any = None) -> str:
-        return self._get(key, default if default is not None else _REQUIRED, (str,), "a string")
+        value: str = self._get(key, default if default is not None else _REQUIRED, (str,), "a string")
+        return value
 
     def path(self, key: str, default: str | None = None, optional: bool = False) -> Path | None:
         raw = self._get(key, "" if optional else (default if default is not None else _REQUIRED),

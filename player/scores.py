@@ -81,7 +81,8 @@ def _parse_param(spec: str) -> ParamDecl:
     words = spec.split()
     if not words or PARAM_KEY_RE.fullmatch(words[0]) is None:
         raise ValueError(f"param needs a valid name, got {spec!r}")
-    name, required, pattern, choices, default, secret = words[0].upper(), False, "", (), None, False
+    name, required, pattern, default, secret = words[0].upper(), False, "", None, False
+    choices: tuple[str, ...] = ()
     for word in words[1:]:
         option, sep, value = word.partition("=")
         option = option.lower()
