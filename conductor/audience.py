@@ -27,6 +27,7 @@ from orchestra.wire import audience_pb2, audience_pb2_grpc
 
 logger = log.get("conductor")
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
+WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
@@ -165,7 +166,7 @@ async def _deny_by_policy(context: grpc.aio.ServicerContext, reason: str) -> Non
 def job_to_wire(job: JobRecord) -> audience_pb2.Job:
     wire = audience_pb2.Job(
         job_id=job.job_id, score=job.score,
-        scope=audience_pb2.SCOPE_ALL_OF if job.scope == "all" else audience_pb2.SCOPE_ONE_OF,
+        scope=WIRE_SCOPES[job.scope],
         targets=job.targets, params=redact(dict(job.params), job.secret_keys), requester=job.requester,
         created_at=job.created_at, deadline_at=job.deadline_at, finished_at=job.finished_at or 0.0,
         status=job.status, finished=job.finished_at is not None)

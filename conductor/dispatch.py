@@ -21,11 +21,12 @@ logger = log.get("conductor")
 
 def pick(candidates: Sequence[str], takers: Mapping[str, PlayerSession],
          rng: random.Random | None = None) -> PlayerSession | None:
-    """The least busy candidate that can take work (by share of slots in use, then count).
-
-    Ties are broken at random so equal players share the load.
+    """The least busy candidate that can still take work (by share of slots in use, then
+    count). ``takers`` is the pass's snapshot; a session that filled up, closed or was
+    not reconciled yet is skipped. Ties are broken at random so equal players share the load.
     """
-    ready = [takers[name] for name in candidates if name in takers and takers[name].free_slots > 0]
+    ready = [s for name in candidates if (s := takers.get(name)) is not None
+             and s.ready and s.free_slots > 0 and not s.closed.is_set()]
     if not ready:
         return None
     (rng or random).shuffle(ready)

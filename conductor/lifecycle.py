@@ -44,6 +44,7 @@ ENDINGS: Mapping[int, TaskState] = {
 MAX_TAIL = 1024 * 1024  # per stream, stored; players send far less by default
 MAX_REASON = 2000
 NOT_OURS = "the conductor no longer assigns this task to this player"
+CANCEL_REQUESTED = "cancelled by request"
 REMOVAL_WAIT_SECONDS = 10.0
 
 
@@ -77,10 +78,20 @@ class Lifecycle:
 
     @staticmethod
     def _call_back(session: PlayerSession | None, task_id: str, attempt: int, reason: str) -> None:
-        """Tell a player to drop (or kill) a task; it no longer counts against its slots."""
+        """Tell a player (if connected) to drop a task that no longer counts against its slots."""
         if session is not None:
-            session.in_flight.discard(task_id)
-            session.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=attempt, reason=reason))
+            session.drop(task_id, attempt, reason)
+
+    async def _requeue(self, ref: TaskRef, detail: str, *, one_of_only: bool = False,
+                       refused_by: str | None = None, **log_fields: str) -> bool:
+        """dispatched -> queued (never started); logged as a failover when one-of only."""
+        change = await self.store.requeue(ref, detail=detail, one_of_only=one_of_only, refused_by=refused_by)
+        if change.applied:
+            if refused_by is not None:
+                log_fields["refused_by"] = refused_by
+            logger.info("task_failed_over" if one_of_only else "task_requeued", task_id=ref.task_id,
+                        **log_fields)
+        return change.applied
 
     # ---- submission and dispatch -------------------------------------------------------
 
@@ -97,6 +108,8 @@ class Lifecycle:
 
     async def dispatch(self, session: PlayerSession, task: QueuedTask) -> bool:
         """queued -> dispatched: committed before the RunTask message goes out."""
+        if not self.sessions.can_take(session):
+            return False  # closed, replaced, removed or full since dispatch chose it
         claimed = await self.store.claim(task.task_id, session.name)
         if claimed is None:
             return False
@@ -131,9 +144,8 @@ class Lifecycle:
             ours = False
         if ours:
             session.send(grant=player_pb2.StartGrant(task_id=request.task_id, attempt=request.attempt))
-        elif task is not None and task.state == TaskState.CANCELLING and task.player == session.name:
-            session.send(cancel=player_pb2.CancelTask(task_id=task.task_id, attempt=task.attempt,
-                                                      reason="cancelled by request"))
+        elif ours and task is not None and task.state == TaskState.CANCELLING:
+            session.tell_cancel(task.task_id, task.attempt, CANCEL_REQUESTED)
         else:
             self._call_back(session, request.task_id, request.attempt, NOT_OURS)
             self.wake()
@@ -161,13 +173,11 @@ class Lifecycle:
     async def _fail_over_refused(self, session: PlayerSession, task: TaskRecord,
                                  outcome: TaskOutcome) -> bool:
         """A one-of task refused by one target goes back to the queue for another."""
-        change = await self.store.requeue(
-            TaskRef(task.task_id, session.name, task.attempt), one_of_only=True, refused_by=session.name,
-            detail=f"refused by {session.name}: {outcome.reason}; trying another target")
-        if change.applied:
-            logger.info("task_failed_over", task_id=task.task_id, refused_by=session.name,
-                        reason=outcome.reason)
-        return change.applied
+        return await self._requeue(
+            TaskRef(task.task_id, session.name, task.attempt),
+            f"refused by {session.name}: {outcome.reason}; trying another target",
+            one_of_only=True, refused_by=session.name,
+            reason=outcome.reason)
 
     async def _record_result(self, session: PlayerSession, task: TaskRecord, new: TaskState,
                              outcome: TaskOutcome) -> None:
@@ -186,40 +196,43 @@ class Lifecycle:
     # ---- players coming and going ------------------------------------------------------
 
     async def player_connected(self, session: PlayerSession, hello: player_pb2.Hello) -> None:
-        """Remember its inventory, reconcile its spool against the queue, then take work."""
+        """Remember its inventory, reconcile its spool against the queue, then take work.
+
+        Each task is read right before its step is carried out, so a task that moved on
+        (expired, cancelled) while earlier steps ran is judged as it now stands.
+        """
         record = PlayerRecord(session.name, time.time(), session.max_concurrent, session.identity.not_after,
                               inventory_from_wire(hello.scores))
         await self.store.record_player(record)
         self.sessions.remember(record)
-        queue = {entry.task_id: await self.store.task(entry.task_id) for entry in hello.spool
-                 if entry.state != player_pb2.SPOOL_STATE_FINISHED}
-        held = await self.store.tasks_of(session.name, IN_FLIGHT)
-        for step in reconcile.plan(session.name, hello.spool, queue, held):
-            await self._reconcile_step(session, step, {task.task_id: task for task in held})
+        for entry in hello.spool:
+            task = None if entry.state == player_pb2.SPOOL_STATE_FINISHED else await self.store.task(entry.task_id)
+            for step in reconcile.plan(session.name, [entry], {entry.task_id: task}, []):
+                await self._reconcile_step(session, step, task)
+        spooled = {entry.task_id for entry in hello.spool}
+        held = {task.task_id: task for task in await self.store.tasks_of(session.name, IN_FLIGHT)
+                if task.task_id not in spooled}
+        for step in reconcile.plan(session.name, [], {}, list(held.values())):
+            await self._reconcile_step(session, step, held[step.task_id])
         session.ready = True
         self.wake()
 
     async def _reconcile_step(self, session: PlayerSession, step: reconcile.Step,
-                              held: Mapping[str, TaskRecord]) -> None:
+                              task: TaskRecord | None) -> None:
         act = reconcile.Action
         if step.action == act.ACCEPT_RESULT and step.result is not None:
             await self.result(session, step.result)
         elif step.action == act.FORGET:
-            session.send(cancel=player_pb2.CancelTask(task_id=step.task_id, attempt=step.attempt,
-                                                      reason=NOT_OURS))
+            session.tell_cancel(step.task_id, step.attempt, NOT_OURS)
         elif step.action in (act.KEEP, act.KEEP_AND_CANCEL):
             session.in_flight.add(step.task_id)
             if step.action == act.KEEP_AND_CANCEL:
-                session.send(cancel=player_pb2.CancelTask(task_id=step.task_id, attempt=step.attempt,
-                                                          reason="cancelled by request"))
+                session.tell_cancel(step.task_id, step.attempt, CANCEL_REQUESTED)
         elif step.action == act.REQUEUE:
-            change = await self.store.requeue(TaskRef(step.task_id, session.name, step.attempt),
-                                              detail="player never received it; safe to send again")
-            if change.applied:
-                logger.info("task_requeued", task_id=step.task_id, player=session.name)
-        elif step.action == act.LOSE:
-            await self._end(held[step.task_id], TaskState.LOST,
-                            "the player has no record of this started task (spool lost)",
+            await self._requeue(TaskRef(step.task_id, session.name, step.attempt),
+                                "player never received it; safe to send again", player=session.name)
+        elif step.action == act.LOSE and task is not None:
+            await self._end(task, TaskState.LOST, "the player has no record of this started task (spool lost)",
                             expect_player=session.name)
             logger.warning("task_lost", task_id=step.task_id, player=session.name)
 
@@ -229,15 +242,15 @@ class Lifecycle:
         Safe because a player starts nothing without a grant, and the conductor grants
         only after committing the task as running.
         """
-        if name in self.sessions:
-            return  # a newer session of the same player is already there
-        for task in await self.store.tasks_of(name, [TaskState.DISPATCHED]):
-            change = await self.store.requeue(
-                TaskRef(task.task_id, name, task.attempt), one_of_only=True,
-                detail=f"{name} went away before starting it; another target may take it")
-            if change.applied:
-                logger.info("task_failed_over", task_id=task.task_id, left=name)
-        self.wake()
+        try:
+            if name in self.sessions:
+                return  # a newer session of the same player is already there
+            for task in await self.store.tasks_of(name, [TaskState.DISPATCHED]):
+                await self._requeue(TaskRef(task.task_id, name, task.attempt),
+                                    f"{name} went away before starting it; another target may take it",
+                                    one_of_only=True, left=name)
+        finally:
+            self.wake()
 
     async def players_removed(self, names: frozenset[str]) -> None:
         """Left the players file: sessions closed, unstarted tasks removed, started ones lost."""
@@ -296,9 +309,13 @@ class Lifecycle:
     async def _cancel_task(self, task_id: str, reason: str) -> None:
         for _ in range(5):  # re-read when it moved on meanwhile (dispatched, granted)
             task = await self.store.task(task_id)
-            if task is None or task.state.terminal or task.state == TaskState.CANCELLING:
+            if task is None or task.state.terminal:
                 return
             session = self.sessions.get(task.player)
+            if task.state == TaskState.CANCELLING:  # asked again: repeat the kill order
+                if session is not None:
+                    session.tell_cancel(task_id, task.attempt, reason)
+                return
             if task.state in UNSTARTED:
                 change = await self._end(task, TaskState.CANCELLED, reason, expect_state=task.state)
                 if change.applied and task.state == TaskState.DISPATCHED:
@@ -307,14 +324,13 @@ class Lifecycle:
                 change = await self.store.transition(task_id, TaskState.CANCELLING, detail=reason,
                                                      expect_attempt=task.attempt, expect_state=task.state)
                 if change.applied and session is not None:
-                    session.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=task.attempt,
-                                                              reason=reason))
+                    session.tell_cancel(task_id, task.attempt, reason)
             if change.applied:
                 return
 
-    async def forget_finished(self, before: float) -> int:
-        """Retention: jobs finished before ``before`` are purged with their history."""
-        purged = await self.store.purge_finished(before)
+    async def forget_finished(self, keep_seconds: float) -> int:
+        """Retention: jobs finished more than ``keep_seconds`` ago are purged with their history."""
+        purged = await self.store.purge_finished(time.time() - keep_seconds)
         if purged:
-            logger.info("jobs_purged", count=purged, finished_before=before)
+            logger.info("jobs_purged", count=purged, older_than_seconds=keep_seconds)
         return purged

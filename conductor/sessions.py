@@ -51,6 +51,15 @@ class PlayerSession:
     def send(self, **body: object) -> None:
         self.outbox.put_nowait(player_pb2.ConductorMessage(**body))  # type: ignore[arg-type]
 
+    def tell_cancel(self, task_id: str, attempt: int, reason: str) -> None:
+        """Tell the player to kill the task (or forget it if it never started)."""
+        self.send(cancel=player_pb2.CancelTask(task_id=task_id, attempt=attempt, reason=reason))
+
+    def drop(self, task_id: str, attempt: int, reason: str) -> None:
+        """The task no longer belongs here: free its slot and tell the player."""
+        self.in_flight.discard(task_id)
+        self.tell_cancel(task_id, attempt, reason)
+
     def close(self, code: grpc.StatusCode, details: str) -> None:
         if not self.closed.is_set():
             self.close_code, self.close_details = code, details
@@ -88,13 +97,17 @@ class Sessions:
     def is_current(self, session: PlayerSession) -> bool:
         return not session.closed.is_set() and self._live.get(session.name) is session
 
+    def can_take(self, session: PlayerSession) -> bool:
+        """Current, reconciled, still in the players file, with a free slot."""
+        return (session.ready and session.free_slots > 0 and session.name in self.roster
+                and self.is_current(session))
+
     def remember(self, player: PlayerRecord) -> None:
         self.known[player.name] = player
 
     def takers(self) -> dict[str, PlayerSession]:
         """Ready sessions of listed players with a free slot: who can take work now."""
-        return {name: s for name, s in self._live.items()
-                if s.ready and s.free_slots > 0 and name in self.roster}
+        return {name: s for name, s in self._live.items() if self.can_take(s)}
 
     def declarations(self, player: str, score: str) -> ScoreDecls | None:
         """The score's declarations as the player last reported them; None if unknown."""

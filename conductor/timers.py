@@ -46,7 +46,7 @@ async def run_retention(lifecycle: Lifecycle, keep_seconds: float) -> None:
     """Finished jobs are kept ``keep_seconds``, then forgotten (checked every few minutes)."""
     while True:
         try:
-            await lifecycle.forget_finished(time.time() - keep_seconds)
+            await lifecycle.forget_finished(keep_seconds)
         except Exception:
             logger.exception("retention_failed")
         await asyncio.sleep(min(300.0, max(1.0, keep_seconds / 10)))

@@ -138,3 +138,5 @@ def test_a_version_1_queue_is_upgraded_in_place(tmp_path: Path) -> None:
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
     index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_open'").fetchone()[0]
     assert "'cancelling'" in index
+    history = [tuple(r) for r in conn.execute("SELECT from_state, to_state FROM task_events ORDER BY id")]
+    assert history == [("running", "cancelling"), ("cancelling", "cancelled")]

@@ -8,12 +8,14 @@ refuses any transition the state table does not allow.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
 SCHEMA_VERSION = 2
+# The partial index's WHERE must be a literal: the open states, quoted.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
 
 TABLES = f"""
@@ -90,8 +92,14 @@ OPEN_INDEX = f"CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state) WHERE state
 def _upgrade_from_1(conn: sqlite3.Connection) -> None:
     """Version 1 kept a cancel request in a side column and dropped response_truncated."""
     conn.execute("ALTER TABLE tasks ADD COLUMN response_truncated INTEGER NOT NULL DEFAULT 0")
-    conn.execute("UPDATE tasks SET state = 'cancelling' WHERE state = 'running' AND cancel_requested = 1")
-    conn.execute("ALTER TABLE tasks DROP COLUMN cancel_requested")
+    now = time.time()
+    conn.execute("INSERT INTO task_events (task_id, at, from_state, to_state, attempt, player, detail)"
+                 " SELECT id, ?, 'running', 'cancelling', attempt, player, 'cancel requested (queue upgraded)'"
+                 " FROM tasks WHERE state = 'running' AND cancel_requested = 1", (now,))
+    conn.execute("UPDATE tasks SET state = 'cancelling', updated_at = ?"
+                 " WHERE state = 'running' AND cancel_requested = 1", (now,))
+    if sqlite3.sqlite_version_info >= (3, 35, 0):  # older SQLite cannot drop a column: it stays unused
+        conn.execute("ALTER TABLE tasks DROP COLUMN cancel_requested")
     conn.execute("DROP INDEX IF EXISTS tasks_open")
 
 

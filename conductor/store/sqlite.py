@@ -28,7 +28,12 @@ from orchestra.outcome import TaskOutcome
 from orchestra.params import redact
 
 _OUTCOME_FIELDS = dataclasses.fields(TaskOutcome)
-_UNSTARTED = tuple(state.value for state in states.UNSTARTED)
+
+
+def _in(column: str, values: Iterable[TaskState]) -> tuple[str, tuple[str, ...]]:
+    """``column IN (?, ...)`` and its arguments, for a set of states."""
+    names = tuple(sorted(state.value for state in values))
+    return f"{column} IN ({','.join('?' * len(names))})", names
 
 
 def new_job_id() -> str:
@@ -55,7 +60,7 @@ def _outcome(row: sqlite3.Row) -> TaskOutcome:
         value = row[spec.name]
         if spec.name == "response":
             value = json.loads(value)
-        elif spec.type == "bool":
+        elif isinstance(spec.default, bool):
             value = bool(value)
         values[spec.name] = value
     return TaskOutcome(**values)
@@ -95,9 +100,9 @@ def _move(conn: sqlite3.Connection, task_id: str, old: TaskState, new: TaskState
 
 
 def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
-    marks = ",".join("?" * len(states.OPEN))
-    open_tasks = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN ({marks})",
-                              (job_id, *(s.value for s in states.OPEN))).fetchone()[0]
+    is_open, open_states = _in("state", states.OPEN)
+    open_tasks = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND {is_open}",
+                              (job_id, *open_states)).fetchone()[0]
     if open_tasks:
         return False
     cur = conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND finished_at IS NULL",
@@ -179,12 +184,10 @@ class SqliteStore:
         return await self.db.run(op, self.db.conn)
 
     async def tasks_of(self, player: str, wanted: Iterable[TaskState]) -> list[TaskRecord]:
-        names = [s.value for s in wanted]
+        in_wanted, names = _in("state", wanted)
 
         def op(conn: sqlite3.Connection) -> list[TaskRecord]:
-            marks = ",".join("?" * len(names))
-            rows = conn.execute(f"SELECT * FROM tasks WHERE player = ? AND state IN ({marks})",
-                                (player, *names))
+            rows = conn.execute(f"SELECT * FROM tasks WHERE player = ? AND {in_wanted}", (player, *names))
             return [_task(r) for r in rows]
         return await self.db.run(op, self.db.conn)
 
@@ -214,8 +217,9 @@ class SqliteStore:
 
     async def next_deadline(self) -> float | None:
         def op(conn: sqlite3.Connection) -> float | None:
+            unstarted, names = _in("t.state", states.UNSTARTED)
             row = conn.execute("SELECT MIN(j.deadline_at) FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                               f" WHERE t.state IN {_UNSTARTED!r}").fetchone()
+                               f" WHERE {unstarted}", names).fetchone()
             return row[0]  # type: ignore[no-any-return]
         return await self.db.run(op, self.db.conn)
 
@@ -292,11 +296,12 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Expiry:
             reason = "job deadline passed before the task started"
             columns = _outcome_columns(TaskOutcome.ended(reason, now))
+            unstarted, names = _in("t.state", states.UNSTARTED)
             with Transaction(conn):
                 rows = conn.execute(
                     "SELECT t.id, t.job_id, t.state, t.attempt, t.player FROM tasks t"
-                    " JOIN jobs j ON j.id = t.job_id"
-                    f" WHERE t.state IN {_UNSTARTED!r} AND j.deadline_at <= ?", (now,)).fetchall()
+                    f" JOIN jobs j ON j.id = t.job_id WHERE {unstarted} AND j.deadline_at <= ?",
+                    (*names, now)).fetchall()
                 for row in rows:
                     _move(conn, row["id"], TaskState(row["state"]), TaskState.EXPIRED, reason, **columns)
                 dropped = tuple(TaskRef(row["id"], row["player"], row["attempt"]) for row in rows

@@ -1,0 +1,123 @@
+"""Lifecycle events on a real SQLite queue, with sessions held in memory (no gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from conductor.audit import AuditLog
+from conductor.lifecycle import Lifecycle
+from conductor.sessions import PlayerSession, Sessions
+from conductor.states import TaskState
+from conductor.store import NewJob, QueuedTask, open_store
+from orchestra.tls import PeerIdentity
+from orchestra.wire import player_pb2
+
+Scenario = Callable[[Lifecycle], Awaitable[None]]
+
+
+def run(tmp_path: Path, scenario: Scenario, roster: frozenset[str] = frozenset({"p1", "p2"})) -> None:
+    async def main() -> None:
+        store = open_store(tmp_path)
+        audit = AuditLog(tmp_path / "audit.log")
+        try:
+            await scenario(Lifecycle(store, Sessions(roster, {}), audit))
+        finally:
+            store.close()
+            audit.close()
+    asyncio.run(main())
+
+
+def connect(lifecycle: Lifecycle, name: str, slots: int = 2) -> PlayerSession:
+    session = PlayerSession(name=name, identity=PeerIdentity(name, 1, 9e9), max_concurrent=slots, ready=True)
+    lifecycle.sessions.attach(session)
+    return session
+
+
+def sent(session: PlayerSession) -> list[str]:
+    """The kinds of message queued for the player, in order (drains the outbox)."""
+    kinds = []
+    while not session.outbox.empty():
+        kinds.append(session.outbox.get_nowait().WhichOneof("body"))
+    return kinds
+
+
+async def queued_one(lifecycle: Lifecycle, scope: str = "all", targets: tuple[str, ...] = ("p1",)) -> QueuedTask:
+    job_id, _ = await lifecycle.submit(NewJob("hello", scope, targets, {}, (), "me", 2e9))
+    return next(t for t in await lifecycle.store.queued() if t.task_id.startswith(job_id))
+
+
+def test_a_replaced_session_is_never_handed_work(tmp_path: Path) -> None:
+    async def scenario(lifecycle: Lifecycle) -> None:
+        old = connect(lifecycle, "p1")
+        task = await queued_one(lifecycle)
+        new = connect(lifecycle, "p1")  # the player reconnected while dispatch was deciding
+        assert old.closed.is_set()
+        assert not await lifecycle.dispatch(old, task)
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.QUEUED and not old.in_flight
+        assert await lifecycle.dispatch(new, task)
+        assert new.in_flight == {task.task_id} and sent(new) == ["run"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_player_outside_the_players_file_or_full_is_not_handed_work(tmp_path: Path) -> None:
+    async def scenario(lifecycle: Lifecycle) -> None:
+        stranger, full = connect(lifecycle, "p9"), connect(lifecycle, "p2", slots=1)
+        full.in_flight.add("other.0")
+        task = await queued_one(lifecycle, "one", ("p2", "p9"))
+        assert not await lifecycle.dispatch(stranger, task)
+        assert not await lifecycle.dispatch(full, task)
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.QUEUED
+
+    run(tmp_path, scenario, roster=frozenset({"p2"}))
+
+
+def test_cancel_of_a_running_task_waits_for_the_player_and_repeats_the_kill_order(tmp_path: Path) -> None:
+    async def scenario(lifecycle: Lifecycle) -> None:
+        session = connect(lifecycle, "p1")
+        task = await queued_one(lifecycle)
+        await lifecycle.dispatch(session, task)
+        await lifecycle.grant(session, player_pb2.StartRequest(task_id=task.task_id, attempt=1))
+        assert sent(session) == ["run", "grant"]
+        job = await lifecycle.store.get_job(task.task_id.split(".")[0])
+        assert job is not None
+        await lifecycle.cancel(job, "me")
+        await lifecycle.cancel(job, "me")
+        assert sent(session) == ["cancel", "cancel"]
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.CANCELLING
+        assert session.in_flight == {task.task_id}  # its slot is busy until the kill is confirmed
+        # A stale start request for another attempt is not answered with a kill order.
+        await lifecycle.grant(session, player_pb2.StartRequest(task_id=task.task_id, attempt=7))
+        assert sent(session) == ["cancel"] and not session.in_flight
+        session.in_flight.add(task.task_id)
+        confirmed = player_pb2.TaskResult(task_id=task.task_id, attempt=1, ending=player_pb2.ENDING_CANCELLED)
+        confirmed.outcome.reason = "killed"
+        await lifecycle.result(session, confirmed)
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.CANCELLED
+        assert sent(session) == ["ack"] and not session.in_flight
+        assert stored.outcome.started_at is not None and stored.outcome.reason == "killed"
+
+    run(tmp_path, scenario)
+
+
+def test_a_dispatched_one_of_task_fails_over_when_its_player_goes(tmp_path: Path) -> None:
+    async def scenario(lifecycle: Lifecycle) -> None:
+        session = connect(lifecycle, "p1")
+        task = await queued_one(lifecycle, "one", ("p1", "p2"))
+        await lifecycle.dispatch(session, task)
+        session.close(grpc.StatusCode.UNAVAILABLE, "gone")
+        lifecycle.sessions.detach(session)
+        await lifecycle.player_gone("p1")
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.QUEUED and stored.player is None
+        assert lifecycle.dispatch_wanted.is_set()
+
+    run(tmp_path, scenario)
