@@ -161,7 +161,6 @@ def unix_requester(uid: int, gid: int) -> Requester:
     return Requester("user", name, frozenset(groups), uid=uid)
 
 
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
