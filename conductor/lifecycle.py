@@ -139,12 +139,14 @@ class Lifecycle:
                 task.task_id, TaskState.RUNNING, detail="start granted", expect_attempt=task.attempt,
                 expect_player=session.name, outcome=TaskOutcome(started_at=time.time())))
             faults.point("grant.committed")
-            ours = change.applied
-        elif not (ours and task is not None and task.state == TaskState.RUNNING):
-            ours = False
-        if ours:
+            granted = change.applied
+        else:  # asked again (after a reconnect): granted already if it is running
+            granted = ours and task is not None and task.state == TaskState.RUNNING
+        if granted:
             session.send(grant=player_pb2.StartGrant(task_id=request.task_id, attempt=request.attempt))
         elif ours and task is not None and task.state == TaskState.CANCELLING:
+            # Cancelled before the grant reached it: it stays in flight until the player
+            # confirms, so only the kill order is repeated.
             session.tell_cancel(task.task_id, task.attempt, CANCEL_REQUESTED)
         else:
             self._call_back(session, request.task_id, request.attempt, NOT_OURS)

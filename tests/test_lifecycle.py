@@ -93,6 +93,12 @@ def test_cancel_of_a_running_task_waits_for_the_player_and_repeats_the_kill_orde
         stored = await lifecycle.store.task(task.task_id)
         assert stored is not None and stored.state == TaskState.CANCELLING
         assert session.in_flight == {task.task_id}  # its slot is busy until the kill is confirmed
+        # The player asks to start it again (the grant was lost in a reconnect): only the
+        # kill order is repeated, and the slot stays busy.
+        await lifecycle.grant(session, player_pb2.StartRequest(task_id=task.task_id, attempt=1))
+        assert sent(session) == ["cancel"] and session.in_flight == {task.task_id}
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.CANCELLING
         # A stale start request for another attempt is not answered with a kill order.
         await lifecycle.grant(session, player_pb2.StartRequest(task_id=task.task_id, attempt=7))
         assert sent(session) == ["cancel"] and not session.in_flight
