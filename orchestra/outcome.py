@@ -46,10 +46,6 @@ class TaskOutcome:
     started_at: float | None = None
     finished_at: float | None = None
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
     def to_wire(self) -> common_pb2.TaskOutcome:
         return common_pb2.TaskOutcome(
             has_exit_code=self.exit_code is not None, exit_code=self.exit_code or 0,
@@ -71,7 +67,7 @@ class TaskOutcome:
             finished_at=wire.finished_at or None)
 
     def to_json(self) -> dict[str, Any]:
-        """The outcome's keys in ``getstatus --json`` (stable; README "JSON output")."""
+        """The outcome's keys in ``getstatus --json`` (stable; README "`--json` keys")."""
         return {
             "exit_code": self.exit_code,
             "signal": self.signal or None,
