@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -11,6 +12,10 @@ from typing import TypeVar
 from orchestra import config as configuration
 from orchestra import log
 from orchestra.cli import run_cli
+
+logger = log.get("orchestra")
+# One descriptor per player session, plus the queue, logs and audience calls.
+WANTED_FDS = 65536
 
 C = TypeVar("C")
 
@@ -33,3 +38,33 @@ def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
         asyncio.run(serve(load(configuration.resolve_path(kind, args.config))))  # type: ignore[arg-type]
         return 0
     return run_cli(kind, body)
+
+
+def raise_fd_limit(kind: str) -> int:
+    """Raise the soft limit on open files to the hard limit (at most WANTED_FDS): a
+    conductor holds one socket per player, and the usual soft limit of 1024 would cap a
+    fleet at about a thousand hosts. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_FDS if hard == resource.RLIM_INFINITY else min(hard, WANTED_FDS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as err:
+            logger.warning("fd_limit_unchanged", daemon=kind, soft=soft, hard=hard, error=str(err))
+    return int(soft)
+
+
+def usage() -> dict[str, float]:
+    """This process's CPU seconds and peak/current memory, for the stats log line."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    rss_kib = 0
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    rss_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return {"cpu_seconds": round(own.ru_utime + own.ru_stime, 3), "rss_mib": round(rss_kib / 1024, 1),
+            "max_rss_mib": round(own.ru_maxrss / 1024, 1)}

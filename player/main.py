@@ -9,12 +9,19 @@ from collections.abc import Sequence
 
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.daemon import run_daemon
+from orchestra.daemon import run_daemon, usage
 from orchestra.errors import StartupError
 from orchestra.tls import Material
 from player.session import Player
 
 logger = log.get("player")
+
+
+def log_stats(player: Player) -> None:
+    """SIGUSR1: counters an operator (or the benchmark) can read from the log; at warning
+    level, so they are written whatever the log level: they were asked for."""
+    logger.warning("stats", commits=player.spool.db.commits, writes=player.spool.db.writes, **usage(),
+                   running=len(player.executions))
 
 
 async def _run(cfg: configuration.PlayerConfig) -> None:
@@ -30,6 +37,7 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, player.stopping.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log_stats(player))
     logger.info("player_starting", certname=player.certname, conductor=cfg.conductor,
                 pid=os.getpid())
     await player.recover()

@@ -12,7 +12,6 @@ import random
 import signal
 import time
 from collections.abc import Coroutine
-from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -23,7 +22,7 @@ from orchestra.errors import ValidationError
 from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
 from orchestra.outcome import TaskOutcome
 from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
-from orchestra.stream import PeerSilent, receive_until_silent, send_with_heartbeats
+from orchestra.stream import Heard, send_with_heartbeats
 from orchestra.tls import Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
 from player import runner, scores
@@ -136,8 +135,14 @@ class Player:
             self.executions[entry.task_id] = execution
             logger.info("task_started", task_id=entry.task_id, score=score.name)
             try:
-                result = await execution.run(
-                    lambda pid, start: self.spool.set_process(entry.task_id, pid, start))
+                # The pid is committed while the score runs, not before it is watched;
+                # it is on disk before the result is recorded.
+                noted: list[asyncio.Future[None]] = []
+
+                async def note(pid: int, start: int | None) -> None:
+                    noted.append(asyncio.ensure_future(self.spool.set_process(entry.task_id, pid, start)))
+                result = await execution.run(note)
+                await asyncio.gather(*noted)
             finally:
                 self.executions.pop(entry.task_id, None)
             await self._finish(result)
@@ -207,8 +212,10 @@ class Player:
         elif entry.step == Step.FINISHED and entry.result is not None:
             self._send(_message(result=entry.result))
 
-    async def _on_ack(self, ack: player_pb2.ResultAck) -> None:
-        if await self.spool.ack(ack.task_id, ack.attempt) and TASK_ID_RE.fullmatch(ack.task_id):
+    def _on_ack(self, ack: player_pb2.ResultAck) -> None:
+        self.spool.ack_later(ack.task_id, ack.attempt)
+        busy = ack.task_id in self.executions or ack.task_id in self.grants
+        if not busy and TASK_ID_RE.fullmatch(ack.task_id):
             runner.TaskFiles(self.files_root, ack.task_id).remove()
 
     # ---- the session -------------------------------------------------------------------
@@ -284,21 +291,35 @@ class Player:
                        writer: asyncio.Future[None]) -> None:
         """Handle the conductor's messages until the stream ends, we stop, or it falls silent."""
         liveness = self.config.liveness_timeout
+        heard = Heard()
+        reader = asyncio.ensure_future(self._read_all(call, heard))
+        watchdog = asyncio.ensure_future(heard.watch(liveness, self.config.heartbeat_seconds))
         try:
-            async with aclosing(receive_until_silent(call.read, liveness, stopper, writer)) as messages:
-                async for message in messages:
-                    await self._handle(message)
-        except PeerSilent:
+            await asyncio.wait({reader, watchdog, stopper, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, watchdog):
+                task.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
+        if reader.done() and not reader.cancelled():
+            reader.result()  # a failed read raises here
+            await call  # raises the status the conductor ended the stream with
+        elif watchdog.done() and not watchdog.cancelled():
             logger.warning("conductor_silent", seconds=liveness)
             call.cancel()
-            return
-        if stopper.done():
+        elif stopper.done():
             call.cancel()
-        elif writer.done():
+        else:
             call.cancel()
             writer.result()  # the writer only ends by failing: raise why
-        else:
-            await call  # raises the status the conductor ended the stream with
+
+    async def _read_all(self, call: grpc.aio.StreamStreamCall, heard: Heard) -> None:
+        """One plain read per message, each handled in order, until the stream ends."""
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            heard.now()
+            await self._handle(message)
 
     async def _handle(self, message: player_pb2.ConductorMessage) -> None:
         kind = message.WhichOneof("body")
@@ -312,11 +333,12 @@ class Player:
         elif kind == "grant":
             self._on_grant(message.grant)
         elif kind == "run":
-            await self._on_run(message.run)
+            # Accepted concurrently, so the accepts of a burst share one commit.
+            self._spawn(self._on_run(message.run))
         elif kind == "cancel":
             await self._on_cancel(message.cancel)
         elif kind == "ack":
-            await self._on_ack(message.ack)
+            self._on_ack(message.ack)
 
     async def close(self) -> None:
         """Stop without touching running scores: they run on in their own sessions, and

@@ -104,6 +104,9 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                 _convert_protocol1_results(conn)
         else:
             _schema(conn)
+        # Hellos read the unacknowledged entries, acks purge old tombstones: both indexed.
+        conn.execute("CREATE INDEX IF NOT EXISTS spool_pending ON spool(accepted_at) WHERE step != 'acked'")
+        conn.execute("CREATE INDEX IF NOT EXISTS spool_acked ON spool(acked_at) WHERE step = 'acked'")
         # PRAGMA does not take parameters; SPOOL_VERSION is a constant int.
         conn.execute(f"PRAGMA user_version = {SPOOL_VERSION}")
 
@@ -143,51 +146,53 @@ class Spool:
     def close(self) -> None:
         self.db.close()
 
+    # Which records are awaited (durable before the conductor hears of the step) and
+    # which are not is argued in docs/ARCHITECTURE.md, "What the player commits".
+
     async def accept(self, run: player_pb2.RunTask) -> Entry | None:
-        """Record a new task; None if this task id is already known (a duplicate)."""
+        """Record a new task; None if this task id is already known (a duplicate).
+        Durable before the start request: a restarted player still knows it."""
         def op(conn: sqlite3.Connection) -> Entry | None:
-            with Transaction(conn):
-                if conn.execute("SELECT 1 FROM spool WHERE task_id = ?", (run.task_id,)).fetchone():
-                    return None
-                conn.execute(
-                    "INSERT INTO spool (task_id, attempt, job_id, score, params, requester,"
-                    " deadline_at, step, accepted_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (run.task_id, run.attempt, run.job_id, run.score,
-                     json.dumps(dict(run.params), sort_keys=True), run.requester,
-                     run.deadline_at, Step.ACCEPTED, time.time()))
-                return _get(conn, run.task_id)
-        return await self.db.run(op, self.db.conn)
+            if conn.execute("SELECT 1 FROM spool WHERE task_id = ?", (run.task_id,)).fetchone():
+                return None
+            conn.execute(
+                "INSERT INTO spool (task_id, attempt, job_id, score, params, requester,"
+                " deadline_at, step, accepted_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (run.task_id, run.attempt, run.job_id, run.score,
+                 json.dumps(dict(run.params), sort_keys=True), run.requester,
+                 run.deadline_at, Step.ACCEPTED, time.time()))
+            return _get(conn, run.task_id)
+        return await self.db.write(op)
 
     async def mark_started(self, task_id: str, kill_at: float) -> None:
-        """Recorded before the score is spawned: a crash after this is never re-run."""
-        await self._update(task_id, "step = ?, started_at = ?, kill_at = ?",
-                           (Step.STARTED, time.time(), kill_at), expect=Step.ACCEPTED)
+        """Durable before the score is spawned: a crash after this is never re-run."""
+        await self.db.write(_update, task_id, "step = ?, started_at = ?, kill_at = ?",
+                            (Step.STARTED, time.time(), kill_at), Step.ACCEPTED)
 
     async def set_process(self, task_id: str, pid: int, proc_start: int | None) -> None:
-        await self._update(task_id, "pid = ?, proc_start = ?", (pid, proc_start), expect=Step.STARTED)
+        """Durable before the result is: a restarted player finds the orphan by it,
+        enforces its timeout and reports how it ended."""
+        await self.db.write(_update, task_id, "pid = ?, proc_start = ?", (pid, proc_start), Step.STARTED)
 
     async def finish(self, result: player_pb2.TaskResult) -> bool:
-        """Record the result; False if the task was already finished (first result wins)."""
+        """Record the result; False if the task was already finished (first result wins).
+        Durable before the result is sent: it is re-sent until acknowledged."""
         def op(conn: sqlite3.Connection) -> bool:
-            with Transaction(conn):
-                cur = conn.execute(
-                    "UPDATE spool SET step = ?, result = ?, finished_at = ? WHERE task_id = ?"
-                    " AND step IN ('accepted', 'started')",
-                    (Step.FINISHED, result.SerializeToString(), time.time(), result.task_id))
-                return cur.rowcount == 1
-        return await self.db.run(op, self.db.conn)
+            cur = conn.execute(
+                "UPDATE spool SET step = ?, result = ?, finished_at = ? WHERE task_id = ?"
+                " AND step IN ('accepted', 'started')",
+                (Step.FINISHED, result.SerializeToString(), time.time(), result.task_id))
+            return cur.rowcount == 1
+        return await self.db.write(op)
 
     async def ack(self, task_id: str, attempt: int) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            with Transaction(conn):
-                cur = conn.execute(
-                    "UPDATE spool SET step = ?, acked_at = ?, result = NULL, params = '{}'"
-                    " WHERE task_id = ? AND attempt = ? AND step = 'finished'",
-                    (Step.ACKED, time.time(), task_id, attempt))
-                conn.execute("DELETE FROM spool WHERE step = 'acked' AND acked_at < ?",
-                             (time.time() - TOMBSTONE_SECONDS,))
-                return cur.rowcount == 1
-        return await self.db.run(op, self.db.conn)
+        """The conductor has the result: keep a tombstone only. False if not ours."""
+        return await self.db.write(_ack, task_id, attempt)
+
+    def ack_later(self, task_id: str, attempt: int) -> None:
+        """:meth:`ack`, not waited for: if it is lost in a crash, the result is re-sent
+        once more and the conductor, which has it already, acknowledges it again."""
+        self.db.write_later(_ack, task_id, attempt)
 
     async def get(self, task_id: str) -> Entry | None:
         return await self.db.run(_get, self.db.conn, task_id)
@@ -199,14 +204,21 @@ class Spool:
             return [Entry.from_row(row) for row in rows]
         return await self.db.run(op, self.db.conn)
 
-    async def _update(self, task_id: str, sets: str, values: tuple[object, ...], expect: Step) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            with Transaction(conn):
-                cur = conn.execute(f"UPDATE spool SET {sets} WHERE task_id = ? AND step = ?",
-                                   (*values, task_id, expect))
-                if cur.rowcount != 1:
-                    raise RuntimeError(f"spool entry {task_id} is not {expect}")
-        await self.db.run(op, self.db.conn)
+
+
+def _ack(conn: sqlite3.Connection, task_id: str, attempt: int) -> bool:
+    now = time.time()
+    cur = conn.execute("UPDATE spool SET step = ?, acked_at = ?, result = NULL, params = '{}'"
+                       " WHERE task_id = ? AND attempt = ? AND step = 'finished'",
+                       (Step.ACKED, now, task_id, attempt))
+    conn.execute("DELETE FROM spool WHERE step = 'acked' AND acked_at < ?", (now - TOMBSTONE_SECONDS,))
+    return cur.rowcount == 1
+
+
+def _update(conn: sqlite3.Connection, task_id: str, sets: str, values: tuple[object, ...], expect: Step) -> None:
+    cur = conn.execute(f"UPDATE spool SET {sets} WHERE task_id = ? AND step = ?", (*values, task_id, expect))
+    if cur.rowcount != 1:
+        raise RuntimeError(f"spool entry {task_id} is not {expect}")
 
 
 def _get(conn: sqlite3.Connection, task_id: str) -> Entry | None:
