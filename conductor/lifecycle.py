@@ -14,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 
 from conductor import reconcile
 from conductor.audit import AuditLog
+from conductor.index import DispatchIndex
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
-from conductor.store import Change, JobRecord, NewJob, PlayerRecord, QueuedTask, Store, TaskRecord, TaskRef
+from conductor.store import (
+    Change, JobRecord, NewJob, PlayerRecord, QueuedTask, Store, Submitted, TaskRecord, TaskRef,
+)
 from conductor.watchers import Watchers
 from orchestra import faults, log
 from orchestra.inventory import inventory_from_wire
@@ -48,45 +51,78 @@ CANCEL_REQUESTED = "cancelled by request"
 REMOVAL_WAIT_SECONDS = 10.0
 
 
+CANCEL_BATCH = 256  # tasks of one job cancelled concurrently, so their commits are grouped
+
+
 class Lifecycle:
-    def __init__(self, store: Store, sessions: Sessions, audit: AuditLog) -> None:
+    def __init__(self, store: Store, sessions: Sessions, audit: AuditLog,
+                 index: DispatchIndex | None = None) -> None:
         self.store = store
         self.sessions = sessions
         self.audit = audit
+        self.index = index if index is not None else DispatchIndex()
         self.watchers = Watchers()
         self.dispatch_wanted = asyncio.Event()
         self.deadlines_changed = asyncio.Event()
+        # Players whose free slots grew since the last dispatch pass; None: look at all.
+        self.freed: set[str] | None = None
 
-    def wake(self) -> None:
-        """Something may now be dispatchable: a new job, a freed slot, a new player."""
+    def wake(self, *players: str) -> None:
+        """Something may now be dispatchable: a slot of these players freed up, or (no
+        names) anything else changed: a new job, a new player, a reload."""
+        if not players:
+            self.freed = None
+        elif self.freed is not None:
+            self.freed.update(players)
         self.dispatch_wanted.set()
+
+    def take_freed(self) -> set[str] | None:
+        """For the dispatch pass: whose slots grew (None: everyone's may have)."""
+        freed, self.freed = self.freed, set()
+        return freed
 
     # ---- shared steps ------------------------------------------------------------------
 
+    async def _apply(self, write: Awaitable[Change]) -> Change:
+        """Await a store write, then :meth:`_committed`, as one step a cancelled caller
+        (a gRPC call whose client went away) cannot split: the index never misses a commit."""
+        async def both() -> Change:
+            return self._committed(await write)
+        return await asyncio.shield(both())
+
     def _committed(self, change: Change) -> Change:
-        """After every committed transition: wake the waiters of a job that just finished."""
+        """After every committed transition: the dispatch index follows the store, and
+        the waiters of a job that just finished are woken."""
+        if change.applied and change.task_id:
+            if change.queued is not None:
+                self.index.add(change.queued)
+            else:
+                self.index.discard(change.task_id)
         if change.job_finished:
             logger.info("job_finished", job_id=change.job_id)
+            self.index.job_finished(change.job_id)
             self.watchers.job_finished(change.job_id)
         return change
 
     async def _end(self, task: TaskRecord, new: TaskState, reason: str, **expect: Any) -> Change:
         """End a task the player cannot report on (expired, removed, lost, cancelled)."""
         outcome = TaskOutcome.ended(reason, time.time(), started_at=task.outcome.started_at)
-        return self._committed(await self.store.transition(
+        return await self._apply(self.store.transition(
             task.task_id, new, detail=reason, expect_attempt=task.attempt, outcome=outcome, **expect))
 
-    @staticmethod
-    def _call_back(session: PlayerSession | None, task_id: str, attempt: int, reason: str) -> None:
+    def _call_back(self, session: PlayerSession | None, task_id: str, attempt: int, reason: str) -> None:
         """Tell a player (if connected) to drop a task that no longer counts against its slots."""
         if session is not None:
             session.drop(task_id, attempt, reason)
+            self.wake(session.name)
 
     async def _requeue(self, ref: TaskRef, detail: str, *, one_of_only: bool = False,
                        refused_by: str | None = None, **log_fields: str) -> bool:
         """dispatched -> queued (never started); logged as a failover when one-of only."""
-        change = await self.store.requeue(ref, detail=detail, one_of_only=one_of_only, refused_by=refused_by)
+        change = await self._apply(self.store.requeue(
+            ref, detail=detail, one_of_only=one_of_only, refused_by=refused_by))
         if change.applied:
+            self.wake()
             if refused_by is not None:
                 log_fields["refused_by"] = refused_by
             logger.info("task_failed_over" if one_of_only else "task_requeued", task_id=ref.task_id,
@@ -96,61 +132,86 @@ class Lifecycle:
     # ---- submission and dispatch -------------------------------------------------------
 
     async def submit(self, job: NewJob, **audit: Any) -> tuple[str, bool]:
-        job_id, existing = await self.store.submit(job)
-        faults.point("submit.committed")
+        submitted = await asyncio.shield(self._queue_job(job))
+        job_id, existing = submitted.job_id, submitted.existing
         logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
                     targets=len(job.targets), requester=job.requester, existing=existing,
                     params=sorted(job.params))
         self.audit.record("submit", "accepted", job_id=job_id, existing=existing, **audit)
         self.wake()
-        self.deadlines_changed.set()
         return job_id, existing
 
+    async def _queue_job(self, job: NewJob) -> Submitted:
+        """Commit the job, then index its tasks and deadline: one step, like :meth:`_apply`."""
+        submitted = await self.store.submit(job)
+        faults.point("submit.committed")
+        if not submitted.existing:
+            for task in submitted.queued:
+                self.index.add(task)
+            earliest = self.index.next_deadline()
+            self.index.job_opened(submitted.job_id, job.deadline_at)
+            if earliest is None or job.deadline_at < earliest:
+                self.deadlines_changed.set()
+        return submitted
+
     async def dispatch(self, session: PlayerSession, task: QueuedTask) -> bool:
-        """queued -> dispatched: committed before the RunTask message goes out."""
-        if not self.sessions.can_take(session):
-            return False  # closed, replaced, removed or full since dispatch chose it
-        claimed = await self.store.claim(task.task_id, session.name)
-        if claimed is None:
-            return False
+        """queued -> dispatched for one task: :meth:`dispatch_many` of one."""
+        return await self.dispatch_many([(session, task)]) == 1
+
+    async def dispatch_many(self, plan: list[tuple[PlayerSession, QueuedTask]]) -> int:
+        """queued -> dispatched for each (session, task) of one pass: one commit for all,
+        before any RunTask goes out. Returns how many were claimed."""
+        for session, task in plan:
+            if not self.sessions.can_take(session):
+                self.index.add(task)  # closed or replaced since the pass chose it: still queued
+        plan = [(session, task) for session, task in plan if self.sessions.can_take(session)]
+        if not plan:
+            return 0
+        try:
+            claimed = await self.store.claim_many([(task.task_id, session.name) for session, task in plan])
+        except BaseException:
+            for _, task in plan:  # nothing was committed: they are still queued
+                self.index.add(task)
+            raise
         faults.point("dispatch.claimed")
-        if not self.sessions.is_current(session):
-            return False  # it went away while we committed: its next Hello reconciles this
-        session.in_flight.add(claimed.task_id)
-        session.send(run=player_pb2.RunTask(
-            task_id=claimed.task_id, attempt=claimed.attempt, job_id=claimed.job_id,
-            score=claimed.score, params=dict(claimed.params), requester=claimed.requester,
-            deadline_at=claimed.deadline_at))
-        logger.info("task_dispatched", task_id=claimed.task_id, player=session.name,
-                    attempt=claimed.attempt)
-        self.audit.record("dispatch", "sent", job_id=claimed.job_id, task_id=claimed.task_id,
-                          score=claimed.score, certname=session.name, serial=session.serial,
-                          attempt=claimed.attempt)
-        return True
+        by_name = {session.name: session for session, _ in plan}
+        for sent in claimed:
+            self.index.discard(sent.task_id)
+            session = by_name[sent.player]
+            if not self.sessions.is_current(session):
+                continue  # it went away while we committed: its next Hello reconciles this
+            session.in_flight.add(sent.task_id)
+            session.send(run=player_pb2.RunTask(
+                task_id=sent.task_id, attempt=sent.attempt, job_id=sent.job_id,
+                score=sent.score, params=dict(sent.params), requester=sent.requester,
+                deadline_at=sent.deadline_at))
+            logger.info("task_dispatched", task_id=sent.task_id, player=session.name, attempt=sent.attempt)
+            self.audit.record("dispatch", "sent", job_id=sent.job_id, task_id=sent.task_id,
+                              score=sent.score, certname=session.name, serial=session.serial,
+                              attempt=sent.attempt)
+        return len(claimed)
 
     # ---- what players say --------------------------------------------------------------
 
     async def grant(self, session: PlayerSession, request: player_pb2.StartRequest) -> None:
         """dispatched -> running, then the grant: an ungranted task never started anywhere."""
-        task = await self.store.task(request.task_id)
-        ours = task is not None and task.player == session.name and task.attempt == request.attempt
-        if ours and task is not None and task.state == TaskState.DISPATCHED:
-            change = self._committed(await self.store.transition(
-                task.task_id, TaskState.RUNNING, detail="start granted", expect_attempt=task.attempt,
-                expect_player=session.name, outcome=TaskOutcome(started_at=time.time())))
+        change = await self._apply(self.store.transition(
+            request.task_id, TaskState.RUNNING, detail="start granted", expect_attempt=request.attempt,
+            expect_player=session.name, expect_state=TaskState.DISPATCHED,
+            outcome=TaskOutcome(started_at=time.time())))
+        if change.applied:
             faults.point("grant.committed")
-            granted = change.applied
-        else:  # asked again (after a reconnect): granted already if it is running
-            granted = ours and task is not None and task.state == TaskState.RUNNING
-        if granted:
+        ours = change.player == session.name and change.attempt == request.attempt
+        # Asked again (after a reconnect): granted already if it is running.
+        if change.applied or (ours and change.state == TaskState.RUNNING):
             session.send(grant=player_pb2.StartGrant(task_id=request.task_id, attempt=request.attempt))
-        elif ours and task is not None and task.state == TaskState.CANCELLING:
+        elif ours and change.state == TaskState.CANCELLING:
             # Cancelled before the grant reached it: it stays in flight until the player
             # confirms, so only the kill order is repeated.
-            session.tell_cancel(task.task_id, task.attempt, CANCEL_REQUESTED)
+            session.tell_cancel(request.task_id, request.attempt, CANCEL_REQUESTED)
         else:
             self._call_back(session, request.task_id, request.attempt, NOT_OURS)
-            self.wake()
+            self.wake(session.name)
 
     async def result(self, session: PlayerSession, result: player_pb2.TaskResult) -> None:
         """A task ended on its player (ok, failed, timed out, refused, cancelled ...).
@@ -158,42 +219,44 @@ class Lifecycle:
         Acknowledged only after the result, or an earlier copy of it, is committed.
         """
         new = ENDINGS.get(result.ending)
-        task = await self.store.task(result.task_id)
-        if new is not None and task is not None and task.player == session.name \
-                and task.attempt == result.attempt and not task.state.terminal:
+        recorded = False
+        if new is not None:
             outcome = TaskOutcome.from_wire(result.outcome).bounded(MAX_TAIL, MAX_REASON)
-            if not (new == TaskState.REFUSED and await self._fail_over_refused(session, task, outcome)):
-                await self._record_result(session, task, new, outcome)
-        else:
+            if new == TaskState.REFUSED and await self._fail_over_refused(session, result, outcome):
+                recorded = True
+            else:
+                recorded = await self._record_result(session, result, new, outcome)
+        if not recorded:
             logger.info("result_ignored", task_id=result.task_id, player=session.name,
                         attempt=result.attempt, reason="stale or duplicate")
         faults.point("result.committed")
         session.in_flight.discard(result.task_id)
         session.send(ack=player_pb2.ResultAck(task_id=result.task_id, attempt=result.attempt))
-        self.wake()
+        self.wake(session.name)
 
-    async def _fail_over_refused(self, session: PlayerSession, task: TaskRecord,
+    async def _fail_over_refused(self, session: PlayerSession, result: player_pb2.TaskResult,
                                  outcome: TaskOutcome) -> bool:
         """A one-of task refused by one target goes back to the queue for another."""
         return await self._requeue(
-            TaskRef(task.task_id, session.name, task.attempt),
+            TaskRef(result.task_id, session.name, result.attempt),
             f"refused by {session.name}: {outcome.reason}; trying another target",
             one_of_only=True, refused_by=session.name,
             reason=outcome.reason)
 
-    async def _record_result(self, session: PlayerSession, task: TaskRecord, new: TaskState,
-                             outcome: TaskOutcome) -> None:
-        outcome = dataclasses.replace(outcome, started_at=outcome.started_at or task.outcome.started_at,
-                                      finished_at=time.time())
-        change = self._committed(await self.store.transition(
-            task.task_id, new, detail=outcome.reason, expect_attempt=task.attempt,
+    async def _record_result(self, session: PlayerSession, result: player_pb2.TaskResult, new: TaskState,
+                             outcome: TaskOutcome) -> bool:
+        """Stored only if the task is still this player's, at this attempt, and not ended."""
+        outcome = dataclasses.replace(outcome, finished_at=time.time())
+        change = await self._apply(self.store.transition(
+            result.task_id, new, detail=outcome.reason, expect_attempt=result.attempt,
             expect_player=session.name, outcome=outcome))
         if change.applied:
-            logger.info("task_result", task_id=task.task_id, player=session.name, state=new.value,
+            logger.info("task_result", task_id=result.task_id, player=session.name, state=new.value,
                         exit_code=outcome.exit_code)
-            self.audit.record("result", new.value, job_id=task.job_id, task_id=task.task_id,
+            self.audit.record("result", new.value, job_id=change.job_id, task_id=result.task_id,
                               certname=session.name, serial=session.serial, exit_code=outcome.exit_code,
                               signal=outcome.signal or None, reason=outcome.reason or None)
+        return change.applied
 
     # ---- players coming and going ------------------------------------------------------
 
@@ -217,7 +280,7 @@ class Lifecycle:
         for step in reconcile.plan(session.name, [], {}, list(held.values())):
             await self._reconcile_step(session, step, held[step.task_id])
         session.ready = True
-        self.wake()
+        self.wake(session.name)
 
     async def _reconcile_step(self, session: PlayerSession, step: reconcile.Step,
                               task: TaskRecord | None) -> None:
@@ -272,8 +335,8 @@ class Lifecycle:
                                     " before the task started", expect_state=task.state)
         # One-of tasks not bound to a player: removed once none of their targets is left.
         roster = self.sessions.roster
-        for queued in await self.store.queued() if names else ():
-            if queued.scope == "one" and queued.player is None and not any(t in roster for t in queued.targets):
+        for queued in self.index.one_of() if names else ():
+            if not any(t in roster for t in queued.targets):
                 record = await self.store.task(queued.task_id)
                 if record is not None:
                     await self._end(record, TaskState.REMOVED, "every target was removed from the players file",
@@ -292,7 +355,12 @@ class Lifecycle:
 
     async def expire(self, now: float) -> None:
         """Tasks not started by their job's deadline end expired; players drop theirs."""
-        expiry = await self.store.expire_due(now)
+        due = self.index.due(now)
+        if not due:
+            return
+        expiry = await self.store.expire_due(now, due)
+        for task_id in expiry.expired:
+            self.index.discard(task_id)
         for change in expiry.changes:
             self._committed(change)
         for ref in expiry.dropped:
@@ -303,8 +371,10 @@ class Lifecycle:
         player is told to kill them: they end when it confirms."""
         self.audit.record("cancel", "accepted", requester=requester, job_id=job.job_id)
         reason = f"cancelled by {requester}"
-        for task in job.tasks:
-            await self._cancel_task(task.task_id, reason)
+        open_tasks = [task.task_id for task in job.tasks if not task.state.terminal]
+        for start in range(0, len(open_tasks), CANCEL_BATCH):
+            await asyncio.gather(*(self._cancel_task(task_id, reason)
+                                   for task_id in open_tasks[start:start + CANCEL_BATCH]))
         logger.info("job_cancel_requested", job_id=job.job_id)
         self.wake()
 
@@ -323,8 +393,9 @@ class Lifecycle:
                 if change.applied and task.state == TaskState.DISPATCHED:
                     self._call_back(session, task_id, task.attempt, reason)
             else:  # started: it stays in flight until the player confirms the kill
-                change = await self.store.transition(task_id, TaskState.CANCELLING, detail=reason,
-                                                     expect_attempt=task.attempt, expect_state=task.state)
+                change = await self._apply(self.store.transition(
+                    task_id, TaskState.CANCELLING, detail=reason, expect_attempt=task.attempt,
+                    expect_state=task.state))
                 if change.applied and session is not None:
                     session.tell_cancel(task_id, task.attempt, reason)
             if change.applied:

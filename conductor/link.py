@@ -1,8 +1,9 @@
 """The PlayerLink service: admit a session, then turn each player message into an event.
 
 The AuthInterceptor has already checked the certificate and the players file. Here: the
-Hello and its protocol version, the session's heartbeat and liveness loops, and one
-lifecycle call per message. Nothing here decides a task's state.
+Hello and its protocol version, the session's reader and writer, and one lifecycle call
+per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`.
+Nothing here decides a task's state.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession
 from orchestra import log
 from orchestra.inventory import PROTOCOL_VERSION
-from orchestra.stream import PeerSilent, receive_until_silent, send_with_heartbeats
+from orchestra.stream import write_all
 from orchestra.tls import PeerIdentity
 from orchestra.wire import player_pb2, player_pb2_grpc
 
 logger = log.get("conductor")
+MAX_HANDLING = 256  # messages of one session being handled at once
 
 
 class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
@@ -60,43 +62,74 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         logger.info("player_connected", player=session.name, scores=len(hello.scores),
                     spool=len(hello.spool), serial=session.serial)
         warn_if_expiring("player", session.name, identity.not_after)
-        writer = asyncio.ensure_future(send_with_heartbeats(
-            session.outbox, context.write, self.heartbeat,
-            lambda: player_pb2.ConductorMessage(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))))
+        writer = asyncio.ensure_future(write_all(session.outbox, context.write, session))
+        relay: asyncio.Future[None] | None = None
         try:
-            await context.write(player_pb2.ConductorMessage(welcome=player_pb2.Welcome(
+            session.send(welcome=player_pb2.Welcome(
                 protocol_version=PROTOCOL_VERSION, conductor=self.conductor_name,
-                heartbeat_seconds=int(self.heartbeat))))
+                heartbeat_seconds=int(self.heartbeat)))
             await self.lifecycle.player_connected(session, hello)
-            await self._relay(session, context)
+            # Read until the stream ends, or until the session is closed (liveness sweep,
+            # replacement, removal, revocation): whichever comes first.
+            relay = asyncio.ensure_future(self._relay(session, context))
+            closed = asyncio.ensure_future(session.closed.wait())
+            await asyncio.wait({relay, closed, writer}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
         finally:
-            session.ready = False
-            writer.cancel()
-            self.sessions.detach(session)
-            try:
-                await self.lifecycle.player_gone(session.name)
-            finally:
-                session.finished.set()
-            logger.info("player_disconnected", player=session.name,
-                        reason=session.close_details or "stream ended")
+            # Shielded: gRPC cancels this handler when the player's connection drops,
+            # and the session must still be wound up to the end.
+            await asyncio.shield(self._wind_up(session, relay, writer))
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
 
-    async def _relay(self, session: PlayerSession, context: grpc.aio.ServicerContext) -> None:
-        closed = asyncio.ensure_future(session.closed.wait())
+    async def _wind_up(self, session: PlayerSession, relay: asyncio.Future[None] | None,
+                       writer: asyncio.Future[None]) -> None:
+        """Handle what was received, let the session go, and fail over what it held."""
+        session.ready = False
+        if relay is not None:
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+        writer.cancel()
+        if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            logger.info("player_write_failed", player=session.name, error=repr(writer.exception()))
+        self.sessions.detach(session)
         try:
-            async for message in receive_until_silent(context.read, self.liveness, closed):
-                session.last_seen = time.time()
+            await self.lifecycle.player_gone(session.name)
+        finally:
+            session.finished.set()
+        logger.info("player_disconnected", player=session.name, reason=session.close_details or "stream ended")
+
+    async def _relay(self, session: PlayerSession, context: grpc.aio.ServicerContext) -> None:
+        """One plain read per message. Start requests and results are handled concurrently
+        (at most MAX_HANDLING per session), so their commits join one group; whatever was
+        received is handled to the end before the session is let go."""
+        handling: set[asyncio.Future[None]] = set()
+        room = asyncio.Semaphore(MAX_HANDLING)
+
+        def done(future: asyncio.Future[None]) -> None:
+            handling.discard(future)
+            room.release()
+            if not future.cancelled() and future.exception() is not None:
+                logger.error("player_message_failed", player=session.name, error=repr(future.exception()))
+
+        try:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    return
+                session.heard()
                 kind = message.WhichOneof("body")
-                if kind == "start_request":
-                    await self.lifecycle.grant(session, message.start_request)
-                elif kind == "result":
-                    await self.lifecycle.result(session, message.result)
-                elif kind == "hello":
+                if kind == "hello":
                     session.close(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice")
                     return
-        except PeerSilent:
-            logger.warning("player_silent", player=session.name, seconds=self.liveness)
-            session.close(grpc.StatusCode.UNAVAILABLE, "no message within the liveness timeout")
+                if kind not in ("start_request", "result"):
+                    continue  # a heartbeat: being heard was all it was for
+                await room.acquire()
+                future = asyncio.ensure_future(
+                    self.lifecycle.grant(session, message.start_request) if kind == "start_request"
+                    else self.lifecycle.result(session, message.result))
+                handling.add(future)
+                future.add_done_callback(done)
         finally:
-            closed.cancel()
+            if handling:
+                await asyncio.wait(set(handling))

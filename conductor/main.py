@@ -16,6 +16,7 @@ from conductor.audience import Audience
 from conductor.audit import AuditLog
 from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
 from conductor.dispatch import Dispatcher
+from conductor.index import DispatchIndex
 from conductor.lifecycle import Lifecycle
 from conductor.link import PlayerLink
 from conductor.localsock import LocalSocket
@@ -26,8 +27,9 @@ from conductor.store import open_store
 from conductor.timers import run_deadlines, run_retention, run_startup_grace
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.daemon import run_daemon
+from orchestra.daemon import raise_fd_limit, run_daemon, usage
 from orchestra.errors import ConfigError, StartupError
+from orchestra.stream import sweep
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
 from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
 
@@ -66,9 +68,17 @@ class Conductor:
         pending, self._pending_certs = self._pending_certs, None
         return pending
 
+    def log_stats(self) -> None:
+        """SIGUSR1: counters an operator (or the benchmark) can read from the log; at warning
+        level, so they are written whatever the log level: they were asked for."""
+        lifecycle = self.lifecycle
+        logger.warning("stats", **lifecycle.store.stats(), **usage(),
+                    sessions=sum(1 for _ in lifecycle.sessions), queued=len(lifecycle.index.queued))
+
     async def run(self) -> None:
         cfg = self.cfg
         os.umask(0o077)  # queue, audit log and lock are the conductor's alone
+        raise_fd_limit("conductor")
         material = Material.load(cfg.tls)
         self.material = material
         roster = load_players(cfg.players_file)
@@ -78,7 +88,7 @@ class Conductor:
         store = open_store(cfg.state_dir)
         audit = AuditLog(cfg.audit_log)
         sessions = Sessions(roster, await store.players())
-        lifecycle = Lifecycle(store, sessions, audit)
+        lifecycle = Lifecycle(store, sessions, audit, await DispatchIndex.rebuild(store))
         self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
         server = self._server(lifecycle, local)
@@ -87,12 +97,14 @@ class Conductor:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.log_stats)
         background = [asyncio.ensure_future(Dispatcher(lifecycle).run()),
                       asyncio.ensure_future(run_deadlines(lifecycle)),
                       asyncio.ensure_future(self._reloads()),
                       asyncio.ensure_future(self._watch_crl()),
                       asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
-                      asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention))]
+                      asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention)),
+                      asyncio.ensure_future(sweep(lambda: sessions, cfg.heartbeat_seconds, cfg.liveness_timeout))]
         lifecycle.wake()
         warn_if_expiring("conductor", material.certname, not_after(material.cert))
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),

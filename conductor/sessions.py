@@ -39,6 +39,20 @@ class PlayerSession:
     close_code: grpc.StatusCode | None = None
     close_details: str = ""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    heard_at: float = field(default_factory=time.monotonic)
+    sent_at: float = field(default_factory=time.monotonic)
+
+    def heard(self) -> None:
+        self.heard_at = time.monotonic()
+        self.last_seen = time.time()
+
+    def beat(self) -> None:
+        self.send(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))
+
+    def silent(self, seconds: float) -> None:
+        if not self.closed.is_set():
+            logger.warning("player_silent", player=self.name, seconds=round(seconds, 1))
+        self.close(grpc.StatusCode.UNAVAILABLE, "no message within the liveness timeout")
 
     @property
     def free_slots(self) -> int:

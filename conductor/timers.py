@@ -17,12 +17,13 @@ MAX_DEADLINE_SLEEP = 60.0
 
 
 async def run_deadlines(lifecycle: Lifecycle) -> None:
-    """Expire unstarted tasks at their job's deadline; woken early by each submission."""
+    """Expire unstarted tasks at their job's deadline; woken early by a submission whose
+    deadline comes before every other (the index keeps the deadlines in a heap)."""
     changed = lifecycle.deadlines_changed
     while True:
         try:
             await lifecycle.expire(time.time())
-            next_at = await lifecycle.store.next_deadline()
+            next_at = lifecycle.index.next_deadline()
         except Exception:
             logger.exception("deadline_check_failed")
             next_at = None

@@ -46,7 +46,7 @@ def test_job_status_is_the_original_four() -> None:
 def test_database_trigger_refuses_illegal_transitions(tmp_path: Path) -> None:
     async def scenario() -> str:
         store = open_store(tmp_path)
-        job_id, _ = await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))
+        job_id = (await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))).job_id
         change = await store.transition(f"{job_id}.0", TaskState.OK, detail="")  # queued -> ok: illegal
         assert not change.applied
         claimed = await store.claim(f"{job_id}.0", "p1")

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from conductor.states import TaskState
-from conductor.store import NewJob, PlayerRecord, TaskRef, open_store
+from conductor.store import NewJob, PlayerRecord, TaskRef, open_store, schema
 from orchestra.inventory import ScoreEntry
 from orchestra.outcome import TaskOutcome
 from orchestra.params import ParamDecl, ScoreDecls
@@ -48,7 +48,7 @@ def test_every_outcome_field_round_trips_through_the_store(tmp_path: Path) -> No
 
     async def scenario() -> TaskOutcome:
         store = open_store(tmp_path)
-        job_id, _ = await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))
+        job_id = (await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))).job_id
         await store.claim(f"{job_id}.0", "p1")
         await store.transition(f"{job_id}.0", TaskState.RUNNING, detail="", outcome=TaskOutcome(started_at=10.0))
         change = await store.transition(f"{job_id}.0", TaskState.FAILED, detail="", outcome=outcome)
@@ -64,7 +64,7 @@ def test_every_outcome_field_round_trips_through_the_store(tmp_path: Path) -> No
 def test_a_refused_one_of_task_is_requeued_until_every_target_refused(tmp_path: Path) -> None:
     async def scenario() -> list[bool]:
         store = open_store(tmp_path)
-        job_id, _ = await store.submit(NewJob("x", "one", ("p1", "p2"), {}, (), "me", 2e9))
+        job_id = (await store.submit(NewJob("x", "one", ("p1", "p2"), {}, (), "me", 2e9))).job_id
         task_id = f"{job_id}.0"
         applied = []
         for player in ("p1", "p2"):
@@ -84,7 +84,7 @@ def test_a_refused_one_of_task_is_requeued_until_every_target_refused(tmp_path: 
 def test_expiry_reports_dispatched_tasks_so_their_players_drop_them(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = open_store(tmp_path)
-        job_id, _ = await store.submit(NewJob("x", "all", ("p1", "p2"), {}, (), "me", 100.0))
+        job_id = (await store.submit(NewJob("x", "all", ("p1", "p2"), {}, (), "me", 100.0))).job_id
         await store.claim(f"{job_id}.0", "p1")
         expiry = await store.expire_due(200.0)
         assert [(r.task_id, r.player, r.attempt) for r in expiry.dropped] == [(f"{job_id}.0", "p1", 1)]
@@ -135,7 +135,8 @@ def test_a_version_1_queue_is_upgraded_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "queue.db")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     assert "cancel_requested" not in columns and "response_truncated" in columns
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert version == str(schema.SCHEMA_VERSION)
     index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_open'").fetchone()[0]
     assert "'cancelling'" in index
     history = [tuple(r) for r in conn.execute("SELECT from_state, to_state FROM task_events ORDER BY id")]

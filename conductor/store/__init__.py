@@ -14,38 +14,40 @@ of failing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from conductor.states import TaskState
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, TaskRecord, TaskRef,
+    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
 )
 from orchestra.outcome import TaskOutcome
 
 __all__ = ["Change", "Claimed", "Expiry", "JobRecord", "NewJob", "PlayerRecord", "QueuedTask",
-           "Store", "TaskRecord", "TaskRef", "open_store"]
+           "Store", "Submitted", "TaskRecord", "TaskRef", "open_store"]
 
 
 class Store(Protocol):
     # ---- jobs
-    async def submit(self, job: NewJob) -> tuple[str, bool]:
-        """Commit a job and its queued tasks; returns (job_id, existing)."""
+    async def submit(self, job: NewJob) -> Submitted:
+        """Commit a job and its queued tasks (or find the job its idempotency key names)."""
     async def get_job(self, job_id: str) -> JobRecord | None: ...
     async def purge_finished(self, before: float) -> int:
         """Forget jobs finished before ``before``; returns how many."""
+    async def open_jobs(self) -> list[tuple[str, float]]:
+        """(job_id, deadline_at) of every job not finished: the deadline heap's source."""
 
     # ---- tasks
     async def task(self, task_id: str) -> TaskRecord | None: ...
     async def tasks_of(self, player: str, wanted: Iterable[TaskState]) -> list[TaskRecord]: ...
-    async def queued(self, players: Collection[str] | None = None) -> list[QueuedTask]:
-        """Queued tasks oldest first; with players, only those they could take."""
+    async def queued(self) -> list[QueuedTask]:
+        """Every queued task, oldest first: the dispatch index's source."""
     async def players_with(self, state: TaskState) -> list[str]: ...
-    async def next_deadline(self) -> float | None:
-        """The earliest deadline of a task not started yet."""
     async def claim(self, task_id: str, player: str) -> Claimed | None:
         """queued -> dispatched to player with a new attempt; None if no longer queued."""
+    async def claim_many(self, pairs: Sequence[tuple[str, str]]) -> list[Claimed]:
+        """:meth:`claim` for each (task, player), in one commit; those no longer queued are left out."""
     async def transition(self, task_id: str, new: TaskState, *, detail: str,
                          expect_attempt: int | None = None, expect_player: str | None = None,
                          expect_state: TaskState | None = None,
@@ -54,13 +56,15 @@ class Store(Protocol):
     async def requeue(self, task: TaskRef, *, detail: str, one_of_only: bool = False,
                       refused_by: str | None = None) -> Change:
         """dispatched -> queued: never started, so it may be sent again."""
-    async def expire_due(self, now: float) -> Expiry:
-        """Tasks not started by their job's deadline -> expired."""
+    async def expire_due(self, now: float, job_ids: Collection[str] | None = None) -> Expiry:
+        """Tasks not started by their job's deadline -> expired (of job_ids, or of all jobs)."""
 
     # ---- players
     async def record_player(self, player: PlayerRecord) -> None: ...
     async def players(self) -> dict[str, PlayerRecord]: ...
 
+    def stats(self) -> dict[str, int]:
+        """Counters for the operator: durable commits and the writes they carried."""
     def close(self) -> None: ...
 
 

@@ -54,16 +54,29 @@ class JobRecord:
         return states.job_status(task.state for task in self.tasks)
 
 
+def task_id(job_id: str, number: int) -> str:
+    """The id of a job's task number ``number`` (0-based, in target order)."""
+    return f"{job_id}.{number}"
+
+
 @dataclass(frozen=True)
 class QueuedTask:
-    """A queued task as dispatch sees it: who may take it, and until when."""
+    """A queued task as dispatch sees it: who may take it, until when, and its place in
+    the queue (its job's creation time, then its number within the job)."""
 
     task_id: str
     scope: str
     player: str | None  # all-of: its player; one-of: None until dispatched
-    targets: tuple[str, ...]
+    targets: tuple[str, ...]  # one-of: the job's targets; all-of: () (its player is enough)
     tried: tuple[str, ...]
     deadline_at: float
+    created_at: float = 0.0
+
+    @property
+    def order(self) -> tuple[float, str, int]:
+        """FIFO key: the same at run time and when rebuilt from the store."""
+        job_id, _, number = self.task_id.rpartition(".")
+        return self.created_at, job_id, int(number)
 
     def candidates(self) -> list[str]:
         """The players that may take it: its own (all-of), or each target not yet tried."""
@@ -96,13 +109,32 @@ class TaskRef:
 
 
 @dataclass(frozen=True)
+class Submitted:
+    """A committed submission: the job, whether it already existed (idempotency key),
+    and the tasks it queued (none when it existed)."""
+
+    job_id: str
+    existing: bool
+    queued: tuple[QueuedTask, ...] = ()
+
+
+@dataclass(frozen=True)
 class Change:
-    """Outcome of a transition attempt; ``applied`` False means the task had moved on."""
+    """Outcome of a transition attempt; ``applied`` False means the task had moved on.
+
+    ``state``, ``player`` and ``attempt`` are the task's as it now stands (after the
+    move, or as found when the move was not applied). ``queued`` is the task as dispatch
+    sees it when the move put it back in the queue.
+    """
 
     applied: bool
     job_id: str
     job_finished: bool = False
     state: TaskState | None = None
+    task_id: str = ""
+    player: str | None = None
+    attempt: int = 0
+    queued: QueuedTask | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,7 @@ class Expiry:
 
     changes: tuple[Change, ...] = ()
     dropped: tuple[TaskRef, ...] = ()
+    expired: tuple[str, ...] = ()  # every task id that expired
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The partial index's WHERE must be a literal: the open states, quoted.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
 
@@ -31,7 +31,8 @@ TABLES = f"""
         created_at REAL NOT NULL,
         deadline_at REAL NOT NULL,
         idempotency_key TEXT UNIQUE,
-        finished_at REAL
+        finished_at REAL,
+        open_tasks INTEGER NOT NULL DEFAULT 0  -- tasks not ended yet: 0 means finished
     );
     CREATE TABLE IF NOT EXISTS tasks (
         id TEXT PRIMARY KEY,
@@ -56,6 +57,7 @@ TABLES = f"""
         updated_at REAL NOT NULL
     );
     CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
+    CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at);
     CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
     CREATE TABLE IF NOT EXISTS task_events (
         id INTEGER PRIMARY KEY,
@@ -103,8 +105,20 @@ def _upgrade_from_1(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS tasks_open")
 
 
+def _upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """Version 3 counts each job's open tasks, so a transition need not count them."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN open_tasks INTEGER NOT NULL DEFAULT 0")
+    is_open = ", ".join("?" * len(states.OPEN))
+    conn.execute(f"UPDATE jobs SET open_tasks = (SELECT COUNT(*) FROM tasks WHERE tasks.job_id = jobs.id"
+                 f" AND tasks.state IN ({is_open}))", tuple(sorted(states.OPEN)))
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, then load the state table into the guard trigger."""
+    with Transaction(conn):
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        if row is not None and "open_tasks" not in {c[1] for c in conn.execute("PRAGMA table_info(jobs)")}:
+            _upgrade_from_2(conn)  # CREATE TABLE IF NOT EXISTS never adds a column
     conn.executescript(TABLES)
     with Transaction(conn):
         conn.execute("DELETE FROM allowed_transitions")

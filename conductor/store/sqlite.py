@@ -20,9 +20,10 @@ from conductor import states
 from conductor.states import TaskState
 from conductor.store import schema
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, TaskRecord, TaskRef,
+    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
 )
-from orchestra.db import Database, Transaction
+from conductor.store.records import task_id as make_task_id
+from orchestra.db import Database
 from orchestra.inventory import decode_inventory, encode_inventory
 from orchestra.outcome import TaskOutcome
 from orchestra.params import redact
@@ -84,9 +85,10 @@ def _player(row: sqlite3.Row) -> PlayerRecord:
                         decode_inventory(row["scores"]))
 
 
-def _move(conn: sqlite3.Connection, task_id: str, old: TaskState, new: TaskState, detail: str,
-          **columns: object) -> None:
-    """The one UPDATE of a task's state, with its history row, inside the caller's transaction."""
+def _move(conn: sqlite3.Connection, task_id: str, job_id: str, old: TaskState, new: TaskState,
+          detail: str, **columns: object) -> None:
+    """The one UPDATE of a task's state, with its history row and its job's count of
+    open tasks, inside the caller's transaction."""
     states.check(old, new)
     columns = {"state": new.value, "updated_at": time.time(), **columns}
     sets = ", ".join(f"{name} = ?" for name in columns)
@@ -97,25 +99,28 @@ def _move(conn: sqlite3.Connection, task_id: str, old: TaskState, new: TaskState
     conn.execute("INSERT INTO task_events (task_id, at, from_state, to_state, attempt, player, detail)"
                  " SELECT id, ?, ?, ?, attempt, player, ? FROM tasks WHERE id = ?",
                  (time.time(), old.value, new.value, detail, task_id))
+    if old in states.OPEN and new not in states.OPEN:
+        conn.execute("UPDATE jobs SET open_tasks = open_tasks - 1 WHERE id = ?", (job_id,))
 
 
 def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
-    is_open, open_states = _in("state", states.OPEN)
-    open_tasks = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND {is_open}",
-                              (job_id, *open_states)).fetchone()[0]
-    if open_tasks:
-        return False
-    cur = conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ? AND finished_at IS NULL",
-                       (time.time(), job_id))
-    if cur.rowcount != 1:
+    """Mark the job finished once its last open task ended: O(1), from its counter."""
+    row = conn.execute("SELECT open_tasks, params, secret_keys FROM jobs WHERE id = ? AND finished_at IS NULL",
+                       (job_id,)).fetchone()
+    if row is None or row["open_tasks"] > 0:
         return False
     # Secret values were needed only to run the tasks: forget them now.
-    row = conn.execute("SELECT params, secret_keys FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    params = row["params"]
     secrets = json.loads(row["secret_keys"])
     if secrets:
-        params = redact(json.loads(row["params"]), secrets)
-        conn.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params, sort_keys=True), job_id))
+        params = json.dumps(redact(json.loads(params), secrets), sort_keys=True)
+    conn.execute("UPDATE jobs SET finished_at = ?, params = ? WHERE id = ?", (time.time(), params, job_id))
     return True
+
+
+def _queued(row: sqlite3.Row, targets: tuple[str, ...]) -> QueuedTask:
+    return QueuedTask(row["id"], row["scope"], row["player"], targets if row["scope"] == "one" else (),
+                      tuple(json.loads(row["tried"])), row["deadline_at"], row["created_at"])
 
 
 class SqliteStore:
@@ -126,30 +131,35 @@ class SqliteStore:
     def close(self) -> None:
         self.db.close()
 
+    def stats(self) -> dict[str, int]:
+        return {"commits": self.db.commits, "writes": self.db.writes}
+
     # ---- jobs ------------------------------------------------------------------------
 
-    async def submit(self, job: NewJob) -> tuple[str, bool]:
-        def op(conn: sqlite3.Connection) -> tuple[str, bool]:
-            with Transaction(conn):
-                if job.idempotency_key:
-                    row = conn.execute("SELECT id FROM jobs WHERE idempotency_key = ?",
-                                       (job.idempotency_key,)).fetchone()
-                    if row:
-                        return row["id"], True
-                job_id, now = new_job_id(), time.time()
-                conn.execute(
-                    "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
-                    " created_at, deadline_at, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (job_id, job.score, job.scope, json.dumps(list(job.targets)),
-                     json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
-                     job.requester, now, job.deadline_at, job.idempotency_key))
-                players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
-                conn.executemany(
-                    "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
-                    [(f"{job_id}.{n}", job_id, player, TaskState.QUEUED, now)
-                     for n, player in enumerate(players)])
-                return job_id, False
-        return await self.db.run(op, self.db.conn)
+    async def submit(self, job: NewJob) -> Submitted:
+        def op(conn: sqlite3.Connection) -> Submitted:
+            if job.idempotency_key:
+                row = conn.execute("SELECT id FROM jobs WHERE idempotency_key = ?",
+                                   (job.idempotency_key,)).fetchone()
+                if row:
+                    return Submitted(row["id"], True)
+            job_id, now = new_job_id(), time.time()
+            players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
+            conn.execute(
+                "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
+                " created_at, deadline_at, idempotency_key, open_tasks) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, job.score, job.scope, json.dumps(list(job.targets)),
+                 json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
+                 job.requester, now, job.deadline_at, job.idempotency_key, len(players)))
+            ids = [make_task_id(job_id, n) for n in range(len(players))]
+            conn.executemany(
+                "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
+                [(tid, job_id, player, TaskState.QUEUED, now) for tid, player in zip(ids, players, strict=True)])
+            targets = tuple(job.targets) if job.scope == "one" else ()
+            return Submitted(job_id, False, tuple(
+                QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now)
+                for tid, player in zip(ids, players, strict=True)))
+        return await self.db.write(op)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
@@ -163,16 +173,22 @@ class SqliteStore:
 
     async def purge_finished(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            with Transaction(conn):
-                old = [r[0] for r in conn.execute(
-                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
-                    (before,))]
-                for job_id in old:
-                    conn.execute("DELETE FROM task_events WHERE task_id IN"
-                                 " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
-                    conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
-                    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-                return len(old)
+            old = [r[0] for r in conn.execute(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
+                (before,))]
+            for job_id in old:
+                conn.execute("DELETE FROM task_events WHERE task_id IN"
+                             " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
+                conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
+                conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            return len(old)
+        return await self.db.write(op)
+
+    async def open_jobs(self) -> list[tuple[str, float]]:
+        """(job_id, deadline_at) of every job not finished yet."""
+        def op(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            return [(r[0], r[1]) for r in conn.execute(
+                "SELECT id, deadline_at FROM jobs WHERE finished_at IS NULL")]
         return await self.db.run(op, self.db.conn)
 
     # ---- reading tasks ---------------------------------------------------------------
@@ -191,22 +207,22 @@ class SqliteStore:
             return [_task(r) for r in rows]
         return await self.db.run(op, self.db.conn)
 
-    async def queued(self, players: Collection[str] | None = None) -> list[QueuedTask]:
-        """With players given, only tasks bound to one of them or not bound yet (one-of):
-        dispatch then never reads the backlog of players that cannot take work."""
-        names = None if players is None else sorted(players)
-
+    async def queued(self) -> list[QueuedTask]:
+        """Every queued task, oldest first: what dispatch's index is rebuilt from. Each
+        job's target list is decoded once, and only for one-of jobs."""
         def op(conn: sqlite3.Connection) -> list[QueuedTask]:
-            where = "t.state = 'queued'"
-            args: tuple[object, ...] = ()
-            if names is not None:
-                where += f" AND (t.player IS NULL OR t.player IN ({','.join('?' * len(names))}))"
-                args = tuple(names)
             rows = conn.execute(
-                "SELECT t.id, j.scope, t.player, j.targets, t.tried, j.deadline_at FROM tasks t"
-                f" JOIN jobs j ON j.id = t.job_id WHERE {where} ORDER BY j.created_at, t.rowid", args)
-            return [QueuedTask(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5])
-                    for r in rows]
+                "SELECT t.id, t.job_id, j.scope, t.player, t.tried, j.deadline_at, j.created_at"
+                " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued'"
+                " ORDER BY j.created_at, t.rowid")
+            targets: dict[str, tuple[str, ...]] = {}
+            result = []
+            for row in rows:
+                if row["scope"] == "one" and row["job_id"] not in targets:
+                    found = conn.execute("SELECT targets FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
+                    targets[row["job_id"]] = tuple(json.loads(found[0]))
+                result.append(_queued(row, targets.get(row["job_id"], ())))
+            return result
         return await self.db.run(op, self.db.conn)
 
     async def players_with(self, state: TaskState) -> list[str]:
@@ -215,54 +231,61 @@ class SqliteStore:
                 "SELECT DISTINCT player FROM tasks WHERE state = ? AND player IS NOT NULL", (state.value,))]
         return await self.db.run(op, self.db.conn)
 
-    async def next_deadline(self) -> float | None:
-        def op(conn: sqlite3.Connection) -> float | None:
-            unstarted, names = _in("t.state", states.UNSTARTED)
-            row = conn.execute("SELECT MIN(j.deadline_at) FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                               f" WHERE {unstarted}", names).fetchone()
-            return row[0]  # type: ignore[no-any-return]
-        return await self.db.run(op, self.db.conn)
-
     # ---- moving tasks ----------------------------------------------------------------
 
     async def claim(self, task_id: str, player: str) -> Claimed | None:
-        def op(conn: sqlite3.Connection) -> Claimed | None:
-            with Transaction(conn):
-                row = conn.execute(
-                    "SELECT t.state, t.attempt, t.job_id, j.score, j.params, j.requester, j.deadline_at"
-                    " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task_id,)).fetchone()
+        claimed = await self.claim_many([(task_id, player)])
+        return claimed[0] if claimed else None
+
+    async def claim_many(self, pairs: Sequence[tuple[str, str]]) -> list[Claimed]:
+        """queued -> dispatched, for each (task, player) still queued; one commit for all."""
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            claimed = []
+            jobs: dict[str, sqlite3.Row] = {}
+            now = time.time()
+            for tid, player in pairs:
+                row = conn.execute("SELECT state, attempt, job_id FROM tasks WHERE id = ?", (tid,)).fetchone()
                 if row is None or row["state"] != TaskState.QUEUED:
-                    return None
+                    continue
+                job = jobs.get(row["job_id"])
+                if job is None:
+                    job = jobs[row["job_id"]] = conn.execute(
+                        "SELECT score, params, requester, deadline_at FROM jobs WHERE id = ?",
+                        (row["job_id"],)).fetchone()
                 attempt = row["attempt"] + 1
-                _move(conn, task_id, TaskState.QUEUED, TaskState.DISPATCHED, f"sent to {player}",
-                      player=player, attempt=attempt, dispatched_at=time.time())
-                return Claimed(task_id, row["job_id"], attempt, player, row["score"],
-                               json.loads(row["params"]), row["requester"], row["deadline_at"])
-        return await self.db.run(op, self.db.conn)
+                _move(conn, tid, row["job_id"], TaskState.QUEUED, TaskState.DISPATCHED, f"sent to {player}",
+                      player=player, attempt=attempt, dispatched_at=now)
+                claimed.append(Claimed(tid, row["job_id"], attempt, player, job["score"],
+                                       json.loads(job["params"]), job["requester"], job["deadline_at"]))
+            return claimed
+        return await self.db.write(op)
 
     async def transition(self, task_id: str, new: TaskState, *, detail: str,
                          expect_attempt: int | None = None, expect_player: str | None = None,
                          expect_state: TaskState | None = None,
                          outcome: TaskOutcome | None = None) -> Change:
         """Returns applied=False instead of raising when the task has moved on (a stale or
-        duplicate message) or the move is not allowed from where it now stands."""
+        duplicate message) or the move is not allowed from where it now stands. An
+        outcome without a start time keeps the one recorded at the grant."""
         columns = {} if outcome is None else _outcome_columns(outcome)
+        if outcome is not None and outcome.started_at is None:
+            del columns["started_at"]
 
         def op(conn: sqlite3.Connection) -> Change:
-            with Transaction(conn):
-                row = conn.execute("SELECT job_id, state, attempt, player FROM tasks WHERE id = ?",
-                                   (task_id,)).fetchone()
-                if row is None:
-                    return Change(False, "")
-                old = TaskState(row["state"])
-                stale = ((expect_attempt is not None and row["attempt"] != expect_attempt)
-                         or (expect_player is not None and row["player"] != expect_player)
-                         or (expect_state is not None and old != expect_state))
-                if stale or not states.allowed(old, new):
-                    return Change(False, row["job_id"], state=old)
-                _move(conn, task_id, old, new, detail, **columns)
-                return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), new)
-        return await self.db.run(op, self.db.conn)
+            row = conn.execute("SELECT job_id, state, attempt, player FROM tasks WHERE id = ?",
+                               (task_id,)).fetchone()
+            if row is None:
+                return Change(False, "", task_id=task_id)
+            old = TaskState(row["state"])
+            found = {"task_id": task_id, "player": row["player"], "attempt": row["attempt"]}
+            stale = ((expect_attempt is not None and row["attempt"] != expect_attempt)
+                     or (expect_player is not None and row["player"] != expect_player)
+                     or (expect_state is not None and old != expect_state))
+            if stale or not states.allowed(old, new):
+                return Change(False, row["job_id"], state=old, **found)
+            _move(conn, task_id, row["job_id"], old, new, detail, **columns)
+            return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), new, **found)
+        return await self.db.write(op)
 
     async def requeue(self, task: TaskRef, *, detail: str, one_of_only: bool = False,
                       refused_by: str | None = None) -> Change:
@@ -270,57 +293,65 @@ class SqliteStore:
         adds that target to the ones not to try again, and nothing is requeued when no
         target is left. Not applied when the task moved on, or (one_of_only) is all-of."""
         def op(conn: sqlite3.Connection) -> Change:
-            with Transaction(conn):
-                row = conn.execute(
-                    "SELECT t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets"
-                    " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task.task_id,)).fetchone()
-                if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != task.attempt
-                        or row["player"] != task.player):
-                    return Change(False, row["job_id"] if row else "")
-                one_of = row["scope"] == "one"
-                if one_of_only and not one_of:
-                    return Change(False, row["job_id"])
-                columns: dict[str, object] = {"player": None} if one_of else {}
-                if refused_by is not None:
-                    tried = [*json.loads(row["tried"]), refused_by]
-                    if all(target in tried for target in json.loads(row["targets"])):
-                        return Change(False, row["job_id"])
-                    columns["tried"] = json.dumps(tried)
-                _move(conn, task.task_id, TaskState.DISPATCHED, TaskState.QUEUED, detail, **columns)
-                return Change(True, row["job_id"], state=TaskState.QUEUED)
-        return await self.db.run(op, self.db.conn)
+            row = conn.execute(
+                "SELECT t.id, t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets,"
+                " j.deadline_at, j.created_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
+                (task.task_id,)).fetchone()
+            if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != task.attempt
+                    or row["player"] != task.player):
+                return Change(False, row["job_id"] if row else "", task_id=task.task_id)
+            one_of = row["scope"] == "one"
+            if one_of_only and not one_of:
+                return Change(False, row["job_id"], task_id=task.task_id)
+            columns: dict[str, object] = {"player": None} if one_of else {}
+            tried = json.loads(row["tried"])
+            if refused_by is not None:
+                tried.append(refused_by)
+                if all(target in tried for target in json.loads(row["targets"])):
+                    return Change(False, row["job_id"], task_id=task.task_id)
+                columns["tried"] = json.dumps(tried)
+            _move(conn, task.task_id, row["job_id"], TaskState.DISPATCHED, TaskState.QUEUED, detail, **columns)
+            queued = QueuedTask(task.task_id, row["scope"], None if one_of else row["player"],
+                                tuple(json.loads(row["targets"])) if one_of else (), tuple(tried),
+                                row["deadline_at"], row["created_at"])
+            return Change(True, row["job_id"], state=TaskState.QUEUED, task_id=task.task_id,
+                          player=queued.player, attempt=row["attempt"], queued=queued)
+        return await self.db.write(op)
 
-    async def expire_due(self, now: float) -> Expiry:
+    async def expire_due(self, now: float, job_ids: Collection[str] | None = None) -> Expiry:
         """Not started means queued, or dispatched without a start grant: nothing ran.
-        The dispatched ones come back in ``dropped``: their players must forget them."""
+        The dispatched ones come back in ``dropped``: their players must forget them.
+        With job_ids, only those jobs are looked at (the deadline heap names them)."""
         def op(conn: sqlite3.Connection) -> Expiry:
             reason = "job deadline passed before the task started"
             columns = _outcome_columns(TaskOutcome.ended(reason, now))
             unstarted, names = _in("t.state", states.UNSTARTED)
-            with Transaction(conn):
-                rows = conn.execute(
-                    "SELECT t.id, t.job_id, t.state, t.attempt, t.player FROM tasks t"
-                    f" JOIN jobs j ON j.id = t.job_id WHERE {unstarted} AND j.deadline_at <= ?",
-                    (*names, now)).fetchall()
-                for row in rows:
-                    _move(conn, row["id"], TaskState(row["state"]), TaskState.EXPIRED, reason, **columns)
-                dropped = tuple(TaskRef(row["id"], row["player"], row["attempt"]) for row in rows
-                                if row["state"] == TaskState.DISPATCHED)
-                changes = tuple(Change(True, job_id, _finish_job_if_done(conn, job_id))
-                                for job_id in {row["job_id"] for row in rows})
-            return Expiry(changes, dropped)
-        return await self.db.run(op, self.db.conn)
+            select = ("SELECT t.id, t.job_id, t.state, t.attempt, t.player FROM tasks t"
+                      f" JOIN jobs j ON j.id = t.job_id WHERE {unstarted} AND j.deadline_at <= ?")
+            if job_ids is None:
+                rows = conn.execute(select, (*names, now)).fetchall()
+            else:
+                rows = [row for job_id in job_ids
+                        for row in conn.execute(select + " AND t.job_id = ?", (*names, now, job_id))]
+            for row in rows:
+                _move(conn, row["id"], row["job_id"], TaskState(row["state"]), TaskState.EXPIRED, reason,
+                      **columns)
+            dropped = tuple(TaskRef(row["id"], row["player"], row["attempt"]) for row in rows
+                            if row["state"] == TaskState.DISPATCHED)
+            changes = tuple(Change(True, job_id, _finish_job_if_done(conn, job_id))
+                            for job_id in dict.fromkeys(row["job_id"] for row in rows))
+            return Expiry(changes, dropped, tuple(row["id"] for row in rows))
+        return await self.db.write(op)
 
     # ---- players ---------------------------------------------------------------------
 
     async def record_player(self, player: PlayerRecord) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with Transaction(conn):
-                conn.execute("INSERT OR REPLACE INTO players (name, last_seen, scores, max_concurrent,"
-                             " cert_not_after) VALUES (?,?,?,?,?)",
-                             (player.name, player.last_seen, encode_inventory(player.inventory),
-                              player.max_concurrent, player.cert_not_after))
-        await self.db.run(op, self.db.conn)
+            conn.execute("INSERT OR REPLACE INTO players (name, last_seen, scores, max_concurrent,"
+                         " cert_not_after) VALUES (?,?,?,?,?)",
+                         (player.name, player.last_seen, encode_inventory(player.inventory),
+                          player.max_concurrent, player.cert_not_after))
+        await self.db.write(op)
 
     async def players(self) -> dict[str, PlayerRecord]:
         def op(conn: sqlite3.Connection) -> dict[str, PlayerRecord]:

@@ -1,0 +1,148 @@
+"""Dispatch's in-memory view of the queue, so no pass ever re-reads the backlog.
+
+The store stays the source of truth: the index is rebuilt from it at start-up and
+changed only after a commit, by the lifecycle, from what the store returned. It holds
+
+* every queued task, by id;
+* per player, a heap of its queued all-of tasks, oldest first, and which players have
+  any (so a pass looks only at players with work);
+* the queued one-of tasks, which any of their untried targets may take;
+* a heap of (deadline, job) for every unfinished job, so the deadline timer sleeps until
+  the next one and expires only the jobs that are due.
+
+A pass costs what it dispatches, not what is queued. :meth:`snapshot` is what the tests
+compare with the store after random operations and restarts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from conductor.store import QueuedTask, Store
+
+
+@dataclass
+class DispatchIndex:
+    queued: dict[str, QueuedTask] = field(default_factory=dict)
+    _all_of: dict[str, list[tuple[tuple[float, str, int], str]]] = field(default_factory=dict)
+    _one_of: dict[str, QueuedTask] = field(default_factory=dict)
+    _one_of_sorted: bool = True
+    _deadlines: list[tuple[float, str]] = field(default_factory=list)
+    _unfinished: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    async def rebuild(cls, store: Store) -> DispatchIndex:
+        """The index as the store says it must be: every queued task, every open job."""
+        index = cls()
+        for task in await store.queued():
+            index.add(task)
+        for job_id, deadline_at in await store.open_jobs():
+            index.job_opened(job_id, deadline_at)
+        return index
+
+    # ---- queued tasks ------------------------------------------------------------------
+
+    def add(self, task: QueuedTask) -> None:
+        """A task (back) in the queue: after a submit or a requeue was committed."""
+        self.queued[task.task_id] = task
+        if task.scope == "all" and task.player is not None:
+            heapq.heappush(self._all_of.setdefault(task.player, []), (task.order, task.task_id))
+        else:
+            if self._one_of:
+                last = next(reversed(self._one_of.values()))
+                self._one_of_sorted = self._one_of_sorted and last.order <= task.order
+            self._one_of[task.task_id] = task
+
+    def discard(self, task_id: str) -> None:
+        """The task left the queue (claimed, expired, cancelled, removed). Its heap entry
+        goes stale and is skipped when reached."""
+        task = self.queued.pop(task_id, None)
+        if task is not None and task_id in self._one_of:
+            del self._one_of[task_id]
+
+    def players_with_work(self) -> list[str]:
+        """Players with queued all-of tasks (or stale entries, dropped on their next take)."""
+        return list(self._all_of)
+
+    def has_work(self, player: str) -> bool:
+        return player in self._all_of
+
+    def take(self, player: str, count: int, now: float) -> list[QueuedTask]:
+        """Up to ``count`` of the player's all-of tasks, oldest first, removed from the
+        index (the caller claims them, or puts them back with :meth:`add`). Tasks past
+        their deadline stay: the deadline timer expires them."""
+        heap = self._all_of.get(player)
+        taken: list[QueuedTask] = []
+        late: list[tuple[tuple[float, str, int], str]] = []
+        while heap and len(taken) < count:
+            entry = heapq.heappop(heap)
+            task = self.queued.get(entry[1])
+            if task is None or task.player != player or task.scope != "all":
+                continue  # stale: it left the queue since
+            if task.deadline_at <= now:
+                late.append(entry)
+                continue
+            del self.queued[task.task_id]
+            taken.append(task)
+        for entry in late:
+            heapq.heappush(heap, entry)  # type: ignore[arg-type]
+        if not heap:
+            self._all_of.pop(player, None)
+        return taken
+
+    def one_of(self) -> list[QueuedTask]:
+        """The queued one-of tasks, oldest first."""
+        if not self._one_of_sorted:
+            self._one_of = dict(sorted(self._one_of.items(), key=lambda item: item[1].order))
+            self._one_of_sorted = True
+        return list(self._one_of.values())
+
+    def remove(self, tasks: Iterable[QueuedTask]) -> None:
+        for task in tasks:
+            self.discard(task.task_id)
+
+    # ---- deadlines ---------------------------------------------------------------------
+
+    def job_opened(self, job_id: str, deadline_at: float) -> None:
+        self._unfinished[job_id] = deadline_at
+        heapq.heappush(self._deadlines, (deadline_at, job_id))
+
+    def job_finished(self, job_id: str) -> None:
+        self._unfinished.pop(job_id, None)
+        if len(self._deadlines) > 2 * len(self._unfinished) + 1024:  # drop the finished ones' entries
+            self._deadlines = [(at, job) for job, at in self._unfinished.items()]
+            heapq.heapify(self._deadlines)
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines and self._deadlines[0][1] not in self._unfinished:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def due(self, now: float) -> list[str]:
+        """Unfinished jobs whose deadline has come: each is handed out once."""
+        jobs = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, job_id = heapq.heappop(self._deadlines)
+            if self._unfinished.get(job_id, now + 1) <= now:
+                jobs.append(job_id)
+        return jobs
+
+    # ---- for tests and operators -------------------------------------------------------
+
+    def __iter__(self) -> Iterator[QueuedTask]:
+        return iter(list(self.queued.values()))
+
+    def snapshot(self) -> dict[str, object]:
+        """Comparable content: queued tasks by id, each player's all-of queue in order,
+        the one-of tasks in order, and the unfinished jobs' deadlines."""
+        live = {player: [tid for _, tid in sorted(heap) if (t := self.queued.get(tid)) is not None
+                         and t.scope == "all" and t.player == player]
+                for player, heap in self._all_of.items()}
+        return {
+            "queued": dict(self.queued),
+            "all_of": {player: tids for player, tids in live.items() if tids},
+            "one_of": [task.task_id for task in self.one_of()],
+            "deadlines": dict(self._unfinished),
+        }
