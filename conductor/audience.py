@@ -21,7 +21,7 @@ from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.params import (
     JOB_ID_RE, apply_decls, check_idempotency_key, check_score_name, check_targets,
-    normalize_params, redact, resolve_scope,
+    ScoreDecls, normalize_params, redact, resolve_scope,
 )
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
@@ -80,11 +80,14 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         # checks again before it runs anything.
         secret: set[str] = set()
         checked = params
+        by_decls: dict[ScoreDecls, dict[str, str]] = {}  # a fleet mostly shares one .conf
         for target in targets:
             decls = self.sessions.declarations(target, score)
             if decls is not None:
-                checked = apply_decls(params, decls, score)
-                secret |= {d.name for d in decls.params if d.secret}
+                if decls not in by_decls:
+                    by_decls[decls] = apply_decls(params, decls, score)
+                    secret |= {d.name for d in decls.params if d.secret}
+                checked = by_decls[decls]
         decision = self.policy().decide(who, score, targets, checked)
         if not decision.allowed:
             raise PolicyDenied(decision.reason, decision.rule)

@@ -137,8 +137,8 @@ class DispatchIndex:
     def snapshot(self) -> dict[str, object]:
         """Comparable content: queued tasks by id, each player's all-of queue in order,
         the one-of tasks in order, and the unfinished jobs' deadlines."""
-        live = {player: [tid for _, tid in sorted(heap) if (t := self.queued.get(tid)) is not None
-                         and t.scope == "all" and t.player == player]
+        live = {player: list(dict.fromkeys(tid for _, tid in sorted(heap) if (t := self.queued.get(tid))
+                                           is not None and t.scope == "all" and t.player == player))
                 for player, heap in self._all_of.items()}
         return {
             "queued": dict(self.queued),

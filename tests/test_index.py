@@ -1,0 +1,141 @@
+"""The dispatch index always says what the store says: after random sequences of every
+lifecycle event, and after a restart (the index rebuilt from the SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from conductor.audit import AuditLog
+from conductor.dispatch import Dispatcher
+from conductor.index import DispatchIndex
+from conductor.lifecycle import Lifecycle
+from conductor.sessions import PlayerSession, Sessions
+from conductor.states import IN_FLIGHT, TaskState
+from conductor.store import NewJob, QueuedTask, open_store
+from orchestra.outcome import TaskOutcome
+from orchestra.tls import PeerIdentity
+from orchestra.wire import player_pb2
+
+PLAYERS = ("p1", "p2", "p3", "p4")
+ENDINGS = (player_pb2.ENDING_OK, player_pb2.ENDING_FAILED, player_pb2.ENDING_REFUSED,
+           player_pb2.ENDING_CANCELLED)
+
+
+def connect(lifecycle: Lifecycle, name: str, rng: random.Random) -> PlayerSession:
+    session = PlayerSession(name=name, identity=PeerIdentity(name, 1, 9e9),
+                            max_concurrent=rng.randint(1, 3), ready=True)
+    session.finished.set()  # no gRPC handler here: a removal need not wait for one
+    lifecycle.sessions.attach(session)
+    return session
+
+
+async def in_flight(lifecycle: Lifecycle, states: frozenset[TaskState]) -> list[tuple[str, str, int]]:
+    found = []
+    for name in PLAYERS:
+        found += [(t.task_id, name, t.attempt) for t in await lifecycle.store.tasks_of(name, states)]
+    return sorted(found)
+
+
+async def step(lifecycle: Lifecycle, rng: random.Random, clock: list[float]) -> str:
+    """One random event, as the services and loops would raise it."""
+    sessions = lifecycle.sessions
+    kind = rng.choice(["submit", "submit", "dispatch", "dispatch", "grant", "result", "result",
+                       "gone", "connect", "cancel", "expire", "remove"])
+    if kind == "submit":
+        targets = tuple(rng.sample(PLAYERS, rng.randint(1, len(PLAYERS))))
+        scope = rng.choice(["all", "one"]) if len(targets) > 1 else "all"
+        deadline = clock[0] + rng.choice([5.0, 50.0, 1e6])
+        await lifecycle.submit(NewJob("hello", scope, targets, {}, (), "me", deadline))
+    elif kind == "dispatch":
+        await Dispatcher(lifecycle).dispatch_once()
+    elif kind == "grant":
+        waiting = await in_flight(lifecycle, frozenset({TaskState.DISPATCHED}))
+        if waiting:
+            task_id, name, attempt = rng.choice(waiting)
+            session = sessions.get(name)
+            if session is not None:
+                await lifecycle.grant(session, player_pb2.StartRequest(task_id=task_id, attempt=attempt))
+    elif kind == "result":
+        held = await in_flight(lifecycle, IN_FLIGHT)
+        if held:
+            task_id, name, attempt = rng.choice(held)
+            session = sessions.get(name)
+            if session is not None:
+                outcome = TaskOutcome(exit_code=0, reason="done").to_wire()
+                await lifecycle.result(session, player_pb2.TaskResult(
+                    task_id=task_id, attempt=attempt, ending=rng.choice(ENDINGS), outcome=outcome))
+    elif kind == "gone":
+        live = [s for s in sessions]
+        if live:
+            session = rng.choice(live)
+            sessions.detach(session)
+            await lifecycle.player_gone(session.name)
+    elif kind == "connect":
+        name = rng.choice(PLAYERS)
+        spool = []  # the player lost its spool, or kept some of it
+        for task_id, owner, attempt in await in_flight(lifecycle, IN_FLIGHT):
+            if owner == name and rng.random() < 0.5:
+                spool.append(player_pb2.SpoolEntry(task_id=task_id, attempt=attempt,
+                                                   state=player_pb2.SPOOL_STATE_ACCEPTED))
+        session = connect(lifecycle, name, rng)
+        session.ready = False
+        await lifecycle.player_connected(session, player_pb2.Hello(spool=spool))
+    elif kind == "cancel":
+        queued = [t.task_id for t in lifecycle.index]
+        if queued:
+            job = await lifecycle.store.get_job(rng.choice(queued).rpartition(".")[0])
+            assert job is not None
+            await lifecycle.cancel(job, "me")
+    elif kind == "expire":
+        clock[0] += rng.choice([1.0, 10.0, 100.0])
+        await lifecycle.expire(clock[0])
+    elif kind == "remove" and rng.random() < 0.3:
+        gone = frozenset(rng.sample(PLAYERS, 1))
+        await lifecycle.players_removed(sessions.set_roster(frozenset(PLAYERS) - gone))
+        sessions.set_roster(frozenset(PLAYERS))
+    return kind
+
+
+def comparable(index: DispatchIndex) -> dict[str, object]:
+    snapshot = index.snapshot()
+    queued: dict[str, QueuedTask] = snapshot["queued"]  # type: ignore[assignment]
+    return {**snapshot, "queued": sorted(queued.values(), key=lambda t: t.order)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_index_equals_the_store_after_random_events_and_a_restart(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+
+    async def main() -> dict[str, object]:
+        store = open_store(tmp_path)
+        audit = AuditLog(tmp_path / "audit.log")
+        lifecycle = Lifecycle(store, Sessions(frozenset(PLAYERS), {}), audit, await DispatchIndex.rebuild(store))
+        clock = [time.time()]
+        for name in PLAYERS[:2]:
+            connect(lifecycle, name, rng)
+        kinds = []
+        try:
+            for _ in range(120):
+                kinds.append(await step(lifecycle, rng, clock))
+                rebuilt = await DispatchIndex.rebuild(store)
+                assert comparable(lifecycle.index) == comparable(rebuilt), f"after {kinds}"
+            assert {"submit", "dispatch", "result"} <= set(kinds)
+            return comparable(lifecycle.index)
+        finally:
+            store.close()
+            audit.close()
+
+    before = asyncio.run(main())
+
+    async def restarted() -> dict[str, object]:
+        store = open_store(tmp_path)
+        try:
+            return comparable(await DispatchIndex.rebuild(store))
+        finally:
+            store.close()
+    assert asyncio.run(restarted()) == before
