@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -97,6 +96,8 @@ class Client:
                 if deadline is None and now - outage_since > MAX_OUTAGE:
                     raise self.translate(err) from None
             # The conductor went away mid-wait (restart): try again with jittered backoff.
+            import random  # only a wait that rides out an outage needs it
+
             time.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 5.0)
 

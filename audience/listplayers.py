@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ def show(client: Client, as_json: bool) -> int:
     reply = client.players()
     now = time.time()
     if as_json:
+        import json  # only --json needs it
+
         sys.stdout.write(json.dumps({
             "conductor_cert_not_after": iso(reply.conductor_cert_not_after),
             "players": [{

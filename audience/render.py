@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from orchestra.errors import ExitCode
@@ -61,6 +60,8 @@ def job_dict(job: audience_pb2.Job) -> dict[str, Any]:
 
 
 def job_json(job: audience_pb2.Job) -> str:
+    import json  # only --json needs it
+
     return json.dumps(job_dict(job), indent=2, sort_keys=False) + "\n"
 
 

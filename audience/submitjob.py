@@ -7,7 +7,6 @@ line is parsed and validated by ``audience.parse`` before the conductor is diall
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -43,8 +42,12 @@ def submit(client: Client, sub: Submission) -> int:
     """Submit; print the job id (or one JSON object); with --wait, then act as getstatus --wait."""
     reply = client.submit(request_of(sub))
     if not sub.wait:
-        sys.stdout.write(json.dumps({"job_id": reply.job_id, "existing": reply.existing}) + "\n"
-                         if sub.json else f"{reply.job_id}\n")
+        if sub.json:
+            import json  # only --json needs it
+
+            sys.stdout.write(json.dumps({"job_id": reply.job_id, "existing": reply.existing}) + "\n")
+        else:
+            sys.stdout.write(f"{reply.job_id}\n")
         return int(ExitCode.OK)
     if not sub.json:  # --json prints one object only; it carries job_id
         sys.stdout.write(f"{reply.job_id}\n")

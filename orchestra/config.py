@@ -23,6 +23,8 @@ DEFAULT_PATHS = {
 
 @dataclass(frozen=True)
 class TLSFiles:
+    """Paths of one side's CA bundle, certificate and key (and, for the conductor, its CRL)."""
+
     ca: Path
     cert: Path
     key: Path
@@ -31,6 +33,8 @@ class TLSFiles:
 
 @dataclass(frozen=True)
 class ConductorConfig:
+    """conductor.toml, validated."""
+
     path: Path
     listen: str
     audience_socket: Path
@@ -51,6 +55,8 @@ class ConductorConfig:
 
 @dataclass(frozen=True)
 class PlayerConfig:
+    """player.toml, validated."""
+
     path: Path
     conductor: str
     conductor_name: str
@@ -71,6 +77,8 @@ class PlayerConfig:
 
 @dataclass(frozen=True)
 class AudienceConfig:
+    """audience.toml, validated; ``conductor`` empty means the local socket."""
+
     path: Path | None
     socket: Path
     conductor: str

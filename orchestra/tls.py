@@ -10,14 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from cryptography import x509
 
 from orchestra.config import TLSFiles
 from orchestra.errors import StartupError
 from orchestra.params import CERTNAME_RE
+
+# cryptography is imported by each function that parses a certificate or CRL, not here:
+# the audience commands on the local socket use this module's channel settings only,
+# and the certificate parser would be the heaviest thing they load.
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -64,6 +69,8 @@ class Material:
 
     @classmethod
     def load(cls, files: TLSFiles) -> Material:
+        from cryptography import x509
+
         material = cls(read_pem(files.ca, "CA bundle"), read_pem(files.cert, "certificate"),
                        read_pem(files.key, "private key"))
         try:
@@ -75,11 +82,15 @@ class Material:
 
     @property
     def certificate(self) -> x509.Certificate:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.cert)
 
     @property
     def certname(self) -> str:
         """Our own CN (a conductor's cert may carry extra SANs for the names it is dialled by)."""
+        from cryptography import x509
+
         names = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         value = names[0].value if len(names) == 1 else ""
         return value if isinstance(value, str) and CERTNAME_RE.fullmatch(value) else ""
@@ -97,6 +108,8 @@ def channel_options(server_name: str) -> list[tuple[str, Any]]:
 
 def certname_of(cert: x509.Certificate) -> str | None:
     """The certname (CN) if the cert is acceptable as an identity, else None."""
+    from cryptography import x509
+
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str):
         return None
@@ -122,6 +135,8 @@ class PeerIdentity:
 
 def peer_identity(context: Any) -> PeerIdentity | None:
     """The verified identity of an mTLS peer, or None (which always means deny)."""
+    from cryptography import x509
+
     auth = context.auth_context()
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
@@ -141,6 +156,8 @@ def peer_identity(context: Any) -> PeerIdentity | None:
 
 
 def not_after(cert_pem: bytes) -> float:
+    from cryptography import x509
+
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
 
 
@@ -154,6 +171,8 @@ class RevocationList:
     @classmethod
     def load(cls, path: Path, ca_pem: bytes) -> RevocationList:
         """Parse and verify; raises StartupError (fail closed) when anything is off."""
+        from cryptography import x509
+
         try:
             crl = x509.load_pem_x509_crl(path.read_bytes())
         except OSError as err:
