@@ -111,10 +111,11 @@ class Audience(audience_pb2_grpc.AudienceServicer):
 
     async def WaitJob(self, request: audience_pb2.WaitRequest,  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.Job]:
-        job = await self._job(request.job_id, context)
-        event = self.lifecycle.watchers.watch(job.job_id)
+        if JOB_ID_RE.fullmatch(request.job_id) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {request.job_id[:80]!r}")
+        event = self.lifecycle.watchers.watch(request.job_id)
         try:
-            job = await self._job(request.job_id, context)  # re-read: no finish slips between
+            job = await self._job(request.job_id, context)  # read after watching: no finish slips between
             if job.finished_at is None:
                 timeout = request.timeout_seconds if request.timeout_seconds > 0 else None
                 try:
@@ -123,7 +124,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     pass
                 job = await self._job(request.job_id, context)
         finally:
-            self.lifecycle.watchers.unwatch(job.job_id, event)
+            self.lifecycle.watchers.unwatch(request.job_id, event)
         yield job_to_wire(job)
 
     async def Cancel(self, request: audience_pb2.JobRef,  # noqa: N802

@@ -147,7 +147,28 @@ def warn_if_expiring(role: str, name: str, expires_at: float) -> None:
         logger.warning("certificate_expiring", role=role, certname=name, days_left=round(days, 1))
 
 
+# Looking a user's groups up reads the whole group database (grp.getgrall()): at a
+# few ms per call it was the largest cost of a local audience call. A lookup is reused
+# for REQUESTER_TTL seconds, so a change of groups applies within that time.
+REQUESTER_TTL = 10.0
+_requesters: dict[tuple[int, int], tuple[float, Requester]] = {}
+
+
 def unix_requester(uid: int, gid: int) -> Requester:
+    """The local caller as a requester: user name and groups, looked up at most every
+    REQUESTER_TTL seconds per (uid, gid)."""
+    now = time.monotonic()
+    cached = _requesters.get((uid, gid))
+    if cached is not None and now - cached[0] < REQUESTER_TTL:
+        return cached[1]
+    requester = _lookup_requester(uid, gid)
+    if len(_requesters) > 4096:
+        _requesters.clear()
+    _requesters[(uid, gid)] = (now, requester)
+    return requester
+
+
+def _lookup_requester(uid: int, gid: int) -> Requester:
     try:
         entry = pwd.getpwuid(uid)
         name = entry.pw_name
