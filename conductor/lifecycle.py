@@ -175,11 +175,13 @@ class Lifecycle:
             raise
         faults.point("dispatch.claimed")
         by_name = {session.name: session for session, _ in plan}
+        gone: set[str] = set()
         for sent in claimed:
             self.index.discard(sent.task_id)
             session = by_name[sent.player]
             if not self.sessions.is_current(session):
-                continue  # it went away while we committed: its next Hello reconciles this
+                gone.add(session.name)  # it went away while we committed
+                continue
             session.in_flight.add(sent.task_id)
             session.send(run=player_pb2.RunTask(
                 task_id=sent.task_id, attempt=sent.attempt, job_id=sent.job_id,
@@ -189,6 +191,8 @@ class Lifecycle:
             self.audit.record("dispatch", "sent", job_id=sent.job_id, task_id=sent.task_id,
                               score=sent.score, certname=session.name, serial=session.serial,
                               attempt=sent.attempt)
+        for name in gone:  # fail over what it was given (its next Hello reconciles the rest)
+            await self.player_gone(name)
         return len(claimed)
 
     # ---- what players say --------------------------------------------------------------

@@ -8,6 +8,7 @@ records here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
@@ -33,7 +34,12 @@ _OUTCOME_FIELDS = dataclasses.fields(TaskOutcome)
 
 def _in(column: str, values: Iterable[TaskState]) -> tuple[str, tuple[str, ...]]:
     """``column IN (?, ...)`` and its arguments, for a set of states."""
-    names = tuple(sorted(state.value for state in values))
+    return _in_cached(column, frozenset(values))
+
+
+@functools.lru_cache(maxsize=64)
+def _in_cached(column: str, values: frozenset[TaskState]) -> tuple[str, tuple[str, ...]]:
+    names = tuple(sorted(str(state) for state in values))
     return f"{column} IN ({','.join('?' * len(names))})", names
 
 
@@ -48,7 +54,7 @@ def _outcome_columns(outcome: TaskOutcome) -> dict[str, object]:
     for spec in _OUTCOME_FIELDS:
         value = getattr(outcome, spec.name)
         if spec.name == "response":
-            value = json.dumps(dict(value), sort_keys=True)
+            value = json.dumps(dict(value), sort_keys=True) if value else "{}"
         elif isinstance(value, bool):
             value = int(value)
         columns[spec.name] = value
