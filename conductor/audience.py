@@ -137,7 +137,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             self.audit.record("cancel", "denied", requester=who.label, job_id=job.job_id,
                               reason=decision.reason, rule=decision.rule or None)
             await _deny_by_policy(context, decision.reason)
-        await self.lifecycle.cancel(job, who.label)
+        await asyncio.shield(self.lifecycle.cancel(job, who.label))  # never half-done (Lifecycle._apply)
         return job_to_wire(await self._job(request.job_id, context))
 
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802

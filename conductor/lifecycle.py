@@ -84,11 +84,14 @@ class Lifecycle:
     # ---- shared steps ------------------------------------------------------------------
 
     async def _apply(self, write: Awaitable[Change]) -> Change:
-        """Await a store write, then :meth:`_committed`, as one step a cancelled caller
-        (a gRPC call whose client went away) cannot split: the index never misses a commit."""
-        async def both() -> Change:
-            return self._committed(await write)
-        return await asyncio.shield(both())
+        """Await a store write, then :meth:`_committed`.
+
+        A cancellation between the two would leave a commit out of the index, so no
+        event may be cancelled half-way: the gRPC entry points a client can cancel
+        (Submit, Cancel, a session's Hello) shield the whole event, a player's messages
+        are handled in tasks of their own that nothing cancels, and the loops are
+        cancelled only at shutdown (the next start rebuilds the index)."""
+        return self._committed(await write)
 
     def _committed(self, change: Change) -> Change:
         """After every committed transition: the dispatch index follows the store, and

@@ -68,13 +68,15 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             session.send(welcome=player_pb2.Welcome(
                 protocol_version=PROTOCOL_VERSION, conductor=self.conductor_name,
                 heartbeat_seconds=int(self.heartbeat)))
-            await self.lifecycle.player_connected(session, hello)
+            await asyncio.shield(self.lifecycle.player_connected(session, hello))  # see Lifecycle._apply
             # Read until the stream ends, or until the session is closed (liveness sweep,
             # replacement, removal, revocation): whichever comes first.
             relay = asyncio.ensure_future(self._relay(session, context))
             closed = asyncio.ensure_future(session.closed.wait())
-            await asyncio.wait({relay, closed, writer}, return_when=asyncio.FIRST_COMPLETED)
-            closed.cancel()
+            try:
+                await asyncio.wait({relay, closed, writer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
         finally:
             # Shielded: gRPC cancels this handler when the player's connection drops,
             # and the session must still be wound up to the end.
