@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Sequence
 
 from orchestra import config as configuration
@@ -25,21 +24,6 @@ def log_stats(player: Player) -> None:
                    running=len(player.executions))
 
 
-def _watch_children_with_pidfd(loop: asyncio.AbstractEventLoop) -> None:
-    """Python 3.11 reaps each score from a thread started for that child alone (its
-    default ThreadedChildWatcher); a pidfd in the event loop costs far less per spawn.
-    3.12 and later already do this by default."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))  # the kernel must support pidfds (Linux 5.3)
-    except OSError:
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
-
-
 async def _run(cfg: configuration.PlayerConfig) -> None:
     material = Material.load(cfg.tls)
     if not material.certname:
@@ -51,7 +35,6 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
     except OSError as err:
         raise StartupError(f"cannot use spool_dir {cfg.spool_dir}: {err.strerror}") from None
     loop = asyncio.get_running_loop()
-    _watch_children_with_pidfd(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, player.stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log_stats(player))
