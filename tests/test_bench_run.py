@@ -46,7 +46,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert [run["name"] for run in report["runs"]] == ["backlog_8", "backlog_40", "four_players"]
     for run in report["runs"]:
         assert {"conductor", "players_cost", "tasks", "tasks_per_s", "seconds"} <= set(run)
-    # The labels the older smoke test (test_bench_smoke.py) looks for are still printed.
+    # The labels of the original figures are still printed.
     for label in ["spawn+wait of /bin/true", "SQLite insert+commit", "latency, 1 player",
                   "throughput, 1 player", "throughput, 4 players"]:
         assert label in result.stdout
