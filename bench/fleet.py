@@ -69,6 +69,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -88,9 +89,9 @@ import grpc  # noqa: E402
 
 from devtools import pki  # noqa: E402
 from devtools.devcluster import CONDUCTOR_NAME, Proc, free_port, write_toml  # noqa: E402
-from orchestra.db import connect  # noqa: E402
 from orchestra.tls import Material, channel_credentials, channel_options  # noqa: E402
 from orchestra.wire import audience_pb2, audience_pb2_grpc, common_pb2, player_pb2  # noqa: E402
+from measure import catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile  # noqa: E402
 from simplayer import CPU_QUERY, CPU_REPLY, ECHO_METHOD, OWN_CONNECTION, raise_fd_limit  # noqa: E402
 
 SIMPLAYER = BENCH_DIR / "simplayer.py"
@@ -128,32 +129,6 @@ def child_env() -> dict[str, str]:
 
 def player_names(count: int) -> list[str]:
     return [f"p{n:05d}.fleet" for n in range(1, count + 1)]
-
-
-# ---- /proc ---------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def status_field(pid: int, key: str) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name == key:
-            return value.strip()
-    raise BenchError(f"no {key} in /proc/{pid}/status")
-
-
-def memory_bytes(pid: int, key: str = "VmRSS") -> int:
-    return int(status_field(pid, key).split()[0]) * 1024
-
-
-def catches(pid: int, signum: int) -> bool:
-    """Whether the process has a handler for signum (else SIGUSR1 would kill it)."""
-    return bool(int(status_field(pid, "SigCgt"), 16) >> (signum - 1) & 1)
 
 
 # ---- set-up --------------------------------------------------------------------------
@@ -421,35 +396,6 @@ class Fleet:
 # ---- floors --------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def floor_spawn(count: int) -> float:
-    """Seconds per asyncio spawn+wait of /bin/true."""
-    started = time.perf_counter()
-    for _ in range(count):
-        proc = await asyncio.create_subprocess_exec("/bin/true")
-        await proc.wait()
-    return (time.perf_counter() - started) / count
-
-
-def floor_commit(path: Path, count: int) -> float:
-    """Seconds per durable SQLite insert+commit (orchestra.db: WAL, synchronous=FULL)."""
-    conn = connect(path)
-    try:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
-        started = time.perf_counter()
-        for n in range(count):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t (body) VALUES (?)", (f"row {n}",))
-            conn.execute("COMMIT")
-        return (time.perf_counter() - started) / count
-    finally:
-        conn.close()
-
-
 @dataclass
 class EchoFloors:
     rtt_p50_seconds: float
@@ -565,8 +511,8 @@ async def echo_floors(peer: EchoPeer, rtts: int, connects: int) -> EchoFloors:
 
 async def measure_floors(root: Path, ssl: pki.SSLDir, samples: int) -> Floors:
     few = max(10, samples // 10)
-    spawn = await floor_spawn(few)
-    commit = floor_commit(root / "floor.db", few)
+    spawn = statistics.median(await floor_spawn(few))
+    commit = statistics.median(floor_commit(root / "floor.db", few))
     echo = await echo_floors(EchoPeer(ssl, player_names(1)[0], root / "echo.log"), samples, few)
     return Floors(**vars(echo), spawn_seconds=spawn, commit_seconds=commit)
 

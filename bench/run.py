@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 import grpc  # noqa: E402
 
 from devtools.devcluster import Cluster, Proc  # noqa: E402
-from orchestra.db import connect  # noqa: E402
 from orchestra.wire import audience_pb2, audience_pb2_grpc, common_pb2  # noqa: E402
+from measure import catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile  # noqa: E402
 
 NOOP = "#!/bin/sh\nexit 0\n"
 # Holds a slot until the bench writes one line into the FIFO named by the GATE parameter.
@@ -55,7 +55,6 @@ SOLO_SLOTS = 8                                        # its max_concurrent
 FOUR = [f"p{n}.bench" for n in range(1, 5)]           # the 4-player run, max_concurrent 4 each
 FOUR_SLOTS = 4
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 WAIT_TIMEOUT = 600.0
 STATS_TIMEOUT = 5.0
 
@@ -99,9 +98,6 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 # ---- small helpers ----------------------------------------------------------------------
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def self_cpu() -> float:
@@ -114,28 +110,14 @@ def pid_of(proc: Proc) -> int:
     return proc.popen.pid
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of pid (every thread, not its children), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
-def proc_status(pid: int, key: str) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name == key:
-            return value.strip()
-    raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
 def rss_mb(pid: int) -> float:
-    return int(proc_status(pid, "VmRSS").split()[0]) / 1024  # "12345 kB"
+    return memory_bytes(pid) / (1024 * 1024)
 
 
-def catches(pid: int, sig: int) -> bool:
-    """True if pid has a handler for sig (without one, SIGUSR1 would kill it)."""
-    return bool(int(proc_status(pid, "SigCgt"), 16) >> (sig - 1) & 1)
 
 
 def ratio(value: float | None, floor: float | None) -> float | None:
@@ -155,30 +137,6 @@ def timed_run(argv: Sequence[str], env: dict[str, str]) -> float:
 
 
 # ---- floors -----------------------------------------------------------------------------
-
-async def floor_spawn(count: int) -> list[float]:
-    samples: list[float] = []
-    for _ in range(count):
-        start = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec("/bin/true")
-        await proc.wait()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def floor_sqlite(path: Path, count: int) -> list[float]:
-    conn = connect(path)
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
-    samples: list[float] = []
-    for n in range(count):
-        start = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t (body) VALUES (?)", (f"row {n}",))
-        conn.execute("COMMIT")
-        samples.append(time.perf_counter() - start)
-    conn.close()
-    return samples
-
 
 @dataclass
 class Floors:
@@ -204,7 +162,7 @@ def measure_floors(root: Path, count: int) -> Floors:
     cpu = self_cpu()
     spawns = asyncio.run(floor_spawn(count))
     spawn_cpu = (self_cpu() - cpu) / count
-    commits = floor_sqlite(root / "floor.db", count)
+    commits = floor_commit(root / "floor.db", count)
     return Floors(spawn_s=statistics.median(spawns), spawn_mean_s=statistics.mean(spawns),
                   spawn_cpu_s=spawn_cpu, commit_s=statistics.median(commits),
                   commit_mean_s=statistics.mean(commits))
@@ -261,21 +219,21 @@ def read_counters(cluster: Cluster, proc: Proc, notes: Notes) -> Counters:
     """CPU from /proc; commits and writes from the stats line SIGUSR1 makes the daemon log."""
     pid = pid_of(proc)
     if proc.name in notes.no_stats:  # it stayed silent once: do not wait for it again
-        return Counters(proc_cpu(pid), None, None)
+        return Counters(cpu_seconds(pid), None, None)
     if not catches(pid, signal.SIGUSR1):
         if proc.name not in notes.no_handler:
             notes.no_handler.append(proc.name)
-        return Counters(proc_cpu(pid), None, None)
+        return Counters(cpu_seconds(pid), None, None)
     seen = len(stats_lines(cluster.log_text(proc.name)))
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + STATS_TIMEOUT
     while time.monotonic() < deadline:
         lines = stats_lines(cluster.log_text(proc.name))
         if len(lines) > seen:
-            return Counters(proc_cpu(pid), as_int(lines[-1].get("commits")), as_int(lines[-1].get("writes")))
+            return Counters(cpu_seconds(pid), as_int(lines[-1].get("commits")), as_int(lines[-1].get("writes")))
         time.sleep(0.02)
     notes.no_stats.append(proc.name)
-    return Counters(proc_cpu(pid), None, None)
+    return Counters(cpu_seconds(pid), None, None)
 
 
 def delta(before: int | None, after: int | None) -> int | None:
