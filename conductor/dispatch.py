@@ -111,5 +111,5 @@ class Dispatcher:
                 await self.lifecycle.dispatch_many(plan[start:start + CLAIM_BATCH])
             except BaseException:
                 for _, task in plan[start + CLAIM_BATCH:]:  # never claimed: still queued
-                    self.index.add(task)
+                    self.index.put_back(task)
                 raise

@@ -31,6 +31,9 @@ class DispatchIndex:
     _one_of_sorted: bool = True
     _deadlines: list[tuple[float, str]] = field(default_factory=list)
     _unfinished: dict[str, float] = field(default_factory=dict)
+    # Taken out for a pass and not yet claimed: put back only if still here (a discard
+    # while a pass held it means it left the queue meanwhile).
+    _taken: set[str] = field(default_factory=set)
 
     @classmethod
     async def rebuild(cls, store: Store) -> DispatchIndex:
@@ -58,6 +61,7 @@ class DispatchIndex:
     def discard(self, task_id: str) -> None:
         """The task left the queue (claimed, expired, cancelled, removed). Its heap entry
         goes stale and is skipped when reached."""
+        self._taken.discard(task_id)
         task = self.queued.pop(task_id, None)
         if task is not None and task_id in self._one_of:
             del self._one_of[task_id]
@@ -85,6 +89,7 @@ class DispatchIndex:
                 late.append(entry)
                 continue
             del self.queued[task.task_id]
+            self._taken.add(task.task_id)
             taken.append(task)
         for entry in late:
             heapq.heappush(heap, entry)  # type: ignore[arg-type]
@@ -100,8 +105,17 @@ class DispatchIndex:
         return list(self._one_of.values())
 
     def remove(self, tasks: Iterable[QueuedTask]) -> None:
+        """Take these (one-of) tasks out for a pass, like :meth:`take`."""
         for task in tasks:
             self.discard(task.task_id)
+            self._taken.add(task.task_id)
+
+    def put_back(self, task: QueuedTask) -> None:
+        """A task taken for a pass but not claimed: back in, unless it left the queue
+        while the pass held it."""
+        if task.task_id in self._taken:
+            self._taken.discard(task.task_id)
+            self.add(task)
 
     # ---- deadlines ---------------------------------------------------------------------
 
@@ -119,6 +133,12 @@ class DispatchIndex:
         while self._deadlines and self._deadlines[0][1] not in self._unfinished:
             heapq.heappop(self._deadlines)
         return self._deadlines[0][0] if self._deadlines else None
+
+    def reopen(self, job_ids: Iterable[str]) -> None:
+        """Jobs handed out by :meth:`due` whose expiry failed: due again next time."""
+        for job_id in job_ids:
+            if job_id in self._unfinished:
+                heapq.heappush(self._deadlines, (self._unfinished[job_id], job_id))
 
     def due(self, now: float) -> list[str]:
         """Unfinished jobs whose deadline has come: each is handed out once."""

@@ -139,3 +139,28 @@ def test_the_index_equals_the_store_after_random_events_and_a_restart(tmp_path: 
         finally:
             store.close()
     assert asyncio.run(restarted()) == before
+
+
+def test_a_task_that_left_the_queue_while_a_pass_held_it_is_not_put_back() -> None:
+    index = DispatchIndex()
+    kept, gone = (QueuedTask(f"j.{n}", "all", "p1", (), (), 2e9, 1.0) for n in range(2))
+    index.add(kept)
+    index.add(gone)
+    taken = index.take("p1", 2, now=1.0)
+    assert [t.task_id for t in taken] == ["j.0", "j.1"] and not index.queued
+    index.discard("j.1")  # cancelled while the pass was claiming
+    for task in taken:  # the claim failed: whatever is still queued goes back
+        index.put_back(task)
+    assert list(index.queued) == ["j.0"]
+
+
+def test_jobs_whose_expiry_failed_are_due_again() -> None:
+    index = DispatchIndex()
+    index.job_opened("early", 10.0)
+    index.job_opened("late", 20.0)
+    assert index.due(15.0) == ["early"] and index.due(15.0) == []
+    index.reopen(["early"])  # the expiry's commit failed
+    assert index.next_deadline() == 10.0 and index.due(15.0) == ["early"]
+    index.job_finished("early")
+    index.reopen(["early"])  # finished meanwhile: not due any more
+    assert index.due(30.0) == ["late"]
