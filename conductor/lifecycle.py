@@ -135,26 +135,27 @@ class Lifecycle:
     # ---- submission and dispatch -------------------------------------------------------
 
     async def submit(self, job: NewJob, **audit: Any) -> tuple[str, bool]:
-        submitted = await asyncio.shield(self._queue_job(job))
+        submitted = await asyncio.shield(self._queue_job(job, audit))
+        return submitted.job_id, submitted.existing
+
+    async def _queue_job(self, job: NewJob, audit: dict[str, Any]) -> Submitted:
+        """Commit the job, index its tasks and deadline, record and wake dispatch: one
+        step a client that gives up cannot cut short (see :meth:`_apply`)."""
+        submitted = await self.store.submit(job)
         job_id, existing = submitted.job_id, submitted.existing
+        faults.point("submit.committed")
+        if not existing:
+            for task in submitted.queued:
+                self.index.add(task)
+            earliest = self.index.next_deadline()
+            self.index.job_opened(job_id, job.deadline_at)
+            if earliest is None or job.deadline_at < earliest:
+                self.deadlines_changed.set()
         logger.info("job_submitted", job_id=job_id, score=job.score, scope=job.scope,
                     targets=len(job.targets), requester=job.requester, existing=existing,
                     params=sorted(job.params))
         self.audit.record("submit", "accepted", job_id=job_id, existing=existing, **audit)
         self.wake()
-        return job_id, existing
-
-    async def _queue_job(self, job: NewJob) -> Submitted:
-        """Commit the job, then index its tasks and deadline: one step, like :meth:`_apply`."""
-        submitted = await self.store.submit(job)
-        faults.point("submit.committed")
-        if not submitted.existing:
-            for task in submitted.queued:
-                self.index.add(task)
-            earliest = self.index.next_deadline()
-            self.index.job_opened(submitted.job_id, job.deadline_at)
-            if earliest is None or job.deadline_at < earliest:
-                self.deadlines_changed.set()
         return submitted
 
     async def dispatch(self, session: PlayerSession, task: QueuedTask) -> bool:
@@ -166,7 +167,7 @@ class Lifecycle:
         before any RunTask goes out. Returns how many were claimed."""
         for session, task in plan:
             if not self.sessions.can_take(session):
-                self.index.add(task)  # closed or replaced since the pass chose it: still queued
+                self.index.put_back(task)  # closed or replaced since the pass chose it: still queued
         plan = [(session, task) for session, task in plan if self.sessions.can_take(session)]
         if not plan:
             return 0
@@ -174,13 +175,14 @@ class Lifecycle:
             claimed = await self.store.claim_many([(task.task_id, session.name) for session, task in plan])
         except BaseException:
             for _, task in plan:  # nothing was committed: they are still queued
-                self.index.add(task)
+                self.index.put_back(task)
             raise
         faults.point("dispatch.claimed")
+        for _, task in plan:  # claimed now, or no longer queued (that is why it was not)
+            self.index.discard(task.task_id)
         by_name = {session.name: session for session, _ in plan}
         gone: set[str] = set()
         for sent in claimed:
-            self.index.discard(sent.task_id)
             session = by_name[sent.player]
             if not self.sessions.is_current(session):
                 gone.add(session.name)  # it went away while we committed
@@ -365,7 +367,13 @@ class Lifecycle:
         due = self.index.due(now)
         if not due:
             return
-        expiry = await self.store.expire_due(now, due)
+        try:
+            expiry = await self.store.expire_due(now, due)
+        except BaseException:
+            self.index.reopen(due)  # nothing was committed: due again on the next pass
+            raise
+        if expiry.expired:
+            self.wake()  # slots may have been planned for tasks that are now gone
         for task_id in expiry.expired:
             self.index.discard(task_id)
         for change in expiry.changes:

@@ -64,6 +64,7 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         warn_if_expiring("player", session.name, identity.not_after)
         writer = asyncio.ensure_future(write_all(session.outbox, context.write, session))
         relay: asyncio.Future[None] | None = None
+        handling: set[asyncio.Future[None]] = set()  # messages received, being handled
         try:
             session.send(welcome=player_pb2.Welcome(
                 protocol_version=PROTOCOL_VERSION, conductor=self.conductor_name,
@@ -71,7 +72,7 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             await asyncio.shield(self.lifecycle.player_connected(session, hello))  # see Lifecycle._apply
             # Read until the stream ends, or until the session is closed (liveness sweep,
             # replacement, removal, revocation): whichever comes first.
-            relay = asyncio.ensure_future(self._relay(session, context))
+            relay = asyncio.ensure_future(self._relay(session, context, handling))
             closed = asyncio.ensure_future(session.closed.wait())
             try:
                 await asyncio.wait({relay, closed, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -80,17 +81,19 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         finally:
             # Shielded: gRPC cancels this handler when the player's connection drops,
             # and the session must still be wound up to the end.
-            await asyncio.shield(self._wind_up(session, relay, writer))
+            await asyncio.shield(self._wind_up(session, relay, writer, handling))
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
 
     async def _wind_up(self, session: PlayerSession, relay: asyncio.Future[None] | None,
-                       writer: asyncio.Future[None]) -> None:
+                       writer: asyncio.Future[None], handling: set[asyncio.Future[None]]) -> None:
         """Handle what was received, let the session go, and fail over what it held."""
         reconciled, session.ready = session.ready, False
         if relay is not None:
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)
+        if handling:  # to the end, even if the relay was cancelled while it waited for them
+            await asyncio.gather(*handling, return_exceptions=True)
         writer.cancel()
         if writer.done() and not writer.cancelled() and writer.exception() is not None:
             logger.info("player_write_failed", player=session.name, error=repr(writer.exception()))
@@ -107,11 +110,11 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             session.finished.set()
         logger.info("player_disconnected", player=session.name, reason=session.close_details or "stream ended")
 
-    async def _relay(self, session: PlayerSession, context: grpc.aio.ServicerContext) -> None:
+    async def _relay(self, session: PlayerSession, context: grpc.aio.ServicerContext,
+                     handling: set[asyncio.Future[None]]) -> None:
         """One plain read per message. Start requests and results are handled concurrently
-        (at most MAX_HANDLING per session), so their commits join one group; whatever was
-        received is handled to the end before the session is let go."""
-        handling: set[asyncio.Future[None]] = set()
+        (at most MAX_HANDLING per session), so their commits join one group; the wind-up
+        waits for every one of them before the session is let go."""
         room = asyncio.Semaphore(MAX_HANDLING)
 
         def done(future: asyncio.Future[None]) -> None:
@@ -120,24 +123,20 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             if not future.cancelled() and future.exception() is not None:
                 logger.error("player_message_failed", player=session.name, error=repr(future.exception()))
 
-        try:
-            while True:
-                message = await context.read()
-                if message is grpc.aio.EOF:
-                    return
-                session.heard()
-                kind = message.WhichOneof("body")
-                if kind == "hello":
-                    session.close(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice")
-                    return
-                if kind not in ("start_request", "result"):
-                    continue  # a heartbeat: being heard was all it was for
-                await room.acquire()
-                future = asyncio.ensure_future(
-                    self.lifecycle.grant(session, message.start_request) if kind == "start_request"
-                    else self.lifecycle.result(session, message.result))
-                handling.add(future)
-                future.add_done_callback(done)
-        finally:
-            if handling:
-                await asyncio.wait(set(handling))
+        while True:
+            message = await context.read()
+            if message is grpc.aio.EOF:
+                return
+            session.heard()
+            kind = message.WhichOneof("body")
+            if kind == "hello":
+                session.close(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice")
+                return
+            if kind not in ("start_request", "result"):
+                continue  # a heartbeat: being heard was all it was for
+            await room.acquire()
+            future = asyncio.ensure_future(
+                self.lifecycle.grant(session, message.start_request) if kind == "start_request"
+                else self.lifecycle.result(session, message.result))
+            handling.add(future)
+            future.add_done_callback(done)

@@ -145,15 +145,25 @@ class Database:
                 conn.execute("RELEASE write")
             conn.execute("COMMIT")
         except Exception as err:  # BEGIN or COMMIT failed (disk full, I/O error): nothing is on disk
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the transaction is gone either way; the callers learn of err
             results = [(False, err)] * len(batch)
         else:
             self.commits += 1
             self.writes += len(batch)
-        for item, (ok, value) in zip(batch, results, strict=True):
-            if item.future is not None and item.loop is not None and not item.loop.is_closed():
-                item.loop.call_soon_threadsafe(_settle, item.future, ok, value)
+        finally:
+            # Every caller hears back, whatever happened above.
+            if len(results) != len(batch):
+                results = [(False, RuntimeError("the database write was interrupted"))] * len(batch)
+            for item, (ok, value) in zip(batch, results, strict=True):
+                if item.future is not None and item.loop is not None:
+                    try:
+                        item.loop.call_soon_threadsafe(_settle, item.future, ok, value)
+                    except RuntimeError:
+                        pass  # its event loop is closed: nobody is waiting any more
 
     def close(self) -> None:
         if self._pending:
