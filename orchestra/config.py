@@ -22,7 +22,7 @@ DEFAULT_PATHS = {
 # Sized for fleets: an idle session costs one heartbeat each way per HEARTBEAT_SECONDS,
 # about 0.14 ms of conductor CPU per message, so 10,000 idle sessions cost ~10 % of a
 # core at 30 s (and ~55 % at 5 s). A frozen or vanished peer is caught sooner by gRPC
-# keepalive (10 s ping, 20 s timeout); the heartbeat catches a peer whose process is up
+# keepalive (30 s ping, 20 s timeout); the heartbeat catches a peer whose process is up
 # but no longer handles its stream (README, "Liveness").
 HEARTBEAT_SECONDS = 30.0
 LIVENESS_TIMEOUT = 90.0
