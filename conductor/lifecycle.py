@@ -49,8 +49,6 @@ MAX_REASON = 2000
 NOT_OURS = "the conductor no longer assigns this task to this player"
 CANCEL_REQUESTED = "cancelled by request"
 REMOVAL_WAIT_SECONDS = 10.0
-
-
 CANCEL_BATCH = 256  # tasks of one job cancelled concurrently, so their commits are grouped
 
 
@@ -165,10 +163,13 @@ class Lifecycle:
     async def dispatch_many(self, plan: list[tuple[PlayerSession, QueuedTask]]) -> int:
         """queued -> dispatched for each (session, task) of one pass: one commit for all,
         before any RunTask goes out. Returns how many were claimed."""
+        takeable = []
         for session, task in plan:
-            if not self.sessions.can_take(session):
+            if self.sessions.can_take(session):
+                takeable.append((session, task))
+            else:
                 self.index.put_back(task)  # closed or replaced since the pass chose it: still queued
-        plan = [(session, task) for session, task in plan if self.sessions.can_take(session)]
+        plan = takeable
         if not plan:
             return 0
         try:
@@ -220,7 +221,6 @@ class Lifecycle:
             session.tell_cancel(request.task_id, request.attempt, CANCEL_REQUESTED)
         else:
             self._call_back(session, request.task_id, request.attempt, NOT_OURS)
-            self.wake(session.name)
 
     async def result(self, session: PlayerSession, result: player_pb2.TaskResult) -> None:
         """A task ended on its player (ok, failed, timed out, refused, cancelled ...).

@@ -9,7 +9,6 @@ Nothing here decides a task's state.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 

@@ -119,10 +119,6 @@ class Sessions:
     def remember(self, player: PlayerRecord) -> None:
         self.known[player.name] = player
 
-    def takers(self) -> dict[str, PlayerSession]:
-        """Ready sessions of listed players with a free slot: who can take work now."""
-        return {name: s for name, s in self._live.items() if self.can_take(s)}
-
     def declarations(self, player: str, score: str) -> ScoreDecls | None:
         """The score's declarations as the player last reported them; None if unknown."""
         record = self.known.get(player)

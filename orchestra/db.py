@@ -166,15 +166,13 @@ class Database:
                         pass  # its event loop is closed: nobody is waiting any more
 
     def close(self) -> None:
-        if self._pending:
-            self._executor.submit(self._flush_now).result()
+        """Commit what is still queued (deferred writes too), then close."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._executor.submit(self._flush).result()
         self._executor.submit(self.conn.close).result()
         self._executor.shutdown(wait=True)
-
-    def _flush_now(self) -> None:
-        with self._lock:
-            self._flush_queued = True
-        self._flush()
 
 
 class Transaction:

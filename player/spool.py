@@ -147,7 +147,7 @@ class Spool:
         self.db.close()
 
     # Which records are awaited (durable before the conductor hears of the step) and
-    # which are not is argued in docs/ARCHITECTURE.md, "What the player commits".
+    # which are not is argued in docs/ARCHITECTURE.md, "What each side commits, and why".
 
     async def accept(self, run: player_pb2.RunTask) -> Entry | None:
         """Record a new task; None if this task id is already known (a duplicate).
