@@ -2,8 +2,8 @@
 
 The AuthInterceptor has already checked the certificate and the players file. Here: the
 Hello and its protocol version, the session's reader and writer, and one lifecycle call
-per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`.
-Nothing here decides a task's state.
+per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`. Nothing here
+decides a task's state.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                            version=hello.protocol_version)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"protocol version {hello.protocol_version} is not supported;"
-                                f" this conductor speaks {PROTOCOL_VERSION}")
+                                f" this conductor speaks {PROTOCOL_VERSION}: upgrade the player or the"
+                                " conductor so both run the same release")
         return hello
 
     async def Session(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
@@ -131,6 +132,14 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             if kind == "hello":
                 session.close(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice")
                 return
+            if kind == "inventory":
+                # In order (a later list replaces an earlier one), and to the end even if
+                # the session is wound up meanwhile.
+                recording = asyncio.ensure_future(self.lifecycle.inventory_updated(session, message.inventory))
+                handling.add(recording)
+                recording.add_done_callback(handling.discard)
+                await asyncio.shield(recording)
+                continue
             if kind not in ("start_request", "result"):
                 continue  # a heartbeat: being heard was all it was for
             await room.acquire()

@@ -3,7 +3,9 @@
 Pure: given what the player's spool says and what the queue says, decide one step per
 task. :meth:`conductor.lifecycle.Lifecycle.player_connected` carries the steps out.
 
-* player has a finished result -> accept it once (by task id and attempt);
+* player has a finished result -> it follows the Hello in its own TaskResult message
+  (protocol 3), accepted once (by task id and attempt) when it arrives; meanwhile the
+  task is neither lost nor requeued, and holds no slot (it no longer runs);
 * player holds a task the queue still assigns to it -> keep it in flight (and repeat
   the kill order if a cancel is pending);
 * player holds a task the queue no longer assigns to it -> tell it to forget it;
@@ -23,7 +25,8 @@ from orchestra.wire import player_pb2
 
 
 class Action(Enum):
-    ACCEPT_RESULT = "accept_result"
+    ACCEPT_RESULT = "accept_result"  # a result embedded in the Hello (protocol 2)
+    AWAIT_RESULT = "await_result"    # nothing to do now: the result is on its way
     KEEP = "keep"
     KEEP_AND_CANCEL = "keep_and_cancel"
     FORGET = "forget"
@@ -49,7 +52,10 @@ def plan(player: str, spool: Sequence[player_pb2.SpoolEntry],
     steps: list[Step] = []
     for entry in spool:
         if entry.state == player_pb2.SPOOL_STATE_FINISHED:
-            steps.append(Step(Action.ACCEPT_RESULT, entry.task_id, entry.attempt, entry.result))
+            if entry.HasField("result"):
+                steps.append(Step(Action.ACCEPT_RESULT, entry.task_id, entry.attempt, entry.result))
+            else:
+                steps.append(Step(Action.AWAIT_RESULT, entry.task_id, entry.attempt))
             continue
         task = queue.get(entry.task_id)
         if task is None or task.player != player or task.attempt != entry.attempt \

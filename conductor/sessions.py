@@ -2,7 +2,8 @@
 
 Pure bookkeeping, no task state: a session knows which tasks it holds in flight so
 dispatch can count free slots, and the roster knows each player's inventory, decoded
-once from its Hello, so submissions can be checked against score declarations.
+once from its Hello (and from each Inventory message after it), so submissions can be
+checked against score declarations.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import grpc
 
 from conductor.store import PlayerRecord
 from orchestra import log
+from orchestra.inventory import Inventory
 from orchestra.params import ScoreDecls
 from orchestra.tls import PeerIdentity
 from orchestra.wire import player_pb2
@@ -53,6 +55,11 @@ class PlayerSession:
         if not self.closed.is_set():
             logger.warning("player_silent", player=self.name, seconds=round(seconds, 1))
         self.close(grpc.StatusCode.UNAVAILABLE, "no message within the liveness timeout")
+
+    def record(self, inventory: Inventory) -> PlayerRecord:
+        """The player as it stands now, with the inventory it just reported: what the
+        conductor stores and remembers, from a Hello and from each Inventory alike."""
+        return PlayerRecord(self.name, time.time(), self.max_concurrent, self.identity.not_after, inventory)
 
     @property
     def free_slots(self) -> int:
@@ -136,11 +143,11 @@ class Sessions:
         logger.info("players_reloaded", players=len(roster), added=sorted(added), removed=sorted(removed))
         return removed
 
-    def close_failing(self, refuses: Callable[[int], str | None]) -> list[tuple[PlayerSession, str]]:
+    def close_failing(self, refuses: Callable[[PeerIdentity], str | None]) -> list[tuple[PlayerSession, str]]:
         """Close the sessions whose certificate is now refused; returns them with why."""
         closed = []
         for session in self:
-            reason = refuses(session.identity.serial)
+            reason = refuses(session.identity)
             if reason is not None:
                 session.close(grpc.StatusCode.UNAUTHENTICATED, reason)
                 closed.append((session, reason))

@@ -162,6 +162,11 @@ class Cluster:
         (home / "spool").mkdir(parents=True, exist_ok=True)
         if not self.scores_dir(name).exists():
             shutil.copytree(self.scores_src, self.scores_dir(name))
+            # Modes as Puppet would set them, whatever the checkout's umask: the player
+            # refuses a score or directory writable by its group or others.
+            self.scores_dir(name).chmod(0o755)
+            for path in self.scores_dir(name).iterdir():
+                path.chmod(0o644 if path.suffix == ".conf" else 0o755)
         own = ssl or self.ssl
         return write_toml(home / "player.toml", {
             "conductor": f"127.0.0.1:{self.port}", "conductor_name": conductor_name,
@@ -177,11 +182,26 @@ class Cluster:
             "key": str(self.ssl.key(cert_name))})
 
     def add_score(self, name: str, body: str, conf: str, players: Sequence[str] | None = None) -> None:
-        for player in players or self.player_names:
+        """Install a score; running players are told at once (SIGHUP), and this returns
+        once the conductor knows (it refuses a job no target is known to be able to run)."""
+        names = list(players or self.player_names)
+        for player in names:
             path = self.scores_dir(player) / name
             path.write_text(body)
             path.chmod(0o755)
             (self.scores_dir(player) / f"{name}.conf").write_text(conf)
+            (self.scores_dir(player) / f"{name}.conf").chmod(0o644)
+        live = [n for n in names if f"player-{n}" in self.procs and self.procs[f"player-{n}"].running]
+        conductor = self.procs.get("conductor")
+        if not live or conductor is None or not conductor.running:
+            return
+        for player in live:
+            self.player(player).send_signal(signal.SIGHUP)
+
+        def reported() -> bool:
+            have = {p.name for p in self.players() or [] if any(s.name == name for s in p.scores)}
+            return set(live) <= have
+        self.wait_for(reported, f"{name} in the inventory of {', '.join(live)}")
 
     # ---- processes ---------------------------------------------------------------------
 
@@ -197,8 +217,10 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def start_conductor(self, wait: bool = True, extra_env: Mapping[str, str] | None = None) -> Proc:
-        proc = self._start("conductor", [sys.executable, "-m", "conductor.main", "--config",
+    def start_conductor(self, wait: bool = True, extra_env: Mapping[str, str] | None = None,
+                        prefix: Sequence[str] = ()) -> Proc:
+        """Start the conductor (under ``prefix``, e.g. a prlimit command, if given)."""
+        proc = self._start("conductor", [*prefix, sys.executable, "-m", "conductor.main", "--config",
                                          str(self.conductor_config), "--log-level", self.log_level],
                            extra_env)
         if wait:

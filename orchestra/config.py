@@ -2,6 +2,11 @@
 
 Every error names the file, the key and the problem. Unknown keys are errors too: a
 misspelt ``max_concurent`` must not silently fall back to a default.
+
+Every path in a loaded config is absolute: a relative one is taken relative to the
+config file's directory, whatever the working directory or the ``--config`` argument
+looked like, because the daemons hand these paths on to places with another working
+directory (a score runs in ``/`` and writes its response to a file in the spool).
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ DEFAULT_PATHS = {
 HEARTBEAT_SECONDS = 60.0
 LIVENESS_TIMEOUT = 180.0
 
+# Upper bounds of the player's sizes. One task result is one gRPC message, and it carries
+# both output tails and the response: 1 MiB each keeps the worst case (a response of
+# undecodable bytes grows about 3x when decoded) near 5 MiB, well under MAX_MESSAGE_BYTES
+# (8 MiB, orchestra/tls.py). tests/test_config_bounds.py builds that worst case.
+MAX_CONCURRENT = 1024
+MAX_OUTPUT_TAIL_BYTES = 1024 * 1024
+MAX_RESPONSE_BYTES = 1024 * 1024
+# The cap of each output file in the spool while a score runs (disk, not the wire).
+MAX_OUTPUT_FILE_BYTES = 1024 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TLSFiles:
@@ -53,6 +68,10 @@ class ConductorConfig:
     heartbeat_seconds: float
     liveness_timeout: float
     reconnect_grace: float
+    # Seconds a connection to the public port may take to finish its TLS handshake.
+    handshake_timeout: float
+    # Cap on connections to the public port; 0 = derived from the open-files limit.
+    max_connections: int
     audit_log: Path
     tls: TLSFiles
     # Raw [[policy]], [groups] and [audience] tables; conductor.policy parses them.
@@ -99,6 +118,9 @@ class _Table:
 
     def __init__(self, data: dict[str, Any], file: Path, prefix: str = "") -> None:
         self.data, self.file, self.prefix = data, file, prefix
+        # Relative paths are relative to the file's directory, made absolute now: the
+        # daemon may hand them to a process running elsewhere (a score runs in /).
+        self.base = file.absolute().parent
         self.used: set[str] = set()
 
     def _fail(self, key: str, problem: str) -> ConfigError:
@@ -127,7 +149,7 @@ class _Table:
                 return None
             raise self._fail(key, "must not be empty")
         path = Path(raw).expanduser()
-        return path if path.is_absolute() else (self.file.parent / path)
+        return path if path.is_absolute() else (self.base / path)
 
     def number(self, key: str, default: float, minimum: float = 0.0) -> float:
         value = float(self._get(key, default, (int, float), "a number"))
@@ -135,10 +157,12 @@ class _Table:
             raise self._fail(key, f"must be >= {minimum}, not {value}")
         return value
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self._get(key, default, (int,), "an integer")
         if value < minimum:
             raise self._fail(key, f"must be >= {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise self._fail(key, f"must be <= {maximum}, not {value}")
         return int(value)
 
     def raw(self, key: str, kind: type, default: Any) -> Any:
@@ -211,7 +235,7 @@ def load_conductor(path: Path) -> ConductorConfig:
     top = _Table(_read(path), path)
     state_dir: Path = top.path("state_dir", "/var/lib/orchestra/conductor")  # type: ignore[assignment]
     config = ConductorConfig(
-        path=path,
+        path=path.absolute(),
         listen=_check_address(top, "listen", top.string("listen", "0.0.0.0:2258")),
         audience_socket=top.path("audience_socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
         state_dir=state_dir,
@@ -221,6 +245,8 @@ def load_conductor(path: Path) -> ConductorConfig:
         heartbeat_seconds=top.number("heartbeat_seconds", HEARTBEAT_SECONDS, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", LIVENESS_TIMEOUT, minimum=0.5),
         reconnect_grace=top.number("reconnect_grace", 30, minimum=0),
+        handshake_timeout=top.number("handshake_timeout", 30, minimum=0.1),
+        max_connections=top.integer("max_connections", 0, minimum=0),
         audit_log=top.path("audit_log", optional=True) or state_dir / "audit.log",
         tls=_tls(top, with_crl=True),
         policy=top.raw("policy", list, []),
@@ -238,17 +264,20 @@ def load_player(path: Path) -> PlayerConfig:
     conductor = _check_address(top, "conductor", top.string("conductor"))
     name = top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]")
     config = PlayerConfig(
-        path=path,
+        path=path.absolute(),
         conductor=conductor,
         conductor_name=name,
         scores_dir=top.path("scores_dir", "/usr/lib/orchestra/scores"),  # type: ignore[arg-type]
         spool_dir=top.path("spool_dir", "/var/lib/orchestra/player"),  # type: ignore[arg-type]
-        max_concurrent=top.integer("max_concurrent", 1, minimum=1),
+        max_concurrent=top.integer("max_concurrent", 1, minimum=1, maximum=MAX_CONCURRENT),
         default_timeout=top.number("default_timeout", 3600, minimum=1),
         kill_grace=top.number("kill_grace", 5, minimum=0),
-        output_tail_bytes=top.integer("output_tail_bytes", 65536, minimum=0),
-        max_output_bytes=top.integer("max_output_bytes", 16 * 1024 * 1024, minimum=1024),
-        response_max_bytes=top.integer("response_max_bytes", 65536, minimum=0),
+        output_tail_bytes=top.integer("output_tail_bytes", 65536, minimum=0,
+                                      maximum=MAX_OUTPUT_TAIL_BYTES),
+        max_output_bytes=top.integer("max_output_bytes", 16 * 1024 * 1024, minimum=1024,
+                                     maximum=MAX_OUTPUT_FILE_BYTES),
+        response_max_bytes=top.integer("response_max_bytes", 65536, minimum=0,
+                                       maximum=MAX_RESPONSE_BYTES),
         heartbeat_seconds=top.number("heartbeat_seconds", HEARTBEAT_SECONDS, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", LIVENESS_TIMEOUT, minimum=0.5),
         backoff_initial=top.number("backoff_initial", 0.5, minimum=0.01),
@@ -271,7 +300,7 @@ def load_audience(path: Path, explicit: bool) -> AudienceConfig:
     if conductor:
         _check_address(top, "conductor", conductor)
     config = AudienceConfig(
-        path=path,
+        path=path.absolute(),
         socket=top.path("socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
         conductor=conductor,
         conductor_name=top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]"),

@@ -1,7 +1,8 @@
 """A player's score inventory: the scores it has, with their declarations, as data.
 
-The player announces it in its Hello; the conductor decodes it once into
-:class:`ScoreEntry` values and asks those, never the wire messages, for declarations.
+The player announces it in its Hello, and again in an Inventory message whenever its
+scores change; the conductor decodes it once into :class:`ScoreEntry` values and asks
+those, never the wire messages, for declarations.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from dataclasses import dataclass, field
 from orchestra.params import ParamDecl, ScoreDecls
 from orchestra.wire import common_pb2
 
-PROTOCOL_VERSION = 2  # 2: results carry a TaskOutcome (common.proto)
+# What the player link's messages mean; the conductor refuses any other version.
+# 2: results carry a TaskOutcome (common.proto).
+# 3: a Hello's spool entries carry no results: each finished result follows the Hello in
+#    a TaskResult message of its own; the player may send an Inventory at any time.
+PROTOCOL_VERSION = 3
 
 
 def decls_to_wire(decls: ScoreDecls) -> list[common_pb2.ParamDecl]:

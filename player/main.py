@@ -1,8 +1,15 @@
-"""``player [--config FILE]``: the daemon on each host."""
+"""``player [--config FILE]``: the daemon on each host.
+
+SIGTERM/SIGINT stop it, SIGUSR1 logs its counters, SIGHUP reloads: the scores directory
+(announced to the conductor on the live session) and the certificate and key (used from
+the next dial; the live session and every running score carry on). A certificate or key
+that does not load keeps the old one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 from collections.abc import Sequence
@@ -10,11 +17,15 @@ from collections.abc import Sequence
 from orchestra import config as configuration
 from orchestra import log
 from orchestra.daemon import run_daemon, usage
+from orchestra.config import TLSFiles
 from orchestra.errors import StartupError
 from orchestra.tls import Material
-from player.session import Player
+from player.runner import refuse_fork_support
+from player.session import SCORES_CHECK_SECONDS, Player
 
 logger = log.get("player")
+# Overrides SCORES_CHECK_SECONDS (seconds between checks of the scores directory).
+SCORES_CHECK_ENV = "ORCHESTRA_SCORES_CHECK_SECONDS"
 
 
 def log_stats(player: Player) -> None:
@@ -24,31 +35,115 @@ def log_stats(player: Player) -> None:
                    running=len(player.executions))
 
 
-async def _run(cfg: configuration.PlayerConfig) -> None:
-    material = Material.load(cfg.tls)
+def load_material(files: TLSFiles) -> Material:
+    """The CA bundle, certificate and key, checked to be usable together: both parse, the
+    certificate has a certname, and the key is the certificate's. Raises StartupError."""
+    from cryptography.hazmat.primitives import serialization
+
+    material = Material.load(files)
     if not material.certname:
-        raise StartupError(f"{cfg.tls.cert}: certificate has no usable certname (CN)")
+        raise StartupError(f"{files.cert}: certificate has no usable certname (CN)")
+    try:
+        key = serialization.load_pem_private_key(material.key, password=None)
+    except (ValueError, TypeError) as err:
+        raise StartupError(f"cannot parse private key {files.key}: {err}") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != material.certificate.public_key().public_bytes(*spki):
+        raise StartupError(f"private key {files.key} does not belong to certificate {files.cert}")
+    return material
+
+
+def reload_material(player: Player) -> None:
+    """SIGHUP: the certificate and key from the same paths, for the next dial. Anything
+    wrong with them (unreadable, unparseable, not a pair, expired, another certname)
+    keeps the ones in use, and the log says why."""
+    files = player.config.tls
+    try:
+        material = load_material(files)
+        cert = material.certificate
+        now = dt.datetime.now(dt.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise StartupError(f"{files.cert}: certificate is valid only from"
+                               f" {cert.not_valid_before_utc.isoformat()}"
+                               f" to {cert.not_valid_after_utc.isoformat()}")
+        if material.certname != player.certname:
+            raise StartupError(f"{files.cert}: certificate names {material.certname}, this player is"
+                               f" {player.certname} (a new name needs a restart)")
+    except StartupError as err:
+        kept = f"{player.material.certificate.serial_number:x}"
+        logger.error("certificate_reload_failed", error=str(err), kept_serial=kept)
+        return
+    if material == player.material:
+        logger.info("certificate_unchanged", serial=f"{cert.serial_number:x}")
+        return
+    player.use_material(material)
+    logger.info("certificate_reloaded", serial=f"{cert.serial_number:x}",
+                not_after=cert.not_valid_after_utc.isoformat())
+
+
+async def reloads(player: Player, requested: asyncio.Event) -> None:
+    """Carry out each SIGHUP outside the signal handler; one at a time."""
+    while True:
+        await requested.wait()
+        requested.clear()
+        logger.info("reload_requested")
+        try:
+            reload_material(player)
+            await player.refresh_inventory("reload", force=True)
+        except Exception:
+            logger.exception("reload_failed")  # the next SIGHUP tries again
+
+
+def scores_check_seconds() -> float:
+    raw = os.environ.get(SCORES_CHECK_ENV)
+    if raw is None:
+        return SCORES_CHECK_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise StartupError(f"{SCORES_CHECK_ENV} must be a positive number of seconds, not {raw!r}")
+    return seconds
+
+
+async def _run(cfg: configuration.PlayerConfig) -> None:
+    refuse_fork_support(os.environ)
+    material = load_material(cfg.tls)
+    check_seconds = scores_check_seconds()
     if not cfg.scores_dir.is_dir():
         raise StartupError(f"scores_dir {cfg.scores_dir} is not a directory")
     try:
         player = Player(cfg, material)
     except OSError as err:
         raise StartupError(f"cannot use spool_dir {cfg.spool_dir}: {err.strerror}") from None
+    player.scores_check_seconds = check_seconds
+    reload_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, player.stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log_stats(player))
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     logger.info("player_starting", certname=player.certname, conductor=cfg.conductor,
                 pid=os.getpid())
     await player.recover()
+    helpers = [asyncio.ensure_future(reloads(player, reload_requested)),
+               asyncio.ensure_future(player.watch_scores())]
     try:
         await player.serve()
     finally:
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await player.close()
         logger.info("player_stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the reload handler is installed a SIGHUP would kill the player: ignore it, as
+    # everything is read fresh at start anyway. (The handler that replaces this is reset
+    # on exec, so scores never inherit the ignored signal.)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return run_daemon("player", argv, configuration.load_player, _run)
 
 

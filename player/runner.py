@@ -17,14 +17,32 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestra import faults
+from orchestra import faults, log
+from orchestra.errors import StartupError
 from orchestra.outcome import TaskOutcome
 from orchestra.params import ENV_PREFIX, OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import player_pb2
 from player.scores import Score
 
+logger = log.get("player")
 FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL_SECONDS = 0.5
+# How long to wait for a score's exit status after SIGKILL of its group. A process stuck
+# in the kernel (uninterruptible I/O) dies only when it leaves it, and asyncio's child
+# watcher can lose an exit status (python/cpython#87744): the task must end anyway.
+REAP_SECONDS = 30.0
+# What gRPC core reads as "true" for a boolean environment setting (gpr_parse_bool_value).
+_GRPC_TRUE = frozenset({"1", "t", "true", "y", "yes"})
+
+
+def refuse_fork_support(environ: Mapping[str, str]) -> None:
+    """Refuse to run with gRPC's fork support on: a gRPC process that forks with it
+    enabled can hang in fork handlers (DESIGN-NOTES 1.10), and the player forks for
+    every score. Raises StartupError naming the variable."""
+    value = environ.get("GRPC_ENABLE_FORK_SUPPORT")
+    if value is not None and value.strip().lower() in _GRPC_TRUE:
+        raise StartupError(f"GRPC_ENABLE_FORK_SUPPORT={value} is set: gRPC fork support can hang "
+                           f"a player that spawns scores; unset it or set it to 0")
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,9 @@ class TaskFiles:
     """stdout, stderr and response file of one task, under spool_dir/tasks/TASK_ID."""
 
     def __init__(self, root: Path, task_id: str) -> None:
-        self.dir = root / task_id
+        # Absolute whatever root is: the response file's path is handed to a score that
+        # runs in its own working directory.
+        self.dir = root.absolute() / task_id
         self.stdout = self.dir / "stdout"
         self.stderr = self.dir / "stderr"
         self.response = self.dir / "response"
@@ -191,7 +211,8 @@ class Execution:
         faults.point("player.spawned")
         ending, reason = await self._supervise(proc, started_at)
         code = proc.returncode
-        assert code is not None
+        if code is None:  # killed but never reaped: the stop's ending, without a status
+            return self._result(ending, TaskOutcome(reason=reason, started_at=started_at))
         if ending == player_pb2.ENDING_UNSPECIFIED:
             ending = player_pb2.ENDING_OK if code == 0 else player_pb2.ENDING_FAILED
         # A negative return code is the signal that killed the score: no exit code then.
@@ -209,8 +230,8 @@ class Execution:
         while True:
             remaining = deadline - time.time()
             if remaining <= 0:
-                await self._stop(proc)
-                return player_pb2.ENDING_TIMED_OUT, f"timed out after {self.timeout:g} s"
+                unreaped = await self._stop(proc)
+                return player_pb2.ENDING_TIMED_OUT, f"timed out after {self.timeout:g} s" + unreaped
             waiter = asyncio.ensure_future(proc.wait())
             cancel = asyncio.ensure_future(self._cancelled.wait())
             done, _ = await asyncio.wait({waiter, cancel}, timeout=min(POLL_SECONDS * 2, remaining),
@@ -220,23 +241,41 @@ class Execution:
                 return player_pb2.ENDING_UNSPECIFIED, ""
             waiter.cancel()
             if cancel in done:
-                await self._stop(proc)
-                return player_pb2.ENDING_CANCELLED, self._cancel_reason or "cancelled"
+                unreaped = await self._stop(proc)
+                return player_pb2.ENDING_CANCELLED, (self._cancel_reason or "cancelled") + unreaped
             self.files.enforce_cap(self.limits.max_output_bytes)
 
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        """TERM the whole group, KILL it after kill_grace; always reap the leader."""
+    async def _stop(self, proc: asyncio.subprocess.Process) -> str:
+        """TERM the whole group, KILL it after kill_grace, then reap the leader.
+
+        Every wait is bounded and nothing here raises: a task must end even when its
+        score cannot be reaped, or it would stay ``started`` forever. Returns "" once the
+        leader is reaped, otherwise what to add to the task's reason.
+        """
         kill_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.limits.kill_grace)
-        except TimeoutError:
-            pass
+        if await _reaped(proc, self.limits.kill_grace):
+            # The leader is gone; what is left of its group gets no second chance either.
+            kill_group(proc.pid, signal.SIGKILL)
+            return ""
         kill_group(proc.pid, signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 30)
+        if await _reaped(proc, REAP_SECONDS):
+            return ""
+        logger.error("score_not_reaped", pid=proc.pid, seconds=REAP_SECONDS)
+        return (f"; its process {proc.pid} did not exit within {REAP_SECONDS:g} s of SIGKILL, "
+                f"exit status unknown")
 
     def _result(self, ending: player_pb2.Ending, status: TaskOutcome) -> player_pb2.TaskResult:
         outcome = collect(self.files, self.score.conf.interface, self.limits, status)
         return task_result(self.ctx.task_id, self.ctx.attempt, ending, outcome)
+
+
+async def _reaped(proc: asyncio.subprocess.Process, seconds: float) -> bool:
+    """Whether proc exits (and is reaped) within seconds; never raises on timeout."""
+    try:
+        await asyncio.wait_for(proc.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def collect(files: TaskFiles, interface: str, limits: Limits, status: TaskOutcome) -> TaskOutcome:

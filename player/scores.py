@@ -3,6 +3,10 @@
 A score exists only if NAME matches the name rule, NAME is a regular executable file and
 NAME.conf a regular file, both inside the scores directory after resolving symlinks, and
 NAME.conf parses. Everything is re-checked right before each run.
+
+A score runs with the player's privileges, so whoever can change it, its .conf or the
+directory holding them can run anything as the player: each of them must be owned by
+root or the player's own user and writable by no group and no other user.
 """
 
 from __future__ import annotations
@@ -119,6 +123,30 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _trusted(info: os.stat_result) -> str:
+    """Why a file or directory with this status may be changed by someone other than
+    root or the player's user ("" if it cannot)."""
+    if info.st_uid not in (0, os.geteuid()):
+        return f"is owned by uid {info.st_uid}, not by root or the player's user"
+    writers = [who for bit, who in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "others"))
+               if info.st_mode & bit]
+    if writers:
+        return f"is writable by {' and '.join(writers)} (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
+
+
+def _check_directory(root: Path) -> None:
+    """The scores directory itself must be safe: whoever can write to it can replace any
+    score."""
+    try:
+        info = root.stat()
+    except OSError as err:
+        raise ScoreUnavailable(f"scores directory {root} cannot be read: {err.strerror}") from None
+    problem = _trusted(info)
+    if problem:
+        raise ScoreUnavailable(f"scores directory {root} {problem}")
+
+
 def _checked_file(root: Path, name: str, executable: bool) -> Path:
     candidate = root / name
     try:
@@ -132,6 +160,17 @@ def _checked_file(root: Path, name: str, executable: bool) -> Path:
         raise ScoreUnavailable(f"{name} is not a regular file")
     if executable and not os.access(resolved, os.X_OK):
         raise ScoreUnavailable(f"{name} is not executable")
+    problem = _trusted(info)
+    if problem:
+        raise ScoreUnavailable(f"{name} {problem}")
+    # A file reached in a subdirectory (through a symlink) is only as safe as the
+    # directories between it and the scores directory.
+    for parent in resolved.parents:
+        if parent == root:
+            break
+        problem = _trusted(parent.stat())
+        if problem:
+            raise ScoreUnavailable(f"{name}: directory {parent} {problem}")
     return resolved
 
 
@@ -140,6 +179,7 @@ def resolve(scores_dir: Path, name: str) -> Score:
     if not is_score_name(name) or name.endswith(".conf"):
         raise ScoreUnavailable(f"invalid score name {name!r}")
     root = scores_dir.resolve()
+    _check_directory(root)
     path = _checked_file(root, name, executable=True)
     conf_path = _checked_file(root, f"{name}.conf", executable=False)
     if conf_path.stat().st_size > MAX_CONF_BYTES:

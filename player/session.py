@@ -1,17 +1,25 @@
 """The player: one outgoing mTLS session to the conductor, reconciled against the spool.
 
 Order of every step is "commit to the spool, then tell the conductor", so whatever the
-conductor has heard is durable here, and whatever is durable here is re-announced in the
-next Hello after any disconnect or restart.
+conductor has heard is durable here, and whatever is durable here is re-announced after
+any disconnect or restart: the next Hello lists every unacknowledged task, and the result
+of each finished one follows it in a message of its own (so no spool, however full, makes
+a Hello too large to be accepted).
+
+The inventory is kept current on a live session too: the scores directory is checked
+every SCORES_CHECK_SECONDS (and on SIGHUP), and a changed list is sent as an Inventory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import random
 import signal
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,13 +31,28 @@ from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
 from orchestra.outcome import TaskOutcome
 from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
 from orchestra.stream import Heard, send_with_heartbeats
-from orchestra.tls import Material, channel_credentials, channel_options
+from orchestra.tls import MAX_MESSAGE_BYTES, Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
 from player import runner, scores
 from player.spool import Entry, Spool, Step
 
 SOFTWARE_VERSION = "0.1.0"
 logger = log.get("player")
+
+# How often the scores directory is checked for changes. A check is one stat of the
+# directory and one or two of each file in it; the directory is re-scanned (each .conf
+# parsed) only when that signature changed, so a short interval costs next to nothing.
+SCORES_CHECK_SECONDS = 3.0
+# A result is sent in a message of its own; one whose outcome would not fit well inside
+# gRPC's message limit (results spooled under larger output limits) is cut before it is
+# sent: its output tails to RESULT_TAIL_BYTES each (the conductor keeps no more than
+# 1 MiB of each), then its response if need be. Without that a single oversized result
+# would end every session the moment it is sent, and the player would never get through.
+RESULT_MAX_BYTES = MAX_MESSAGE_BYTES // 2
+RESULT_TAIL_BYTES = 1024 * 1024
+RESULT_REASON_CHARS = 2000
+# gRPC's own words when the conductor's certificate does not carry the name dialled.
+HOSTNAME_MISMATCH = "Hostname Verification Check failed"
 
 
 def _message(**body: object) -> player_pb2.PlayerMessage:
@@ -38,6 +61,71 @@ def _message(**body: object) -> player_pb2.PlayerMessage:
 
 def _heartbeat() -> player_pb2.PlayerMessage:
     return _message(heartbeat=player_pb2.Heartbeat(sent_at=time.time()))
+
+
+async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
+    """Raise the status a finished call ended with, unless it is OK. (Unlike a unary
+    call, a stream-stream call cannot be awaited for it.)"""
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
+                                   details=await call.details())
+
+
+def fit_result(result: player_pb2.TaskResult) -> player_pb2.TaskResult:
+    """The result, cut if need be so its message stays within RESULT_MAX_BYTES."""
+    if result.ByteSize() <= RESULT_MAX_BYTES:
+        return result
+    outcome = TaskOutcome.from_wire(result.outcome).bounded(RESULT_TAIL_BYTES, RESULT_REASON_CHARS)
+    cut = player_pb2.TaskResult(task_id=result.task_id, attempt=result.attempt, ending=result.ending,
+                                outcome=outcome.to_wire())
+    if cut.ByteSize() > RESULT_MAX_BYTES:
+        outcome = dataclasses.replace(outcome, response={}, response_truncated=True)
+        cut.outcome.CopyFrom(outcome.to_wire())
+    logger.warning("result_cut_to_fit", task_id=result.task_id, size=result.ByteSize(),
+                   sent=cut.ByteSize())
+    return cut
+
+
+def bare_entry(entry: Entry) -> player_pb2.SpoolEntry:
+    """A spool entry as the Hello lists it: where the task stands, never its result."""
+    wire = entry.to_wire()
+    wire.ClearField("result")
+    return wire
+
+
+def _stat_key(path: str, follow: bool) -> tuple[int, ...]:
+    try:
+        info = os.stat(path, follow_symlinks=follow)
+    except OSError:
+        return ()
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_mode, info.st_uid)
+
+
+def scores_signature(scores_dir: Path) -> tuple[object, ...]:
+    """What changes whenever anything :func:`scores.scan` reads may have changed: the
+    directory's names, and each entry's own stat and (through a symlink) its target's:
+    inode, mtime, ctime, size, mode and owner. Cheap: no file is opened."""
+    try:
+        names = sorted(os.listdir(scores_dir))
+    except OSError as err:
+        return ("unreadable", err.errno)
+    return (_stat_key(str(scores_dir), True),
+            *((name, _stat_key(str(scores_dir / name), False), _stat_key(str(scores_dir / name), True))
+              for name in names))
+
+
+def scan_inventory(scores_dir: Path, default_timeout: float) -> list[common_pb2.ScoreInfo]:
+    """Every score in the directory as the conductor is told of it (blocking: file I/O)."""
+    infos = []
+    for item in scores.scan(scores_dir):
+        info = common_pb2.ScoreInfo(name=item.name, valid=item.score is not None, error=item.error)
+        if item.score is not None:
+            info.interface = item.score.conf.interface
+            info.timeout_seconds = int(item.score.conf.timeout or default_timeout)
+            info.params.extend(decls_to_wire(item.score.conf.decls))
+        infos.append(info)
+    return infos
 
 
 class Player:
@@ -58,6 +146,10 @@ class Player:
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.welcomed_at: float | None = None  # monotonic time of the last Welcome
+        self.scores_check_seconds = SCORES_CHECK_SECONDS
+        self.inventory_lock = asyncio.Lock()  # one scan and announcement at a time, in order
+        self.scores_seen: tuple[object, ...] | None = None  # signature the last scan saw
+        self.inventory_sent = b""  # the list last announced on the current session
 
     # ---- start-up recovery -------------------------------------------------------------
 
@@ -167,7 +259,10 @@ class Player:
             logger.info("task_finished", task_id=result.task_id,
                         ending=player_pb2.Ending.Name(result.ending),
                         exit_code=outcome.exit_code, signal=outcome.signal or None)
-            self._send(_message(result=result))
+            self._send_result(result)
+
+    def _send_result(self, result: player_pb2.TaskResult) -> None:
+        self._send(_message(result=fit_result(result)))
 
     # ---- messages from the conductor ---------------------------------------------------
 
@@ -180,7 +275,7 @@ class Player:
             known = await self.spool.get(run.task_id)
             logger.info("duplicate_task_ignored", task_id=run.task_id)
             if known is not None and known.result is not None:
-                self._send(_message(result=known.result))
+                self._send_result(known.result)
             return
         faults.point("player.accepted")
         logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt)
@@ -210,7 +305,7 @@ class Player:
         elif entry.step == Step.STARTED and entry.pid is not None:
             runner.kill_group(entry.pid, signal.SIGTERM)
         elif entry.step == Step.FINISHED and entry.result is not None:
-            self._send(_message(result=entry.result))
+            self._send_result(entry.result)
 
     def _on_ack(self, ack: player_pb2.ResultAck) -> None:
         self.spool.ack_later(ack.task_id, ack.attempt)
@@ -224,33 +319,91 @@ class Player:
         if self.outbox is not None:
             self.outbox.put_nowait(message)
 
-    async def hello(self) -> player_pb2.PlayerMessage:
-        infos = []
-        for item in scores.scan(self.config.scores_dir):
-            info = common_pb2.ScoreInfo(name=item.name, valid=item.score is not None, error=item.error)
-            if item.score is not None:
-                info.interface = item.score.conf.interface
-                info.timeout_seconds = int(item.score.conf.timeout or self.config.default_timeout)
-                info.params.extend(decls_to_wire(item.score.conf.decls))
-            infos.append(info)
-        spool = [entry.to_wire() for entry in await self.spool.pending()]
+    async def _scan(self) -> list[common_pb2.ScoreInfo]:
+        """Scan the scores directory (off the event loop); remembers what it looked like
+        beforehand, so a change made during the scan is seen by the next check."""
+        scores_dir = self.config.scores_dir
+        self.scores_seen = await asyncio.to_thread(scores_signature, scores_dir)
+        return await asyncio.to_thread(scan_inventory, scores_dir, self.config.default_timeout)
+
+    async def hello(self) -> tuple[player_pb2.PlayerMessage, list[player_pb2.TaskResult]]:
+        """The Hello, and the results that follow it (one message each).
+
+        The Hello lists every unacknowledged task with where it stands and nothing more:
+        10,000 entries are well under 1 MB. The results of the finished ones come after
+        it, each bounded by :func:`fit_result`, however many the spool holds."""
+        async with self.inventory_lock:
+            infos = await self._scan()
+            self.inventory_sent = common_pb2.Inventory(scores=infos).SerializeToString()
+        pending = await self.spool.pending()
+        results = [entry.result for entry in pending
+                   if entry.step == Step.FINISHED and entry.result is not None]
         return _message(hello=player_pb2.Hello(
             protocol_version=PROTOCOL_VERSION, software_version=SOFTWARE_VERSION, scores=infos,
-            spool=spool, max_concurrent=self.config.max_concurrent))
+            spool=[bare_entry(entry) for entry in pending],
+            max_concurrent=self.config.max_concurrent)), results
+
+    async def refresh_inventory(self, reason: str, force: bool = False) -> None:
+        """Re-scan the scores directory if it changed (always when forced) and tell the
+        conductor on the live session if the list differs (always when forced)."""
+        async with self.inventory_lock:
+            if not force:
+                seen = await asyncio.to_thread(scores_signature, self.config.scores_dir)
+                if seen == self.scores_seen:
+                    return
+            infos = await self._scan()
+            inventory = common_pb2.Inventory(scores=infos)
+            serialized = inventory.SerializeToString()
+            if self.outbox is None or (serialized == self.inventory_sent and not force):
+                return  # no session: the next Hello carries the new list
+            self.inventory_sent = serialized
+            self._send(_message(inventory=inventory))
+            logger.info("inventory_sent", reason=reason, scores=len(infos),
+                        valid=sum(1 for info in infos if info.valid))
+
+    async def watch_scores(self) -> None:
+        """Forever: notice scores installed, changed or removed while the player runs."""
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.scores_check_seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.refresh_inventory("scores_changed")
+            except Exception:
+                logger.exception("scores_check_failed")  # tried again at the next interval
+
+    def use_material(self, material: Material) -> None:
+        """A reloaded certificate and key: used from the next dial on; the live session
+        keeps the connection it has."""
+        self.material = material
+
+    def _session_failed(self, err: grpc.aio.AioRpcError) -> None:
+        details = err.details() or ""
+        if HOSTNAME_MISMATCH in details:
+            # gRPC says only that the check failed; say what to do about it.
+            logger.error("session_ended", code=err.code().name, details=details,
+                         conductor_name=self.config.conductor_name,
+                         hint=f"the conductor's certificate does not name {self.config.conductor_name!r}:"
+                              f" set conductor_name in {self.config.path} to the name in the"
+                              " conductor's certificate (needed when dialling it by IP address)")
+        else:
+            logger.warning("session_ended", code=err.code().name, details=details)
 
     async def serve(self) -> None:
         """Connect, run a session, reconnect with full-jitter exponential backoff; forever."""
         failures = 0
-        credentials = channel_credentials(self.material)
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
+                # Built for each dial: a certificate reloaded on SIGHUP is used from the next one.
                 async with grpc.aio.secure_channel(
-                        self.config.conductor, credentials,
+                        self.config.conductor, channel_credentials(self.material),
                         options=channel_options(self.config.conductor_name)) as channel:
                     await self._session(channel)
             except grpc.aio.AioRpcError as err:
-                logger.warning("session_ended", code=err.code().name, details=err.details())
+                self._session_failed(err)
             except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as err:
                 # InvalidStateError: a write raced with the end of the call.
                 logger.warning("session_ended", error=str(err) or type(err).__name__)
@@ -277,7 +430,16 @@ class Player:
         outbox: asyncio.Queue[player_pb2.PlayerMessage] = asyncio.Queue()
         self.outbox = outbox  # before Hello, so nothing finished meanwhile is missed
         call = stub.Session(wait_for_ready=False)
-        await call.write(await self.hello())
+        hello, results = await self.hello()
+        try:
+            await call.write(hello)
+        except asyncio.InvalidStateError:
+            # The call ended before the Hello went out (refused at the handshake, say):
+            # raise the status it ended with, which says why, not "RPC already finished".
+            await _raise_status(call)
+            raise
+        for result in results:  # after the Hello, in the order it lists them
+            self._send_result(result)
         writer = asyncio.ensure_future(send_with_heartbeats(
             outbox, call.write, self.config.heartbeat_seconds, _heartbeat))
         stopper = asyncio.ensure_future(self.stopping.wait())
@@ -302,7 +464,7 @@ class Player:
             await asyncio.gather(reader, watchdog, return_exceptions=True)
         if reader.done() and not reader.cancelled():
             reader.result()  # a failed read raises here
-            await call  # raises the status the conductor ended the stream with
+            await _raise_status(call)  # the status the conductor ended the stream with
         elif watchdog.done() and not watchdog.cancelled():
             logger.warning("conductor_silent", seconds=liveness)
             call.cancel()

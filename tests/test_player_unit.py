@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,12 +125,13 @@ def with_player(tmp_path: Path, use: Callable[[Player], Awaitable[T]], liveness:
 class FakeCall:
     """The parts of a grpc.aio stream-stream call the player's receive loop uses."""
 
-    def __init__(self, *messages: object) -> None:
+    def __init__(self, *messages: object, code: grpc.StatusCode = grpc.StatusCode.OK) -> None:
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         for message in messages:
             self.inbox.put_nowait(message)
         self.cancelled = False
-        self.awaited = False
+        self.awaited = False  # asked how it ended
+        self.status = code
 
     async def read(self) -> object:
         return await self.inbox.get()
@@ -139,9 +140,18 @@ class FakeCall:
         self.cancelled = True
         return True
 
-    def __await__(self) -> Generator[Any, None, None]:
+    async def code(self) -> grpc.StatusCode:
         self.awaited = True
-        return asyncio.sleep(0).__await__()
+        return self.status
+
+    async def details(self) -> str:
+        return "ended by the conductor"
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
 
 
 async def receive(player: Player, call: FakeCall, writer: asyncio.Future[None] | None = None) -> None:
@@ -163,6 +173,11 @@ def test_stream_end_awaits_the_call_for_its_status(tmp_path: Path) -> None:
         await receive(player, call)
         assert call.awaited and not call.cancelled
         assert player.welcomed_at is not None
+        refused = FakeCall(grpc.aio.EOF, code=grpc.StatusCode.PERMISSION_DENIED)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await receive(player, refused)
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert raised.value.details() == "ended by the conductor"
     with_player(tmp_path, use)
 
 
@@ -236,3 +251,54 @@ def test_heartbeats_flow_while_the_outbox_is_idle(tmp_path: Path) -> None:
             writer.cancel()
         return written
     assert with_player(tmp_path, use) == ["heartbeat", "heartbeat"]
+
+
+# ---- the inventory on a live session -----------------------------------------------------
+
+
+def install(scores_dir: Path, name: str, conf: str = "interface env\n") -> None:
+    scores_dir.mkdir(exist_ok=True)
+    script = scores_dir / name
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    (scores_dir / f"{name}.conf").write_text(conf)
+
+
+def test_inventory_is_sent_only_when_the_scores_directory_changed(tmp_path: Path) -> None:
+    scores_dir = tmp_path / "scores"
+    install(scores_dir, "first")
+
+    async def use(player: Player) -> list[list[tuple[str, bool]]]:
+        sent: list[list[tuple[str, bool]]] = []
+
+        def drain() -> None:
+            assert player.outbox is not None
+            while not player.outbox.empty():
+                message = player.outbox.get_nowait()
+                sent.append([(s.name, s.valid) for s in message.inventory.scores])
+        await player.refresh_inventory("scores_changed")  # no session: nothing to tell
+        player.outbox = asyncio.Queue()
+        hello, _ = await player.hello()
+        assert [s.name for s in hello.hello.scores] == ["first"]
+        await player.refresh_inventory("scores_changed")
+        drain()
+        assert sent == []  # the Hello said it all
+        install(scores_dir, "second", "param X required\n")
+        await player.refresh_inventory("scores_changed")
+        drain()
+        (scores_dir / "second.conf").write_text("bogus\n")
+        await player.refresh_inventory("scores_changed")
+        drain()
+        (scores_dir / "first").chmod(0o644)  # no longer executable: a mode change alone
+        await player.refresh_inventory("scores_changed")
+        drain()
+        await player.refresh_inventory("scores_changed")
+        await player.refresh_inventory("reload", force=True)  # SIGHUP: sent even if unchanged
+        drain()
+        return sent
+    assert with_player(tmp_path, use) == [
+        [("first", True), ("second", True)],
+        [("first", True), ("second", False)],
+        [("first", False), ("second", False)],
+        [("first", False), ("second", False)],
+    ]

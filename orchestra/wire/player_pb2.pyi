@@ -91,16 +91,18 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at: _Optional[float] = ...) -> None: ...
 
 class PlayerMessage(_message.Message):
-    __slots__ = ("hello", "start_request", "result", "heartbeat")
+    __slots__ = ("hello", "start_request", "result", "heartbeat", "inventory")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     START_REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    INVENTORY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     start_request: StartRequest
     result: TaskResult
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., start_request: _Optional[_Union[StartRequest, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    inventory: _common_pb2.Inventory
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., start_request: _Optional[_Union[StartRequest, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., inventory: _Optional[_Union[_common_pb2.Inventory, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("protocol_version", "conductor", "heartbeat_seconds")
