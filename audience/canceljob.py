@@ -2,18 +2,19 @@
 
 Queued and not-yet-started tasks end ``cancelled`` at once. Running tasks are killed on
 their player (the whole process group) and end ``cancelled`` once the player confirms;
-``--wait`` waits for that.
+``--wait`` waits for that. Without it the job is usually not finished yet (exit 3), so a
+line on stderr says what was cancelled and what is still being stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from audience import render
 from audience.client import Client
 from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
+from orchestra.cli import report, write_out
 from orchestra.params import check_job_id
 
 
@@ -28,12 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cancel(client: Client, args: argparse.Namespace) -> int:
-    """Cancel, wait for the tasks to end if asked, and show the job as getstatus does."""
+    """Cancel, wait for the tasks to end if asked, and show the job as getstatus does,
+    then say on stderr what was requested and what is still running."""
     job_id = check_job_id(args.job_id)
     job = client.cancel(job_id)
     if args.wait and not job.finished:
         job = client.wait(job_id, args.timeout)
-    sys.stdout.write(render.job_json(job) if args.json else render.job_text(job))
+    write_out(render.job_json(job) if args.json else render.job_text(job))
+    report("canceljob", render.cancel_summary(job))
     return int(render.exit_code(job))
 
 

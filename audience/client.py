@@ -10,7 +10,8 @@ import grpc
 
 from orchestra.config import AudienceConfig
 from orchestra.errors import (
-    POLICY_REFUSAL, NoSuchJobError, OrchestraError, PolicyDenied, UnreachableError, ValidationError,
+    POLICY_REFUSAL, STORAGE_FAILURE, NoSuchJobError, OrchestraError, PolicyDenied, StorageError,
+    UnreachableError, ValidationError,
 )
 from orchestra.tls import MESSAGE_LIMITS, Material, channel_credentials, channel_options
 from orchestra.wire import audience_pb2, audience_pb2_grpc
@@ -56,6 +57,8 @@ class Client:
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return UnreachableError(f"the conductor at {self.where} refused us: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if STORAGE_FAILURE in metadata:
+                return StorageError(details)
             return ValidationError(f"request too large: {details}")
         return UnreachableError(f"cannot reach the conductor at {self.where}: {code.name.lower()}"
                                 f"{': ' + details.splitlines()[0] if details else ''}")

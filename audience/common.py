@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from collections.abc import Callable, Sequence
 from typing import IO, NoReturn
 
 from audience.client import Client
 from orchestra import config as configuration
-from orchestra.cli import run_cli
+from orchestra.cli import run_cli, write_out
 from orchestra.errors import ExitCode, OrchestraError, UsageError
 
 
@@ -54,13 +54,28 @@ def parse_job_arguments(parser: Parser, argv: Sequence[str] | None) -> argparse.
     return args
 
 
+# The longest --timeout or --expires taken: about 31 years, far beyond any job's life, and
+# well inside what the wire's uint32 expires_seconds carries.
+MAX_SECONDS = 10**9
+
+
 def positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds up to MAX_SECONDS; each way to be wrong gets
+    its own message (1e30 is too large, not "not positive")."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 10**9:
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError(
+            f"not a finite number of seconds: {text!r} (at most {MAX_SECONDS})")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"too large: {text!r} seconds (at most {MAX_SECONDS}, about 31 years)")
     return value
 
 
@@ -82,6 +97,6 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
         try:
             return body()
         except HelpRequested as answer:
-            sys.stdout.write(answer.text)
+            write_out(answer.text)
             return int(ExitCode.OK)
     return run_cli(prog, answered)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 
 from audience.client import Client
 from audience.common import Parser, add_common, run_command, with_client
+from orchestra.cli import visible, write_out
 from orchestra.outcome import iso
 
 
@@ -28,7 +28,7 @@ def show(client: Client, as_json: bool) -> int:
     if as_json:
         import json  # only --json needs it
 
-        sys.stdout.write(json.dumps({
+        write_out(json.dumps({
             "conductor_cert_not_after": iso(reply.conductor_cert_not_after),
             "players": [{
                 "name": p.name, "connected": p.connected, "connected_since": iso(p.connected_since),
@@ -38,15 +38,16 @@ def show(client: Client, as_json: bool) -> int:
             } for p in reply.players]}, indent=2) + "\n")
         return 0
     days = (reply.conductor_cert_not_after - now) / 86400
-    sys.stdout.write(f"conductor certificate expires {iso(reply.conductor_cert_not_after)}"
-                     f" ({days:.0f} days)\n")
+    lines = [f"conductor certificate expires {iso(reply.conductor_cert_not_after)} ({days:.0f} days)"]
     for p in reply.players:
         state = "connected" if p.connected else "offline"
         expiry = (f"cert expires {iso(p.cert_not_after)} ({(p.cert_not_after - now) / 86400:.0f} days)"
                   if p.cert_not_after else "never connected")
-        scores = ", ".join(s.name + ("" if s.valid else " (invalid)") for s in p.scores) or "-"
-        sys.stdout.write(f"{p.name:<32} {state:<9} running {p.running}/{p.max_concurrent or '?'}"
-                         f"  {expiry}\n    scores: {scores}\n")
+        # Names come from the players file and the players' own inventories: shown, never obeyed.
+        scores = ", ".join(visible(s.name) + ("" if s.valid else " (invalid)") for s in p.scores) or "-"
+        lines.append(f"{visible(p.name):<32} {state:<9} running {p.running}/{p.max_concurrent or '?'}"
+                     f"  {expiry}\n    scores: {scores}")
+    write_out("\n".join(lines) + "\n")  # one write: a fleet's list is one flush, not thousands
     return 0
 
 

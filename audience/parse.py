@@ -2,7 +2,8 @@
 
 Modern: ``[--all-of | --one-of] [options] SCORE [KEY=VALUE ...] HOST [HOST ...]``.
 Original Orchestra: ``[-all-of] [options] SCORE HOST... [! KEY VALUE ...]``, one-of unless
-``-all-of``, so scripts written for it keep working.
+``-all-of``, so scripts written for it keep working. Both forms take the same options, and
+take them anywhere on the line (trailing ``--wait`` included): see ``sort_words``.
 
 Parsing prints nothing and never exits: bad input raises UsageError or ValidationError
 (whose text is the one line submitjob prints), and ``--help`` raises HelpRequested. That
@@ -13,7 +14,7 @@ keeps it testable in-process, and the rules it applies are the conductor's own
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from audience.common import Parser, add_common, positive_seconds
@@ -51,7 +52,8 @@ def build_parser(legacy: bool) -> Parser:
     parsing does not change a parser."""
     parser = Parser(prog=PROG, description="Submit a job: run SCORE on the given hosts.",
                     epilog=f"The original Orchestra form is accepted too: {LEGACY_USAGE[7:]}"
-                           " (one-of unless -all-of).")
+                           " (one-of unless -all-of). Both forms take these options anywhere"
+                           " on the line, also after the '!' pairs.")
     add_common(parser)
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--all-of", dest="scope", action="store_const", const="all",
@@ -75,12 +77,6 @@ def build_parser(legacy: bool) -> Parser:
     return parser
 
 
-def is_legacy(argv: Sequence[str]) -> bool:
-    """The original form is recognised by its '!' separator or its -all-of flag, neither of
-    which can be a score, a host or a KEY=VALUE word of the modern form."""
-    return LEGACY_SEPARATOR in argv or LEGACY_ALL_OF in argv
-
-
 def split_words(words: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """Words containing '=' are parameters; the others are target hosts."""
     params, hosts = [], []
@@ -92,20 +88,78 @@ def split_words(words: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]
     return params, hosts
 
 
+def looks_like_option(word: str) -> bool:
+    """No score, host or parameter name starts with '-' (orchestra.params), so such a word
+    is an option wherever it stands; '-' and '--' are not options."""
+    return word.startswith("-") and word not in ("-", "--")
+
+
+def takes_value(parser: Parser, word: str) -> bool:
+    """Whether the option spelled `word` consumes the next word as its value. An unknown or
+    ambiguous option takes none: argparse then refuses it by name."""
+    if "=" in word:  # --config=F carries its value
+        return False
+    actions = parser._option_string_actions  # argparse has no public way to ask this
+    action = actions.get(word)
+    if action is None and word.startswith("--"):
+        candidates = {a for spelling, a in actions.items() if spelling.startswith(word)}
+        action = candidates.pop() if len(candidates) == 1 else None
+    return action is not None and action.nargs != 0
+
+
+@dataclass
+class Words:
+    """A command line sorted into what argparse must read as options and what it must not."""
+
+    options: list[str] = field(default_factory=list)
+    positionals: list[str] = field(default_factory=list)  # SCORE, hosts, KEY=VALUE words
+    pairs: list[str] = field(default_factory=list)  # the original form's KEY VALUE words
+    legacy: bool = False  # the original form's '!' or -all-of was seen
+
+
+def sort_words(argv: Sequence[str]) -> Words:
+    """Sort a command line of either form; options may stand anywhere.
+
+    Before SCORE, among hosts and parameters, at the end, and in the original form also
+    between the KEY VALUE pairs after '!' (a key never starts with '-'; a value may be
+    anything and is never taken for an option). An option's value is never taken for a
+    word of the job, nor for the original form's '!' or -all-of, and '--' ends the
+    options for the rest of the line. argparse alone cannot do this: it takes no
+    positionals after an option that follows some, and its intermixed mode mishandles '--'.
+    """
+    parser = build_parser(legacy=True)  # knows every option either form takes
+    found = Words()
+    options_end = in_pairs = False
+    index = 0
+    while index < len(argv):
+        word, step = argv[index], 1
+        if word == LEGACY_SEPARATOR and not in_pairs:
+            in_pairs = found.legacy = True
+        elif word == "--" and not options_end:
+            options_end = True
+        elif looks_like_option(word) and not options_end:
+            step = 2 if takes_value(parser, word) else 1
+            found.options += argv[index:index + step]
+            found.legacy = found.legacy or word == LEGACY_ALL_OF
+        elif in_pairs:
+            step = 2
+            found.pairs += argv[index:index + step]
+        else:
+            found.positionals.append(word)
+        index += step
+    return found
+
+
 def parse_submission(argv: Sequence[str]) -> Submission:
     """Parse and validate a submitjob command line of either form."""
-    legacy = is_legacy(argv)
-    if legacy and LEGACY_SEPARATOR in argv:
-        cut = list(argv).index(LEGACY_SEPARATOR)
-        options, pairs = list(argv[:cut]), list(argv[cut + 1:])
-    else:
-        options, pairs = list(argv), []
-    parser = build_parser(legacy)
-    args = parser.parse_args(options)
+    words = sort_words(argv)
+    parser = build_parser(words.legacy)
+    # Every option comes before '--', so argparse never reads a job's word as an option.
+    args = parser.parse_args([*words.options, "--", *words.positionals])
     if args.timeout is not None and not args.wait:
         parser.error("--timeout needs --wait")
-    if legacy:
-        score, scope, targets, params = _legacy_job(args.words, pairs, args.scope)
+    if words.legacy:
+        score, scope, targets, params = _legacy_job(args.words, words.pairs, args.scope)
     else:
         score, scope, targets, params = _modern_job(args.score, args.words, args.scope)
     return Submission(score=score, scope=scope, targets=targets, params=params,

@@ -15,6 +15,7 @@ from audience.client import Client
 from audience.common import run_command, with_client
 from audience.getstatus import show
 from audience.parse import PROG, Submission, parse_submission
+from orchestra.cli import visible, write_out
 from orchestra.errors import ExitCode
 from orchestra.wire import audience_pb2
 
@@ -45,13 +46,12 @@ def submit(client: Client, sub: Submission) -> int:
         if sub.json:
             import json  # only --json needs it
 
-            sys.stdout.write(json.dumps({"job_id": reply.job_id, "existing": reply.existing}) + "\n")
+            write_out(json.dumps({"job_id": reply.job_id, "existing": reply.existing}) + "\n")
         else:
-            sys.stdout.write(f"{reply.job_id}\n")
+            write_out(f"{visible(reply.job_id)}\n")
         return int(ExitCode.OK)
     if not sub.json:  # --json prints one object only; it carries job_id
-        sys.stdout.write(f"{reply.job_id}\n")
-        sys.stdout.flush()
+        write_out(f"{visible(reply.job_id)}\n")
     return show(client, reply.job_id, True, sub.timeout, sub.json)
 
 

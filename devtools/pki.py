@@ -2,7 +2,8 @@
 
 ``orchestra-pki init DIR --conductor NAME --player NAME... --audience NAME...`` writes
 ``certs/ca.pem``, ``certs/NAME.pem``, ``private_keys/NAME.pem`` (0600) and ``crl.pem``.
-``issue`` adds a certificate from the same CA, ``revoke`` adds its serial to the CRL.
+``issue`` adds a certificate from the same CA (never replacing one without ``--force``:
+a key silently overwritten is a host locked out), ``revoke`` adds its serial to the CRL.
 Production fleets use Puppet's own CA instead (see certs/README.md).
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from orchestra.cli import run_cli
-from orchestra.errors import UsageError
+from orchestra.cli import run_cli, write_out
+from orchestra.errors import OrchestraError, UsageError
 from orchestra.params import CERTNAME_RE
 
 ROLE_USAGES = {
@@ -204,20 +204,38 @@ def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestra-pki", description=(__doc__ or "").splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL")
-    p_init.add_argument("dir", type=Path)
-    p_init.add_argument("--conductor", required=True)
-    p_init.add_argument("--player", nargs="+", default=[])
-    p_init.add_argument("--audience", nargs="+", default=[])
-    p_issue = sub.add_parser("issue", help="issue one more certificate from DIR's CA")
-    p_issue.add_argument("dir", type=Path)
-    p_issue.add_argument("name")
-    p_issue.add_argument("--role", choices=sorted(ROLE_USAGES), required=True)
-    p_revoke = sub.add_parser("revoke", help="add a certificate's serial to DIR/crl.pem")
-    p_revoke.add_argument("dir", type=Path)
-    p_revoke.add_argument("name")
+    parser = argparse.ArgumentParser(
+        prog="orchestra-pki", description=(__doc__ or "").splitlines()[0],
+        epilog="Exit codes: 0 done (prints DIR), 2 refused (bad name, CA or certificate already "
+               "there without --force, no CA in DIR), 1 anything else.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="init, issue or revoke (COMMAND --help for its options)")
+    p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL",
+                            description="Create DIR's CA, its empty CRL and one certificate and "
+                                        "key per name given; refuses a DIR that has a CA already.")
+    p_init.add_argument("dir", type=Path, metavar="DIR",
+                        help="the ssl directory to create (Puppet's layout)")
+    p_init.add_argument("--conductor", required=True, metavar="NAME",
+                        help="the conductor's certname (the host name players dial)")
+    p_init.add_argument("--player", nargs="+", default=[], metavar="NAME",
+                        help="certnames of players (serverAuth and clientAuth, as Puppet agents)")
+    p_init.add_argument("--audience", nargs="+", default=[], metavar="NAME",
+                        help="certnames for remote audience use (clientAuth only)")
+    p_issue = sub.add_parser("issue", help="issue one more certificate from DIR's CA",
+                             description="Issue a certificate and key for NAME from DIR's CA; "
+                                         "refuses to replace an existing one unless --force.")
+    p_issue.add_argument("dir", type=Path, metavar="DIR", help="an ssl directory made by init")
+    p_issue.add_argument("name", metavar="NAME", help="the certname (CN and DNS name)")
+    p_issue.add_argument("--role", choices=sorted(ROLE_USAGES), required=True,
+                         help="what the certificate is for: its extended key usages")
+    p_issue.add_argument("--force", action="store_true",
+                         help="replace NAME's certificate and key if they exist (the old "
+                              "certificate stays valid until revoked)")
+    p_revoke = sub.add_parser("revoke", help="add a certificate's serial to DIR/crl.pem",
+                              description="Add NAME's certificate serial to DIR/crl.pem; send "
+                                          "the conductor SIGHUP or let it notice the new file.")
+    p_revoke.add_argument("dir", type=Path, metavar="DIR", help="an ssl directory made by init")
+    p_revoke.add_argument("name", metavar="NAME", help="the certname whose certificate to revoke")
     return parser
 
 
@@ -228,7 +246,12 @@ def _command(args: argparse.Namespace) -> SSLDir:
     ssl = SSLDir(args.dir)
     if args.command == "issue":
         name = _check_name(args.name)
-        ssl.write_leaf(name, *issue(ssl.load_authority(), name, ROLE_USAGES[args.role]))
+        authority = ssl.load_authority()
+        existing = [path for path in (ssl.cert(name), ssl.key(name)) if path.exists()]
+        if existing and not args.force:
+            raise UsageError(f"{existing[0]} already exists; refusing to replace {name}'s "
+                             "certificate and key (--force replaces them)")
+        ssl.write_leaf(name, *issue(authority, name, ROLE_USAGES[args.role]))
         return ssl
     authority = ssl.load_authority()
     try:
@@ -240,10 +263,14 @@ def _command(args: argparse.Namespace) -> SSLDir:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-
     def body() -> int:
-        sys.stdout.write(f"{_command(args).root}\n")
+        # Parsed inside run_cli, so --help into a closed pipe ends quietly too.
+        args = _parser().parse_args(argv)
+        try:
+            done = _command(args)
+        except OSError as err:  # a directory we may not write, a full disk
+            raise OrchestraError(f"{err.filename or args.dir}: {err.strerror or err}") from None
+        write_out(f"{done.root}\n")
         return 0
     return run_cli("orchestra-pki", body)
 

@@ -7,7 +7,7 @@ parser is pure, so thousands of examples run in a second or two.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from audience import submitjob
@@ -16,11 +16,12 @@ from audience.parse import Submission, parse_submission
 from orchestra.errors import ExitCode, OrchestraError, UsageError, ValidationError
 from orchestra.params import (
     CERTNAME_RE, MAX_TARGETS, PARAM_KEY_RE, check_idempotency_key, check_targets, is_score_name,
-    resolve_scope,
+    normalize_params, resolve_scope,
 )
 
 MANY = settings(max_examples=2000, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
+SOME = settings(MANY, max_examples=500)  # for strategies that generate from regular expressions
 
 
 # ---- examples: the modern form ---------------------------------------------------------
@@ -55,6 +56,12 @@ def test_one_target_needs_no_scope_and_repeats_are_dropped() -> None:
     (["hello", "job_id=1", "p1.test"], ValidationError, "reserved"),
     (["--timeout", "3", "hello", "p1.test"], UsageError, "--timeout needs --wait (see submitjob --help)"),
     (["--expires", "0", "hello", "p1.test"], UsageError, "must be a positive number of seconds"),
+    (["--expires", "1e30", "hello", "p1.test"], UsageError,
+     "argument --expires: too large: '1e30' seconds (at most 1000000000, about 31 years)"),
+    (["--expires=1000000001", "hello", "p1.test"], UsageError, "too large: '1000000001' seconds"),
+    (["--expires", "inf", "hello", "p1.test"], UsageError, "not a finite number of seconds: 'inf'"),
+    (["--expires", "nan", "hello", "p1.test"], UsageError, "not a number of seconds: 'nan'"),
+    (["--wait", "--timeout", "1e300", "hello", "p1.test"], UsageError, "too large: '1e300' seconds"),
     (["hello", "p1.test", "--bogus"], UsageError, "unrecognized arguments: --bogus"),
     ([], UsageError, "the following arguments are required"),
     (["--idempotency-key", "x" * 201, "hello", "p1.test"], ValidationError,
@@ -153,9 +160,9 @@ def test_main_refuses_bad_input_in_one_line_before_dialling(capsys: pytest.Captu
 
 
 def test_main_folds_a_multi_line_complaint_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert submitjob.main(["hello", "p1.test", "--wait", "a\nb"]) == 2
+    assert submitjob.main(["hello", "p1.test", "--no\nsuch"]) == 2
     _, err = capsys.readouterr()
-    assert err == "submitjob: unrecognized arguments: a b (see submitjob --help)\n"
+    assert err == "submitjob: unrecognized arguments: --no such (see submitjob --help)\n"
 
 
 def test_fractional_expiry_is_rounded_up_not_dropped() -> None:
@@ -245,3 +252,117 @@ def test_legacy_and_modern_forms_agree(score: str, hosts: list[str], params: lis
         except (UsageError, ValidationError):
             outcomes.append("refused")  # the first complaint may differ; refusal may not
     assert outcomes[0] == outcomes[1], (modern, legacy)
+
+
+# ---- options anywhere, in both forms ------------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--config", "F", "-all-of", "hello", "p1.test", "p2.test"],
+     Submission(score="hello", scope="all", targets=("p1.test", "p2.test"), params={}, config="F")),
+    (["-all-of", "hello", "p1.test", "!", "who", "x", "--wait"],
+     Submission(score="hello", scope="all", targets=("p1.test",), params={"WHO": "x"}, wait=True)),
+    (["hello", "p1.test", "p2.test", "!", "who", "--wait", "--wait", "--timeout", "5", "n", "1", "--json"],
+     Submission(score="hello", scope="one", targets=("p1.test", "p2.test"),
+                params={"WHO": "--wait", "N": "1"}, wait=True, timeout=5.0, json=True)),
+    (["-all-of", "hello", "--config", "F", "p1.test", "--expires=60"],
+     Submission(score="hello", scope="all", targets=("p1.test",), params={}, config="F", expires=60.0)),
+    (["--idempotency-key", "!", "hello", "who=x", "--wait", "p1.test"],
+     Submission(score="hello", scope="all", targets=("p1.test",), params={"WHO": "x"}, wait=True,
+                idempotency_key="!")),
+])
+def test_options_stand_anywhere_and_never_swallow_or_become_job_words(
+        argv: list[str], expected: Submission) -> None:
+    assert parse_submission(argv) == expected
+
+
+def test_nothing_after_double_dash_is_an_option_in_either_form() -> None:
+    with pytest.raises(ValidationError, match="invalid parameter name '--wait'"):
+        parse_submission(["hello", "p1.test", "!", "--", "--wait", "x"])
+    with pytest.raises(ValidationError, match="invalid host name '--wait'"):
+        parse_submission(["--", "hello", "p1.test", "--wait"])
+
+
+host_name = st.one_of(st.sampled_from(HOSTS), st.from_regex(r"[a-z0-9][a-z0-9.-]{0,10}", fullmatch=True))
+score_name = st.one_of(st.sampled_from(["hello", "deploy-app_v2.sh"]),
+                       st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,10}", fullmatch=True))
+param_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+# Values that look like options, separators, hosts or parameters must stay values.
+param_value = st.one_of(st.sampled_from(["--wait", "-all-of", "!", "--", "p1.test", "a=b", "--config",
+                                         "-x", ""]), st.text(max_size=8))
+# Option values that look like job words must stay option values.
+option_value = st.sampled_from(["c.toml", "p1.test", "hello", "who=ops", "!", "a b"])
+
+
+@st.composite
+def option_groups(draw: st.DrawFn, scopes: list[str]) -> list[tuple[str, ...]]:
+    """Options (with their values) as the user would type them, each at most once."""
+    value = draw(option_value)
+    choices: list[tuple[str, ...]] = [
+        ("--wait",), ("--json",), ("--expires", "30"), ("--idempotency-key", value),
+        draw(st.sampled_from([("--config", value), (f"--config={value}",)])),
+    ]
+    groups = draw(st.lists(st.sampled_from(choices), unique=True, max_size=4))
+    if ("--wait",) in groups and draw(st.booleans()):
+        groups.append(("--timeout", "5"))
+    scope = draw(st.sampled_from([None, *scopes]))
+    return groups + ([(scope,)] if scope else [])
+
+
+def expected_submission(score: str, scope: str, hosts: list[str], pairs: list[tuple[str, str]],
+                        groups: list[tuple[str, ...]]) -> Submission:
+    given: dict[str, str] = {}
+    for group in groups:
+        name, _, attached = group[0].partition("=")
+        given[name] = attached or (group[1] if len(group) > 1 else "")
+    return Submission(
+        score=score, scope=scope, targets=tuple(dict.fromkeys(hosts)),
+        params={k.upper(): v for k, v in pairs}, config=given.get("--config"),
+        wait="--wait" in given, timeout=5.0 if "--timeout" in given else None,
+        json="--json" in given, expires=30.0 if "--expires" in given else None,
+        idempotency_key=given.get("--idempotency-key"))
+
+
+def shared_rules_accept(hosts: list[str], pairs: list[tuple[str, str]]) -> bool:
+    try:
+        check_targets(hosts)
+        normalize_params(pairs)
+    except ValidationError:
+        return False
+    return len({k.upper() for k, _ in pairs}) == len(pairs)
+
+
+@SOME
+@given(data=st.data(), score=score_name, hosts=st.lists(host_name, min_size=1, max_size=3),
+       pairs=st.lists(st.tuples(param_key, param_value), max_size=3))
+def test_modern_form_takes_options_anywhere(data: st.DataObject, score: str, hosts: list[str],
+                                            pairs: list[tuple[str, str]]) -> None:
+    assume(shared_rules_accept(hosts, pairs))
+    groups = data.draw(option_groups(["--all-of", "--one-of"]))
+    words = [score, *data.draw(st.permutations([*(f"{k}={v}" for k, v in pairs), *hosts]))]
+    hosts = [word for word in words[1:] if "=" not in word]  # the order they now stand in
+    parts = [[word] for word in words]  # an option and its value stay together
+    for group in groups:
+        parts.insert(data.draw(st.integers(0, len(parts))), list(group))
+    argv = [word for part in parts for word in part]
+    scope = {("--all-of",): "all", ("--one-of",): "one"}
+    requested = next((scope[g] for g in groups if g in scope), None)
+    assume(requested or len(set(hosts)) == 1)
+    assert parse_submission(argv) == expected_submission(score, requested or "all", hosts, pairs,
+                                                         groups), argv
+
+
+@SOME
+@given(data=st.data(), score=score_name, hosts=st.lists(host_name, min_size=1, max_size=3),
+       pairs=st.lists(st.tuples(param_key, param_value), max_size=3))
+def test_original_form_takes_options_anywhere_even_after_its_pairs(
+        data: st.DataObject, score: str, hosts: list[str], pairs: list[tuple[str, str]]) -> None:
+    assume(shared_rules_accept(hosts, pairs))
+    groups = data.draw(option_groups(["-all-of"]))
+    head = [[score], *([host] for host in hosts)]
+    tail = [[k, v] for k, v in pairs]  # options go between pairs, never inside one
+    for group in groups:
+        side = head if data.draw(st.booleans()) else tail
+        side.insert(data.draw(st.integers(0, len(side))), list(group))
+    argv = [*(word for part in head for word in part), "!", *(word for part in tail for word in part)]
+    scope = "all" if ("-all-of",) in groups else "one"
+    assert parse_submission(argv) == expected_submission(score, scope, hosts, pairs, groups), argv

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import stat
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -39,3 +41,41 @@ def test_revoke_adds_the_serial_to_the_crl(tmp_path: Path) -> None:
     serial = x509.load_pem_x509_certificate((root / "certs" / "p1.test.pem").read_bytes()).serial_number
     crl = x509.load_pem_x509_crl((root / "crl.pem").read_bytes())
     assert [entry.serial_number for entry in crl] == [serial]
+
+
+def test_issue_refuses_to_replace_a_certificate_and_key_unless_forced(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "ssl"
+    pki.init(root, "c.test", ["p1.test"], [])
+    cert, key = root / "certs" / "p1.test.pem", root / "private_keys" / "p1.test.pem"
+    before = cert.read_bytes(), key.read_bytes()
+    capsys.readouterr()
+    assert pki.main(["issue", str(root), "p1.test", "--role", "player"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"orchestra-pki: {cert} already exists; refusing to replace "
+                                 "p1.test's certificate and key (--force replaces them)\n")
+    assert (cert.read_bytes(), key.read_bytes()) == before
+    # A key left without its certificate is not replaced either.
+    cert.unlink()
+    assert pki.main(["issue", str(root), "p1.test", "--role", "player"]) == 2
+    assert key.read_bytes() == before[1]
+    assert pki.main(["issue", str(root), "p1.test", "--role", "player", "--force"]) == 0
+    assert key.read_bytes() != before[1]
+    assert certname_of(x509.load_pem_x509_certificate(cert.read_bytes())) == "p1.test"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # A new name needs no --force.
+    assert pki.main(["issue", str(root), "ops.test", "--role", "audience"]) == 0
+
+
+def test_every_subcommand_and_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = pki._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {c.dest for c in commands._choices_actions} == {"init", "issue", "revoke"}
+    assert all(c.help for c in commands._choices_actions)
+    for name, sub in commands.choices.items():
+        undocumented = [a.dest for a in sub._actions if not a.help or a.help == argparse.SUPPRESS]
+        assert undocumented == [], name
+    with pytest.raises(SystemExit) as done:
+        pki.main(["issue", "--help"])
+    assert done.value.code == 0
+    assert "--force" in capsys.readouterr().out
