@@ -8,6 +8,7 @@ the lifecycle. It never moves a task itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -26,6 +27,8 @@ from orchestra.params import (
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
 logger = log.get("conductor")
+# Local users who can read the queue file itself: hiding jobs from them would protect nothing.
+SUPERUSERS = frozenset({0, os.getuid()})
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
 WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
 
@@ -63,8 +66,12 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             logger.info("submit_denied", reason=str(err), requester=who.label)
             self.audit.record("submit", "denied", reason=str(err), rule=err.rule or None, **seen)
             await _deny_by_policy(context, str(err))
-        job_id, existing = await self.lifecycle.submit(
-            job, serial=f"{who.serial:x}" if who.serial is not None else None, uid=who.uid, **seen)
+        try:
+            job_id, existing = await self.lifecycle.submit(
+                job, serial=f"{who.serial:x}" if who.serial is not None else None, uid=who.uid, **seen)
+        except ValidationError as err:  # an idempotency key reused for another request
+            logger.info("submit_rejected", reason=str(err), requester=who.label)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return audience_pb2.SubmitReply(job_id=job_id, existing=existing)
 
     def _validate(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
@@ -74,6 +81,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         unknown = [t for t in targets if t not in self.sessions.roster]
         if unknown:
             raise ValidationError(f"not in the players file: {', '.join(unknown[:10])}")
+        self._check_runnable(score, targets)
         scope = resolve_scope(SCOPES.get(request.scope), targets)
         key = check_idempotency_key(request.idempotency_key)
         # Enforce the score's declarations as the targets last reported them; a player
@@ -96,10 +104,48 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                       secret_keys=tuple(sorted(secret)), requester=who.label,
                       deadline_at=time.time() + expires, idempotency_key=key)
 
-    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
+    def _check_runnable(self, score: str, targets: list[str]) -> None:
+        """Refuse now what every target would refuse later: each has reported its scores,
+        and none has this one installed and valid. A target that never reported may have
+        it, so then the job is queued as before."""
+        why: dict[str, str] = {}
+        for target in targets:
+            record = self.sessions.known.get(target)
+            if record is None:
+                return
+            entry = next((e for e in record.inventory if e.name == score), None)
+            if entry is not None and entry.valid:
+                return
+            why[target] = "not installed" if entry is None else f"invalid: {entry.error}"
+        shown = "; ".join(f"{target}: {reason}" for target, reason in list(why.items())[:5])
+        more = f"; and {len(why) - 5} more" if len(why) > 5 else ""
+        raise ValidationError(f"no target can run {score}, as they last reported ({shown}{more})")
+
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext, action: str = "read") -> JobRecord:
+        """The job, if it exists and the caller may ``action`` it; another requester's job
+        it may not even read is "no such job", so job ids reveal nothing."""
         if JOB_ID_RE.fullmatch(job_id) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {job_id[:80]!r}")
         job = await self.store.get_job(job_id)
+        who = self.requester()
+        if job is not None and job.requester != who.label:
+            policy = self.policy()
+            read = policy.may_touch(who, "read", job.requester, job.score, job.targets, job.params, SUPERUSERS)
+            if not read.allowed:
+                self.audit.record(action, "denied", requester=who.label, job_id=job_id, owner=job.requester,
+                                  reason=read.reason, rule=read.rule or None)
+                logger.info("job_access_denied", action=action, job_id=job_id, requester=who.label)
+                job = None
+            elif action != "read":
+                decision = policy.may_touch(who, action, job.requester, job.score, job.targets, job.params,
+                                            SUPERUSERS)
+                if not decision.allowed:
+                    self.audit.record(action, "denied", requester=who.label, job_id=job_id,
+                                      owner=job.requester, reason=decision.reason, rule=decision.rule or None)
+                    await _deny_by_policy(context, decision.reason)
+            else:  # someone else's job, read under a policy grant: on the record
+                self.audit.record("read", "accepted", requester=who.label, job_id=job_id, owner=job.requester,
+                                  rule=read.rule or None)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no such job {job_id}")
         assert job is not None
@@ -122,30 +168,33 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     await asyncio.wait_for(event.wait(), timeout)
                 except TimeoutError:
                     pass
-                job = await self._job(request.job_id, context)
+                job = await self._unchecked_job(request.job_id, context)
         finally:
             self.lifecycle.watchers.unwatch(request.job_id, event)
         yield job_to_wire(job)
 
+    async def _unchecked_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
+        """Re-read a job this call already checked (the requester of a job never changes)."""
+        job = await self.store.get_job(job_id)
+        if job is None:  # purged meanwhile
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such job {job_id}")
+        assert job is not None
+        return job
+
     async def Cancel(self, request: audience_pb2.JobRef,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> audience_pb2.Job:
-        job = await self._job(request.job_id, context)
+        job = await self._job(request.job_id, context, "cancel")
         who = self.requester()
-        # Whoever may run this score on these targets may also stop it.
-        decision = self.policy().decide(who, job.score, job.targets, {})
-        if not decision.allowed:
-            self.audit.record("cancel", "denied", requester=who.label, job_id=job.job_id,
-                              reason=decision.reason, rule=decision.rule or None)
-            await _deny_by_policy(context, decision.reason)
         await asyncio.shield(self.lifecycle.cancel(job, who.label))  # never half-done (Lifecycle._apply)
-        return job_to_wire(await self._job(request.job_id, context))
+        return job_to_wire(await self._unchecked_job(request.job_id, context))
 
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:
         reply = audience_pb2.PlayerList(conductor_cert_not_after=self.cert_not_after)
         for name in sorted(self.sessions.roster | {s.name for s in self.sessions}):
             session = self.sessions.get(name)
-            info = audience_pb2.PlayerInfo(name=name, connected=session is not None)
+            info = audience_pb2.PlayerInfo(name=name, connected=session is not None,
+                                           revoked=self.lifecycle.revoked_players.get(name, ""))
             known = self.sessions.known.get(name)
             if known is not None:
                 info.last_seen = known.last_seen

@@ -13,12 +13,14 @@ Handlers read the result from :data:`current_identity` / :data:`current_requeste
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import grp
 import pwd
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from conductor.audit import AuditLog
 from conductor.localsock import LocalSocket
 from conductor.policy import Policy, Requester
 from orchestra import log
-from orchestra.errors import StartupError
+from orchestra.errors import STORAGE_FAILURE, StartupError
+from orchestra.log import throttled
 from orchestra.tls import PeerIdentity, RevocationList, peer_identity
 
 logger = log.get("conductor")
@@ -77,8 +80,8 @@ class Revocation:
             return self.stamp is not None
         return (info.st_mtime, info.st_size) != self.stamp
 
-    def refuses(self, serial: int) -> str | None:
-        """Why a certificate with this serial must be refused, or None."""
+    def refuses(self, identity: PeerIdentity) -> str | None:
+        """Why this verified certificate must be refused, or None."""
         if self.path is None:
             return None
         if self.broken is not None:
@@ -86,9 +89,48 @@ class Revocation:
         assert self.crl is not None
         if self.crl.next_update is not None and self.crl.next_update.timestamp() < time.time():
             return f"CRL {self.path} has expired, refusing all certificates"
-        if self.crl.is_revoked(serial):
-            return f"certificate serial {serial:x} is revoked"
-        return None
+        return self.crl.why_revoked(identity.issuer, identity.serial)
+
+    def revoked(self, identity: PeerIdentity) -> str | None:
+        """Why the CRL revokes this certificate, or None; unlike :meth:`refuses`, a broken
+        or stale CRL file revokes nothing (it only refuses connections until it is fixed)."""
+        if self.path is None or self.broken is not None or self.crl is None:
+            return None
+        return self.crl.why_revoked(identity.issuer, identity.serial)
+
+
+class LiveStreams:
+    """The audience streams open now (``getstatus --wait``), with their certificate: a
+    revocation must end them, since TLS never checks a live connection again."""
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.Task[Any], PeerIdentity] = {}
+        self._closing: dict[asyncio.Task[Any], str] = {}
+
+    def opened(self, identity: PeerIdentity) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._open[task] = identity
+        return task
+
+    def ended(self, task: asyncio.Task[Any] | None) -> str | None:
+        """Forget the stream; returns why it was closed by :meth:`close_failing`, if it was."""
+        if task is None:
+            return None
+        self._open.pop(task, None)
+        return self._closing.pop(task, None)
+
+    def close_failing(self, refuses: Callable[[PeerIdentity], str | None]) -> int:
+        closed = 0
+        for task, identity in list(self._open.items()):
+            reason = refuses(identity)
+            if reason is not None and task not in self._closing:
+                self._closing[task] = reason
+                task.cancel()
+                closed += 1
+                logger.warning("audience_stream_closed", certname=identity.certname,
+                               serial=f"{identity.serial:x}", reason=reason)
+        return closed
 
 
 @dataclass
@@ -98,6 +140,10 @@ class Gate:
     revocation: Revocation
     local: LocalSocket | None
     audit: AuditLog
+    # Told when a player's certificate is found revoked as it tries to connect.
+    player_revoked: Callable[[str, str], None] | None = None
+    streams: LiveStreams = field(default_factory=LiveStreams)
+    stopping: bool = False
 
     def _refuse(self, event: str, reason: str, **fields: Any) -> tuple[grpc.StatusCode, str]:
         self.audit.record(event, "refused", reason=reason, **fields)
@@ -113,8 +159,12 @@ class Gate:
             if identity is None:
                 return self._refuse("authn_refused", "no acceptable verified client certificate",
                                     method=method, peer=context.peer())
-            revoked = self.revocation.refuses(identity.serial)
+            revoked = self.revocation.refuses(identity)
             if revoked:
+                why = self.revocation.revoked(identity)
+                if (why is not None and service == PLAYER_SERVICE and self.player_revoked is not None
+                        and identity.certname in self.roster()):
+                    self.player_revoked(identity.certname, why)
                 return self._refuse("authn_refused", revoked, method=method,
                                     certname=identity.certname, serial=f"{identity.serial:x}")
             current_identity.set(identity)
@@ -200,12 +250,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if refusal is not None:
                 await context.abort(*refusal)
 
+        async def storage_failed(context: Any, err: sqlite3.OperationalError) -> None:
+            """The queue cannot be written (a full disk): a clear answer, not UNKNOWN.
+            Nothing was committed, so nothing was acknowledged."""
+            throttled(logger, "error", "store_unavailable", key=str(err), method=method, error=str(err))
+            context.set_trailing_metadata((STORAGE_FAILURE,))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the conductor cannot write its queue ({err}): nothing was changed;"
+                                " retry once it has room")
+
         if handler.unary_unary:
             inner = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
                 await guard(context)
-                return await inner(request, context)
+                try:
+                    return await inner(request, context)
+                except sqlite3.OperationalError as err:
+                    await storage_failed(context, err)
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream:
@@ -213,8 +275,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: Any) -> Any:
                 await guard(context)
-                async for item in inner_stream(request, context):
-                    yield item
+                identity = current_identity.get()
+                stream = gate.streams.opened(identity) if identity is not None else None
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except sqlite3.OperationalError as err:
+                    await storage_failed(context, err)
+                except asyncio.CancelledError:
+                    reason = gate.streams.ended(stream)
+                    if reason is not None:
+                        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                    if gate.stopping:  # a clean answer the client retries, not a traceback
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+                    raise
+                finally:
+                    gate.streams.ended(stream)
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, handler.request_deserializer, handler.response_serializer)
         if handler.stream_stream:

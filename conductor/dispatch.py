@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession
 from conductor.store import QueuedTask
 from orchestra import log
+from orchestra.log import throttled
 
 logger = log.get("conductor")
 # Claims committed per transaction: the first RunTasks of a large fan-out go out while
@@ -60,6 +62,10 @@ class Dispatcher:
             wanted.clear()
             try:
                 await self.dispatch_once()
+            except sqlite3.OperationalError as err:  # a full disk: said once in a while, not every second
+                throttled(logger, "error", "dispatch_failed", key=str(err), error=str(err))
+                self.lifecycle.wake()
+                await asyncio.sleep(1)
             except Exception:
                 logger.exception("dispatch_failed")
                 self.lifecycle.wake()

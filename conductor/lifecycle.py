@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -25,13 +26,16 @@ from conductor.index import DispatchIndex
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
 from conductor.store import (
-    Change, JobRecord, NewJob, PlayerRecord, QueuedTask, Store, Submitted, TaskRecord, TaskRef,
+    Change, JobRecord, NewJob, QueuedTask, Store, Submitted, TaskRecord, TaskRef,
 )
 from conductor.watchers import Watchers
 from orchestra import faults, log
+from orchestra.errors import ValidationError
+from orchestra.log import throttled
 from orchestra.inventory import inventory_from_wire
 from orchestra.outcome import TaskOutcome
-from orchestra.wire import player_pb2
+from orchestra.tls import PeerIdentity
+from orchestra.wire import common_pb2, player_pb2
 
 logger = log.get("conductor")
 
@@ -49,6 +53,7 @@ MAX_REASON = 2000
 NOT_OURS = "the conductor no longer assigns this task to this player"
 CANCEL_REQUESTED = "cancelled by request"
 REMOVAL_WAIT_SECONDS = 10.0
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 10.0  # seconds between tries of a failed write
 CANCEL_BATCH = 256  # tasks of one job cancelled concurrently, so their commits are grouped
 
 
@@ -64,6 +69,9 @@ class Lifecycle:
         self.deadlines_changed = asyncio.Event()
         # Players whose free slots grew since the last dispatch pass; None: look at all.
         self.freed: set[str] | None = None
+        # Players whose certificate the CRL revokes, with why (until one connects again).
+        self.revoked_players: dict[str, str] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def wake(self, *players: str) -> None:
         """Something may now be dispatchable: a slot of these players freed up, or (no
@@ -141,6 +149,11 @@ class Lifecycle:
         step a client that gives up cannot cut short (see :meth:`_apply`)."""
         submitted = await self.store.submit(job)
         job_id, existing = submitted.job_id, submitted.existing
+        if submitted.conflict:
+            reason = (f"idempotency key {job.idempotency_key!r} was already used for job {job_id}"
+                      " with a different score, targets or parameters")
+            self.audit.record("submit", "rejected", reason=reason, job_id=job_id, **audit)
+            raise ValidationError(reason)
         faults.point("submit.committed")
         if not existing:
             for task in submitted.queued:
@@ -203,8 +216,29 @@ class Lifecycle:
 
     # ---- what players say --------------------------------------------------------------
 
+    async def _until_stored(self, session: PlayerSession, what: str,
+                            step: Callable[[], Awaitable[None]]) -> None:
+        """Carry out a player's message, retrying while the queue cannot be written (a
+        full disk). The session stays up, unanswered; the player waits for its grant or
+        acknowledgement as it would on a slow network. Once its session is gone, what
+        it said is said again in its next Hello."""
+        delay = STORE_RETRY_FIRST
+        while True:
+            try:
+                return await step()
+            except sqlite3.OperationalError as err:
+                if session.closed.is_set():
+                    return None
+                throttled(logger, "error", "store_write_failed", key=str(err), player=session.name, what=what,
+                          error=str(err), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX)
+
     async def grant(self, session: PlayerSession, request: player_pb2.StartRequest) -> None:
         """dispatched -> running, then the grant: an ungranted task never started anywhere."""
+        await self._until_stored(session, "grant", lambda: self._grant(session, request))
+
+    async def _grant(self, session: PlayerSession, request: player_pb2.StartRequest) -> None:
         change = await self._apply(self.store.transition(
             request.task_id, TaskState.RUNNING, detail="start granted", expect_attempt=request.attempt,
             expect_player=session.name, expect_state=TaskState.DISPATCHED,
@@ -227,6 +261,9 @@ class Lifecycle:
 
         Acknowledged only after the result, or an earlier copy of it, is committed.
         """
+        await self._until_stored(session, "result", lambda: self._result(session, result))
+
+    async def _result(self, session: PlayerSession, result: player_pb2.TaskResult) -> None:
         new = ENDINGS.get(result.ending)
         recorded = False
         if new is not None:
@@ -273,12 +310,16 @@ class Lifecycle:
         """Remember its inventory, reconcile its spool against the queue, then take work.
 
         Each task is read right before its step is carried out, so a task that moved on
-        (expired, cancelled) while earlier steps ran is judged as it now stands.
+        (expired, cancelled) while earlier steps ran is judged as it now stands; so the
+        steps can be carried out again when the queue could not be written.
         """
-        record = PlayerRecord(session.name, time.time(), session.max_concurrent, session.identity.not_after,
-                              inventory_from_wire(hello.scores))
+        await self._until_stored(session, "hello", lambda: self._player_connected(session, hello))
+
+    async def _player_connected(self, session: PlayerSession, hello: player_pb2.Hello) -> None:
+        record = session.record(inventory_from_wire(hello.scores))
         await self.store.record_player(record)
         self.sessions.remember(record)
+        self.revoked_players.pop(session.name, None)  # a new, good certificate
         for entry in hello.spool:
             task = None if entry.state == player_pb2.SPOOL_STATE_FINISHED else await self.store.task(entry.task_id)
             for step in reconcile.plan(session.name, [entry], {entry.task_id: task}, []):
@@ -291,11 +332,36 @@ class Lifecycle:
         session.ready = True
         self.wake(session.name)
 
+    async def inventory_updated(self, session: PlayerSession, inventory: common_pb2.Inventory) -> None:
+        """The player's scores changed: stored and remembered exactly as a Hello's are, so
+        ``listplayers`` and the checks of the next submission see them. No task moves."""
+        if not self.sessions.is_current(session):
+            return  # replaced: the newer session's Hello has the newer list
+        previous = self.sessions.known.get(session.name)
+        record = session.record(inventory_from_wire(inventory.scores))
+        try:
+            await self.store.record_player(record)
+        except sqlite3.OperationalError as err:
+            # Not fatal to the session: the next Hello or Inventory carries the list again.
+            throttled(logger, "error", "store_write_failed", key=str(err), player=session.name, what="inventory",
+                      error=str(err))
+            return
+        if not self.sessions.is_current(session):
+            return
+        self.sessions.remember(record)
+        before = {entry.name: entry for entry in previous.inventory} if previous is not None else {}
+        after = {entry.name: entry for entry in record.inventory}
+        logger.info("inventory_updated", player=session.name, scores=len(after),
+                    added=sorted(after.keys() - before.keys()), removed=sorted(before.keys() - after.keys()),
+                    changed=sorted(name for name in after.keys() & before.keys() if after[name] != before[name]))
+
     async def _reconcile_step(self, session: PlayerSession, step: reconcile.Step,
                               task: TaskRecord | None) -> None:
         act = reconcile.Action
         if step.action == act.ACCEPT_RESULT and step.result is not None:
             await self.result(session, step.result)
+        elif step.action == act.AWAIT_RESULT:
+            pass  # finished there: its TaskResult follows the Hello as a message of its own
         elif step.action == act.FORGET:
             session.tell_cancel(step.task_id, step.attempt, NOT_OURS)
         elif step.action in (act.KEEP, act.KEEP_AND_CANCEL):
@@ -332,16 +398,10 @@ class Lifecycle:
             session = self.sessions.get(name)
             if session is not None:
                 session.close(grpc.StatusCode.PERMISSION_DENIED, f"{name} was removed from the players file")
-                # Let its handler finish: a result it already received is then committed.
-                await asyncio.wait({asyncio.ensure_future(session.finished.wait())},
-                                   timeout=REMOVAL_WAIT_SECONDS)
-            for task in await self.store.tasks_of(name, [*UNSTARTED, *STARTED]):
-                if task.state.started:
-                    await self._end(task, TaskState.LOST, "player removed from the players file"
-                                    " while the task ran", expect_state=task.state)
-                else:
-                    await self._end(task, TaskState.REMOVED, "player removed from the players file"
-                                    " before the task started", expect_state=task.state)
+            await self._end_started(name, session, "player removed from the players file while the task ran")
+            for task in await self.store.tasks_of(name, list(UNSTARTED)):
+                await self._end(task, TaskState.REMOVED, "player removed from the players file"
+                                " before the task started", expect_state=task.state)
         # One-of tasks not bound to a player: removed once none of their targets is left.
         roster = self.sessions.roster
         for queued in self.index.one_of() if names else ():
@@ -352,13 +412,40 @@ class Lifecycle:
                                     expect_state=TaskState.QUEUED)
         self.wake()
 
-    def revoked(self, refuses: Callable[[int], str | None]) -> None:
+    async def _end_started(self, name: str, session: PlayerSession | None, reason: str) -> None:
+        """A player that can never report its started tasks: they end lost, never re-run."""
+        if session is not None:
+            # Let its handler finish: a result it already received is then committed.
+            await asyncio.wait({asyncio.ensure_future(session.finished.wait())}, timeout=REMOVAL_WAIT_SECONDS)
+        for task in await self.store.tasks_of(name, list(STARTED)):
+            change = await self._end(task, TaskState.LOST, reason, expect_state=task.state)
+            if change.applied:
+                logger.warning("task_lost", task_id=task.task_id, player=name, reason=reason)
+
+    def revoked(self, refuses: Callable[[PeerIdentity], str | None],
+                revocation: Callable[[PeerIdentity], str | None]) -> None:
         """After a CRL change: live streams are never re-checked by TLS, so close them here.
-        Their tasks then follow :meth:`player_gone` when each session ends."""
+        ``refuses`` says why a certificate is refused now (a broken CRL refuses all);
+        ``revocation`` only whether the CRL revokes it: only then is its work ended."""
         for session, reason in self.sessions.close_failing(refuses):
             logger.warning("session_revoked", player=session.name, reason=reason)
             self.audit.record("session_closed", "refused", certname=session.name,
                               serial=session.serial, reason=reason)
+            why = revocation(session.identity)
+            if why is not None:
+                self.player_revoked(session.name, why, session)
+
+    def player_revoked(self, name: str, reason: str, session: PlayerSession | None = None) -> None:
+        """The CRL revokes this player's certificate: its started tasks can never be
+        reported with it, so they end ``lost`` now; its unstarted work waits for a new
+        certificate or the job's deadline, like any offline player's."""
+        if self.revoked_players.get(name) == reason:
+            return
+        self.revoked_players[name] = reason
+        task = asyncio.ensure_future(self._end_started(
+            name, session, f"player certificate revoked while the task ran: {reason}"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---- time and operators ------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class LocalSocket:
         self.peers[port] = PeerCred(pid, uid, gid)
         try:
             await asyncio.gather(_pump(reader, back_writer), _pump(back_reader, writer))
+        except asyncio.CancelledError:
+            # Shutdown. Ending normally matters: on Python 3.11 asyncio's stream callback
+            # calls exception() on the handler task, which raises (and logs a traceback)
+            # for a task that ended cancelled.
+            pass
         finally:
             self.peers.pop(port, None)  # before the port can be reused
             for w in (back_writer, writer):

@@ -6,11 +6,22 @@ import asyncio
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-import grpc
+# gRPC core reads GRPC_TRACE once, when grpc is first imported. Its handshaker trace is
+# the only place gRPC says which peer a failed TLS handshake came from; orchestra.log
+# turns those lines into rate-limited tls_handshake_failed events and drops the rest.
+# The variable is removed again at once, so nothing the conductor starts inherits it.
+_HANDSHAKE_TRACE = "GRPC_TRACE" not in os.environ and "grpc" not in sys.modules
+if _HANDSHAKE_TRACE:
+    os.environ["GRPC_TRACE"] = "handshaker"
+import grpc  # noqa: E402
+
+if _HANDSHAKE_TRACE:
+    del os.environ["GRPC_TRACE"]
 
 from conductor.audience import Audience
 from conductor.audit import AuditLog
@@ -35,6 +46,10 @@ from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
 
 logger = log.get("conductor")
 CRL_POLL_SECONDS = 2.0
+AUDIT_FLUSH_SECONDS = 2.0
+# Descriptors kept back from the connection cap: the queue, its WAL, the logs, and two
+# per local audience call (the socket and its relay connection).
+FD_HEADROOM = 512
 
 
 def take_lock(state_dir: Path) -> IO[bytes]:
@@ -55,6 +70,20 @@ def take_lock(state_dir: Path) -> IO[bytes]:
     return handle
 
 
+def make_socket_dir(path: Path) -> None:
+    """Create the audience socket's directory when missing: mode 0750, so the socket's
+    group can reach the 0660 socket (the daemon's umask would make it 0700). A directory
+    that exists is the operator's (or systemd's RuntimeDirectory=) and is left alone."""
+    if path.is_dir():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    os.chmod(path, 0o750)
+
+
 class Conductor:
     def __init__(self, cfg: configuration.ConductorConfig) -> None:
         self.cfg = cfg
@@ -73,12 +102,14 @@ class Conductor:
         level, so they are written whatever the log level: they were asked for."""
         lifecycle = self.lifecycle
         logger.warning("stats", **lifecycle.store.stats(), **usage(),
-                    sessions=sum(1 for _ in lifecycle.sessions), queued=len(lifecycle.index.queued))
+                       sessions=sum(1 for _ in lifecycle.sessions), queued=len(lifecycle.index.queued),
+                       handshake_failures=log.counters["tls_handshake_failed"],
+                       audit_pending=len(lifecycle.audit.backlog))
 
     async def run(self) -> None:
         cfg = self.cfg
         os.umask(0o077)  # queue, audit log and lock are the conductor's alone
-        raise_fd_limit("conductor")
+        self.fd_limit = raise_fd_limit("conductor")
         material = Material.load(cfg.tls)
         self.material = material
         roster = load_players(cfg.players_file)
@@ -91,8 +122,8 @@ class Conductor:
         lifecycle = Lifecycle(store, sessions, audit, await DispatchIndex.rebuild(store))
         self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
-        server = self._server(lifecycle, local)
-        port = await self._listen(server, local)
+        server, relay = self._servers(lifecycle, local)
+        port = await self._listen(server, relay, local)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
@@ -104,41 +135,66 @@ class Conductor:
                       asyncio.ensure_future(self._watch_crl()),
                       asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
                       asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention)),
+                      asyncio.ensure_future(self._flush_audit(audit)),
                       asyncio.ensure_future(sweep(lambda: sessions, cfg.heartbeat_seconds, cfg.liveness_timeout))]
         lifecycle.wake()
         warn_if_expiring("conductor", material.certname, not_after(material.cert))
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
-                    relay_port=local.backend_port,
+                    relay_port=local.backend_port, fd_limit=self.fd_limit, max_connections=self.max_connections(),
                     players=len(roster), pid=os.getpid(), certname=material.certname)
         try:
             await self.stopping.wait()
         finally:
             logger.info("conductor_stopping")
+            self.gate.stopping = True
             for task in background:
                 task.cancel()
             for session in sessions:
                 session.close(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
             await local.close()
-            await server.stop(grace=2)
+            await asyncio.gather(server.stop(grace=2), relay.stop(grace=2))
             store.close()
             audit.close()
             lock.close()
             logger.info("conductor_stopped")
 
-    def _server(self, lifecycle: Lifecycle, local: LocalSocket) -> grpc.aio.Server:
-        """Both services behind the one AuthInterceptor that admits every call."""
+    @staticmethod
+    async def _flush_audit(audit: AuditLog) -> None:
+        """Audit lines held back by a full disk reach the file once it has room, even
+        when nothing new is recorded."""
+        while True:
+            await asyncio.sleep(AUDIT_FLUSH_SECONDS)
+            audit.flush()
+
+    def max_connections(self) -> int:
+        """The cap on connections to the public port: what the open-file limit leaves after
+        FD_HEADROOM descriptors kept for the queue, the logs and the audience socket."""
+        return self.cfg.max_connections or max(FD_HEADROOM, self.fd_limit - FD_HEADROOM)
+
+    def _servers(self, lifecycle: Lifecycle, local: LocalSocket) -> tuple[grpc.aio.Server, grpc.aio.Server]:
+        """The public server (players and remote audience over mTLS) and the relay's own
+        server for the local socket, each behind the one AuthInterceptor that admits every
+        call. The relay has a server of its own so that a flood of connections to the
+        public port, capped there, never locks local operators out."""
         cfg, material = self.cfg, self.material
         gate = Gate(lambda: lifecycle.sessions.roster, lambda: self.policy, self.revocation, local,
-                    lifecycle.audit)
+                    lifecycle.audit, lifecycle.player_revoked)
+        self.gate = gate
         options = [("grpc.so_reuseport", 0), *SERVER_KEEPALIVE, *MESSAGE_LIMITS]
-        server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(gate)])
+        public = grpc.aio.server(interceptors=[AuthInterceptor(gate)], options=[
+            *options,
+            # A connection that has not finished its TLS handshake by then is closed.
+            ("grpc.server_handshake_timeout_ms", int(cfg.handshake_timeout * 1000)),
+            ("grpc.max_allowed_incoming_connections", self.max_connections())])
+        relay = grpc.aio.server(options=options, interceptors=[AuthInterceptor(gate)])
         player_pb2_grpc.add_PlayerLinkServicer_to_server(
-            PlayerLink(lifecycle, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), server)
+            PlayerLink(lifecycle, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), public)
         self.audience = Audience(lifecycle, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
-        audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, server)
-        return server
+        audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, public)
+        audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, relay)
+        return public, relay
 
-    async def _listen(self, server: grpc.aio.Server, local: LocalSocket) -> int:
+    async def _listen(self, server: grpc.aio.Server, relay: grpc.aio.Server, local: LocalSocket) -> int:
         """mTLS for players and remote audience, the relay port, then the unix socket."""
         cfg, material = self.cfg, self.material
         credentials = grpc.dynamic_ssl_server_credentials(
@@ -146,16 +202,17 @@ class Conductor:
             self._fetch_certs, require_client_authentication=True)
         try:
             port: int = server.add_secure_port(cfg.listen, credentials)
-            local.backend_port = server.add_insecure_port("127.0.0.1:0")
+            local.backend_port = relay.add_insecure_port("127.0.0.1:0")
         except RuntimeError as err:
             raise StartupError(f"cannot listen on {cfg.listen}: {err}") from None
         if port == 0 or local.backend_port == 0:
             raise StartupError(f"cannot listen on {cfg.listen}")
         try:
-            cfg.audience_socket.parent.mkdir(parents=True, exist_ok=True)
+            make_socket_dir(cfg.audience_socket.parent)
         except OSError as err:
             raise StartupError(f"cannot use audience_socket {cfg.audience_socket}: {err.strerror}") from None
         await server.start()
+        await relay.start()
         try:
             await local.start()
         except OSError as err:
@@ -199,7 +256,12 @@ class Conductor:
                 self.audience.cert_not_after = not_after(material.cert)
                 logger.info("certificate_rotated", not_after=self.audience.cert_not_after)
                 warn_if_expiring("conductor", material.certname, self.audience.cert_not_after)
-        self.lifecycle.revoked(self.revocation.refuses)
+        self._close_refused()
+
+    def _close_refused(self) -> None:
+        """Live sessions and streams are never re-checked by TLS: close the refused ones."""
+        self.lifecycle.revoked(self.revocation.refuses, self.revocation.revoked)
+        self.gate.streams.close_failing(self.revocation.refuses)
 
     def _reload_crl(self) -> None:
         try:
@@ -208,7 +270,7 @@ class Conductor:
             logger.error("crl_unusable_failing_closed", error=str(err))
         else:
             if self.revocation.path is not None:
-                logger.info("crl_loaded", revoked=len(self.revocation.crl.serials) if self.revocation.crl else 0)
+                logger.info("crl_loaded", revoked=self.revocation.crl.count if self.revocation.crl else 0)
 
     async def _watch_crl(self) -> None:
         """Reload the CRL when its file changes (Puppet rewrites it), not only on SIGHUP."""
@@ -216,10 +278,11 @@ class Conductor:
             await asyncio.sleep(CRL_POLL_SECONDS)
             if self.revocation.changed():
                 self._reload_crl()
-                self.lifecycle.revoked(self.revocation.refuses)
+                self._close_refused()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    log.handshake_trace = _HANDSHAKE_TRACE
     return run_daemon("conductor", argv, configuration.load_conductor,
                       lambda cfg: Conductor(cfg).run())
 

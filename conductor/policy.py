@@ -12,14 +12,22 @@ Pure logic, configured in conductor.toml::
     scores = ["deploy", "hello*"]        # globs
     targets = ["@web", "db1.example.com"] # names, globs, @group
     params = { VERSION = "^[0-9.]+$" }   # each given param must match (full match)
+    actions = ["run"]                    # the default; "read" and "cancel" are over
+                                         # OTHER requesters' jobs of these scores/targets
 
     [audience."ci.example.com"]          # remote audience certificates (default deny)
     scores = ["deploy"]
     targets = ["@web"]
 
-Rules are tried in order, first match wins. A request no rule matches is denied -- except
-that with no ``[[policy]]`` at all, local socket users may run anything (the socket's
-file mode is then the only gate, as before a policy is written).
+Rules are tried in order, first match wins; a rule only takes part in decisions about
+the actions it lists. A request no rule matches is denied -- except that with no
+``[[policy]]`` at all, local socket users may run anything (the socket's file mode is
+then the only gate, as before a policy is written).
+
+Jobs belong to their requester, who may always read, wait for and cancel them. Reading
+or cancelling another requester's job needs a rule granting ``read`` or ``cancel`` for
+that job's score and targets, whatever else the policy says -- except for root and the
+conductor's own user on the local socket, who can read the queue file anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ from typing import Any
 
 from orchestra.errors import ConfigError
 from orchestra.params import CERTNAME_RE, PARAM_KEY_RE
+
+
+ACTIONS = frozenset({"run", "read", "cancel"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class Rule:
     scores: tuple[str, ...]
     targets: tuple[str, ...]
     params: tuple[tuple[str, str], ...] = ()
+    actions: frozenset[str] = frozenset({"run"})
 
     def matches_requester(self, who: Requester) -> bool:
         for pattern in self.requesters:
@@ -102,18 +114,21 @@ class Policy:
         return all(hits) if every else any(hits)
 
     def decide(self, who: Requester, score: str, targets: Iterable[str],
-               params: Mapping[str, str]) -> Decision:
+               params: Mapping[str, str], action: str = "run") -> Decision:
+        """May ``who`` do ``action`` (run; or read or cancel someone else's job) with this
+        score, these targets and parameter values?"""
         targets = list(targets)
         rules = [*self.rules]
         if who.kind == "cert" and who.name in self.audience:
             rules.append(self.audience[who.name])
+        doing = {"run": "running", "read": "reading jobs of", "cancel": "cancelling jobs of"}[action]
         for rule in rules:
-            if not rule.matches_requester(who) or not rule.matches_score(score):
+            if action not in rule.actions or not rule.matches_requester(who) or not rule.matches_score(score):
                 continue
             if rule.effect == "deny":
                 if not rule.targets or self._targets_match(rule, targets, every=False):
                     return Decision(False, rule.name, f"policy rule {rule.name!r} denies {who.label}"
-                                                      f" running {score} on {', '.join(targets[:5])}")
+                                                      f" {doing} {score} on {', '.join(targets[:5])}")
                 continue
             if not self._targets_match(rule, targets, every=True):
                 continue
@@ -121,10 +136,27 @@ class Policy:
                    for key, pattern in rule.params):
                 continue
             return Decision(True, rule.name, "")
-        if who.kind == "user" and not self.rules:
+        if action == "run" and who.kind == "user" and not self.rules:
             return Decision(True, "", "no policy configured; the local socket's mode is the gate")
-        return Decision(False, "", f"no policy rule allows {who.label} to run {score} on"
+        verb = {"run": "to run", "read": "to read jobs of", "cancel": "to cancel jobs of"}[action]
+        return Decision(False, "", f"no policy rule allows {who.label} {verb} {score} on"
                                    f" {', '.join(targets[:5])}{' ...' if len(targets) > 5 else ''}")
+
+    def may_touch(self, who: Requester, action: str, owner: str, score: str, targets: Iterable[str],
+                  params: Mapping[str, str], superusers: frozenset[int]) -> Decision:
+        """May ``who`` read (see, wait for) or cancel a job its ``owner`` submitted?"""
+        if owner == who.label:
+            return Decision(True, "", "own job")
+        if who.kind == "user" and who.uid in superusers:
+            return Decision(True, "", f"{who.label} may read the queue itself")
+        if action == "read":
+            decision = self.decide(who, score, targets, params, "read")
+            if not decision.allowed:  # whoever may cancel a job may also see it
+                cancel = self.decide(who, score, targets, params, "cancel")
+                if cancel.allowed:
+                    return cancel
+            return decision
+        return self.decide(who, score, targets, params, action)
 
 
 def _strings(value: Any, where: str, source: Path) -> tuple[str, ...]:
@@ -138,7 +170,7 @@ def _strings(value: Any, where: str, source: Path) -> tuple[str, ...]:
 def _rule(raw: Any, where: str, source: Path, default_name: str, requesters: tuple[str, ...] | None = None) -> Rule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {where}: must be a table")
-    known = {"name", "effect", "requesters", "scores", "targets", "params"}
+    known = {"name", "effect", "requesters", "scores", "targets", "params", "actions"}
     if requesters is not None:
         known -= {"requesters", "effect", "name"}
     unknown = sorted(set(raw) - known)
@@ -170,7 +202,11 @@ def _rule(raw: Any, where: str, source: Path, default_name: str, requesters: tup
         except re.error as err:
             raise ConfigError(f"{source}: {where}.params.{key}: bad pattern: {err}") from None
         params.append((key.upper(), pattern))
-    return Rule(str(name), effect, who, scores, targets, tuple(params))
+    actions = _strings(raw.get("actions", ["run"]), f"{where}.actions", source)
+    if not set(actions) <= ACTIONS:
+        raise ConfigError(f"{source}: {where}.actions: {sorted(set(actions) - ACTIONS)[0]!r} is not one of"
+                          f" {', '.join(sorted(ACTIONS))}")
+    return Rule(str(name), effect, who, scores, targets, tuple(params), frozenset(actions))
 
 
 def parse_policy(policy: Any, groups: Any, audience: Any, source: Path) -> Policy:

@@ -6,11 +6,13 @@ Each loop only decides *when*; what the event does to tasks is the lifecycle's.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 from conductor.lifecycle import Lifecycle
 from conductor.states import TaskState
 from orchestra import log
+from orchestra.log import throttled
 
 logger = log.get("conductor")
 MAX_DEADLINE_SLEEP = 60.0
@@ -24,6 +26,9 @@ async def run_deadlines(lifecycle: Lifecycle) -> None:
         try:
             await lifecycle.expire(time.time())
             next_at = lifecycle.index.next_deadline()
+        except sqlite3.OperationalError as err:  # a full disk: tried again shortly
+            throttled(logger, "error", "deadline_check_failed", key=str(err), error=str(err))
+            next_at = time.time() + 1
         except Exception:
             logger.exception("deadline_check_failed")
             next_at = None

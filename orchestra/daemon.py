@@ -11,11 +11,13 @@ from typing import TypeVar
 
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.cli import run_cli
+from orchestra.cli import one_line, run_cli
+from orchestra.errors import OrchestraError
 
 logger = log.get("orchestra")
-# One descriptor per player session, plus the queue, logs and audience calls.
-WANTED_FDS = 65536
+# One descriptor per player session, plus the queue, logs and audience calls. With no
+# hard limit, the soft one is raised to Linux's default ceiling for one process.
+UNLIMITED_FDS = 1_048_576
 
 C = TypeVar("C")
 
@@ -24,35 +26,48 @@ def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
                serve: Callable[[C], Awaitable[None]]) -> int:
     """Parse arguments, load the config, run serve(config) until it returns.
 
-    An OrchestraError (bad config: 2, cannot start: 1) becomes one line on stderr and
-    the exit code; the daemon never dies with a traceback for a known problem.
+    An OrchestraError (bad config: 2, cannot start: 1) becomes one structured line on
+    stderr (``daemon_failed``) and the exit code; the daemon never dies with a traceback
+    for a known problem.
     """
     parser = argparse.ArgumentParser(prog=kind, description=f"Orchestra {kind} daemon")
     parser.add_argument("--config", help=f"{kind}.toml (default: $ORCHESTRA_CONFIG or "
                                           f"{configuration.DEFAULT_PATHS[kind]})")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    log.setup(args.log_level)
+    # Checked here, not in log.setup: a misspelt level would otherwise log at info silently.
+    parser.add_argument("--log-level", default="info", type=str.lower,
+                        choices=("debug", "info", "warning", "error", "critical"),
+                        help="least severe events to log (default: info; case-insensitive)")
 
     def body() -> int:
-        asyncio.run(serve(load(configuration.resolve_path(kind, args.config))))  # type: ignore[arg-type]
+        args = parser.parse_args(argv)  # in here, so --help into a closed pipe ends quietly
+        # From here on every line on stderr is one structured event, gRPC core's included.
+        log.setup(args.log_level, capture_stderr=True)
+        try:
+            asyncio.run(serve(load(configuration.resolve_path(kind, args.config))))  # type: ignore[arg-type]
+        except OrchestraError as err:  # one structured line, like everything else it logs
+            logger.error("daemon_failed", daemon=kind, error=one_line(str(err)), exit_code=int(err.exit_code))
+            return int(err.exit_code)
         return 0
-    return run_cli(kind, body)
+    try:
+        return run_cli(kind, body)
+    finally:
+        log.release_stderr()  # the one-line reason for a failed start is written out
 
 
 def raise_fd_limit(kind: str) -> int:
-    """Raise the soft limit on open files to the hard limit (at most WANTED_FDS): a
-    conductor holds one socket per player, and the usual soft limit of 1024 would cap a
-    fleet at about a thousand hosts. Returns the limit now in force."""
+    """Raise the soft limit on open files to the hard limit: a conductor holds one socket
+    per player, and the usual soft limit of 1024 would cap a fleet at about a thousand
+    hosts (and let a thousand idle connections shut everyone out). Returns the limit now
+    in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = WANTED_FDS if hard == resource.RLIM_INFINITY else min(hard, WANTED_FDS)
+    wanted = UNLIMITED_FDS if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             soft = wanted
         except (ValueError, OSError) as err:
             logger.warning("fd_limit_unchanged", daemon=kind, soft=soft, hard=hard, error=str(err))
-    return int(soft)
+    return UNLIMITED_FDS if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def usage() -> dict[str, float]:

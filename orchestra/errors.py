@@ -7,6 +7,9 @@ from enum import IntEnum
 # Trailing metadata the conductor sets on a PERMISSION_DENIED that is a policy decision,
 # so the audience CLI can tell "the policy says no" (exit 2) from "you are not let in" (4).
 POLICY_REFUSAL: tuple[str, str] = ("orchestra-refusal", "policy")
+# ... and on a RESOURCE_EXHAUSTED that is its own storage failing (a full disk), so the
+# CLI says so (exit 6) instead of calling the request too large.
+STORAGE_FAILURE: tuple[str, str] = ("orchestra-failure", "storage")
 
 
 class ExitCode(IntEnum):
@@ -18,6 +21,7 @@ class ExitCode(IntEnum):
     PENDING = 3
     UNREACHABLE = 4
     NO_SUCH_JOB = 5
+    STORAGE = 6  # the conductor cannot write its queue now (disk full): nothing changed
 
 
 class OrchestraError(Exception):
@@ -66,3 +70,9 @@ class UnreachableError(OrchestraError):
 
 class NoSuchJobError(OrchestraError):
     exit_code = ExitCode.NO_SUCH_JOB
+
+
+class StorageError(OrchestraError):
+    """The conductor could not commit the request (its disk is full): retry later."""
+
+    exit_code = ExitCode.STORAGE

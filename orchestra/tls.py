@@ -8,6 +8,7 @@ gRPC would report several identities, and Puppet warns such certs can impersonat
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,11 @@ class PeerIdentity:
     certname: str
     serial: int
     not_after: float
+    issuer: bytes = b""  # DER of the issuer's name: a serial is unique only per issuer
+
+    @property
+    def label(self) -> str:
+        return f"{self.certname} (serial {self.serial:x})"
 
 
 def peer_identity(context: Any) -> PeerIdentity | None:
@@ -157,8 +163,8 @@ def peer_identity(context: Any) -> PeerIdentity | None:
     common = auth.get("x509_common_name")
     if name is None or common != [name.encode()]:
         return None
-    return PeerIdentity(name, cert.serial_number,
-                        cert.not_valid_after_utc.timestamp())
+    return PeerIdentity(name, cert.serial_number, cert.not_valid_after_utc.timestamp(),
+                        cert.issuer.public_bytes())
 
 
 def not_after(cert_pem: bytes) -> float:
@@ -167,34 +173,90 @@ def not_after(cert_pem: bytes) -> float:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
 
 
-class RevocationList:
-    """Revoked serials from a CRL file, checked against the CA and its next_update."""
+# A CRL issued a little in the future (clock skew between the CA and us) is still current.
+CRL_CLOCK_SKEW = dt.timedelta(minutes=5)
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
-    def __init__(self, serials: frozenset[int], next_update: dt.datetime | None) -> None:
-        self.serials = serials
-        self.next_update = next_update
+
+class RevocationList:
+    """Every CRL of a CRL file, each verified against its CA in the bundle.
+
+    A Puppet CA is a root and an intermediate: ``ca.pem`` holds both, and ``crl.pem`` one
+    CRL from each, in either order. A certificate is revoked when its (issuer, serial)
+    is listed, or when any CA between it and the root is revoked by its own issuer.
+    Loading fails closed: every CA in the bundle needs a current CRL signed by it.
+    """
+
+    def __init__(self, revoked: frozenset[tuple[bytes, int]], next_update: dt.datetime | None,
+                 parents: dict[bytes, tuple[bytes, int]]) -> None:
+        self.revoked = revoked          # (issuer DER, serial)
+        self.next_update = next_update  # the earliest of the CRLs'
+        self.parents = parents          # CA subject DER -> (its issuer DER, its serial)
 
     @classmethod
-    def load(cls, path: Path, ca_pem: bytes) -> RevocationList:
+    def load(cls, path: Path, ca_pem: bytes, now: dt.datetime | None = None) -> RevocationList:
         """Parse and verify; raises StartupError (fail closed) when anything is off."""
         from cryptography import x509
 
+        now = now or dt.datetime.now(dt.UTC)
         try:
-            crl = x509.load_pem_x509_crl(path.read_bytes())
+            data = path.read_bytes()
         except OSError as err:
             raise StartupError(f"cannot read CRL {path}: {err.strerror}") from None
-        except ValueError as err:
-            raise StartupError(f"cannot parse CRL {path}: {err}") from None
-        issuers = [c for c in x509.load_pem_x509_certificates(ca_pem) if c.subject == crl.issuer]
-        if not any(_crl_signed_by(crl, issuer) for issuer in issuers):
-            raise StartupError(f"CRL {path} is not signed by the configured CA")
-        next_update = crl.next_update_utc
-        if next_update is not None and next_update < dt.datetime.now(dt.UTC):
-            raise StartupError(f"CRL {path} expired at {next_update.isoformat()}")
-        return cls(frozenset(entry.serial_number for entry in crl), next_update)
+        blocks = _CRL_BLOCK.findall(data)
+        if not blocks:
+            raise StartupError(f"cannot parse CRL {path}: no PEM CRL in it")
+        cas = x509.load_pem_x509_certificates(ca_pem)
+        parents = {ca.subject.public_bytes(): (ca.issuer.public_bytes(), ca.serial_number) for ca in cas}
+        revoked: set[tuple[bytes, int]] = set()
+        covered: set[bytes] = set()
+        next_updates = []
+        for number, block in enumerate(blocks, 1):
+            try:
+                crl = x509.load_pem_x509_crl(block)
+            except ValueError as err:
+                raise StartupError(f"cannot parse CRL #{number} in {path}: {err}") from None
+            issuer = crl.issuer.rfc4514_string()
+            if not any(ca.subject == crl.issuer and _crl_signed_by(crl, ca) for ca in cas):
+                raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) is not signed by a CA"
+                                   " in the CA bundle")
+            if crl.last_update_utc > now + CRL_CLOCK_SKEW:
+                raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) is not valid before"
+                                   f" {crl.last_update_utc.isoformat()}")
+            if crl.next_update_utc is not None:
+                if crl.next_update_utc < now:
+                    raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) expired at"
+                                       f" {crl.next_update_utc.isoformat()}")
+                next_updates.append(crl.next_update_utc)
+            issuer_der = crl.issuer.public_bytes()
+            covered.add(issuer_der)
+            revoked.update((issuer_der, entry.serial_number) for entry in crl)
+        missing = [ca.subject.rfc4514_string() for ca in cas if ca.subject.public_bytes() not in covered]
+        if missing:
+            raise StartupError(f"CRL {path} has no CRL for CA {missing[0]}: every CA in the bundle"
+                               " needs its current CRL")
+        return cls(frozenset(revoked), min(next_updates, default=None), parents)
 
-    def is_revoked(self, serial: int) -> bool:
-        return serial in self.serials
+    @property
+    def count(self) -> int:
+        return len(self.revoked)
+
+    def why_revoked(self, issuer: bytes, serial: int) -> str | None:
+        """Why a certificate (issuer DER, serial) is refused, or None when it is good."""
+        if (issuer, serial) in self.revoked:
+            return f"certificate serial {serial:x} is revoked"
+        seen: set[bytes] = set()
+        while issuer not in seen:  # up the chain to the root: is any CA on the way revoked?
+            seen.add(issuer)
+            parent = self.parents.get(issuer)
+            if parent is None:
+                return "certificate issuer is not a CA of the bundle"
+            if parent in self.revoked:
+                return f"the issuing CA (serial {parent[1]:x}) is revoked"
+            if parent[0] == issuer:  # self-signed: the root
+                return None
+            issuer = parent[0]
+        return None
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:

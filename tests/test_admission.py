@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def test_bad_config_exits_2_with_one_line(make_cluster: MakeCluster) -> None:
     result = subprocess.run([sys.executable, "-m", "conductor.main", "--config", str(bad)],
                             capture_output=True, text=True, timeout=30, env=cluster.env())
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("lisen: unknown key") and result.stderr.count("\n") == 1
+    assert failure(result.stderr).endswith("lisen: unknown key") and result.stderr.count("\n") == 1
     text = cluster.conductor_config.read_text()
     no_tls = cluster.root / "no-tls.toml"
     no_tls.write_text(text[:text.index("[tls]")])
@@ -121,3 +122,11 @@ def test_bad_config_exits_2_with_one_line(make_cluster: MakeCluster) -> None:
     missing = subprocess.run([sys.executable, "-m", "player.main", "--config", "/nonexistent.toml"],
                              capture_output=True, text=True, timeout=30, env=cluster.env())
     assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+def failure(stderr: str) -> str:
+    """The reason a daemon gave for not starting: its one ``daemon_failed`` event."""
+    [line] = stderr.splitlines()
+    event = json.loads(line)
+    assert event["event"] == "daemon_failed"
+    return str(event["error"])

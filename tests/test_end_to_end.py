@@ -92,12 +92,32 @@ def test_params_arrive_as_orc_variables_and_cannot_change_the_environment(
     }
 
 
-def test_unknown_score_is_refused(cluster3: Cluster) -> None:
-    code, job = job_json(cluster3, "submitjob", "--wait", "--timeout", "30", "no-such-score", "p2.test")
+def test_a_score_no_target_has_is_rejected_at_submit(cluster3: Cluster) -> None:
+    code, out, err = submit(cluster3, "--all-of", "no-such-score", "p1.test", "p2.test")
+    assert code == 2 and out == ""
+    assert "no target can run no-such-score" in err and "p2.test: not installed" in err
+    assert err.count("\n") == 1
+    assert queue_rows(cluster3, "jobs") == []
+    # One target that has it is enough: the others refuse their task, as before.
+    # add_score waits for p1's new inventory to reach the conductor.
+    cluster3.add_score("only-p1", "#!/bin/sh\necho hi\n", "interface env\n", players=["p1.test"])
+    code, job = job_json(cluster3, "submitjob", "--all-of", "--wait", "--timeout", "30", "only-p1",
+                         "p1.test", "p2.test")
     assert code == 1
-    task = job["tasks"][0]
-    assert task["state"] == "refused"
-    assert "not installed" in task["reason"]
+    states = {t["player"]: (t["state"], t["reason"]) for t in job["tasks"]}  # type: ignore[union-attr]
+    assert states["p1.test"][0] == "ok"
+    assert states["p2.test"][0] == "refused" and "not installed" in states["p2.test"][1]
+
+
+def test_a_target_that_never_reported_is_given_the_benefit_of_the_doubt(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"], start=False)
+    cluster.start_conductor()
+    code, out, err = submit(cluster, "no-such-score", "p1.test")
+    assert code == 0, err  # p1 has never said what it has
+    cluster.start_player("p1.test")
+    result = cluster.cli("getstatus", "--json", "--wait", "--timeout", "30", out.split()[0])
+    task = json.loads(result.stdout)["tasks"][0]
+    assert task["state"] == "refused" and "not installed" in task["reason"]
 
 
 def test_unknown_target_is_rejected_and_nothing_queued(cluster3: Cluster) -> None:

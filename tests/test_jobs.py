@@ -49,9 +49,9 @@ def test_one_of_fails_over_when_the_chosen_player_refuses(make_cluster: MakeClus
         code, job = job_json(cluster, "submitjob", "--one-of", "--wait", "--timeout", "30",
                              "only2", "p1.test", "p2.test")
         assert code == 0 and job["tasks"][0]["player"] == "p2.test"
-    code, job = job_json(cluster, "submitjob", "--one-of", "--wait", "--timeout", "30",
-                         "missing-everywhere", "p1.test", "p2.test")
-    assert code == 1 and job["tasks"][0]["state"] == "refused"
+    # No target has it, as both reported: refused at submit, nothing queued.
+    code, out, err = submit(cluster, "--one-of", "missing-everywhere", "p1.test", "p2.test")
+    assert code == 2 and "no target can run missing-everywhere" in err
 
 
 def test_one_of_fails_over_when_the_chosen_player_dies_before_starting(

@@ -215,3 +215,41 @@ def test_policy_rules_come_before_audience_entries() -> None:
 def test_an_audience_entry_must_name_scores_and_targets() -> None:
     with pytest.raises(ConfigError, match="scores and targets are required"):
         policy(audience={"ci.example.com": {"scores": ["deploy"]}})
+
+
+# ---- other requesters' jobs -------------------------------------------------------------
+
+SUPER = frozenset({0})
+
+
+def test_a_requester_may_always_touch_its_own_jobs_and_no_one_elses_by_default() -> None:
+    rules = policy([{"name": "all", "requesters": ["*"]}])
+    assert rules.may_touch(ALICE, "cancel", "user:alice", "deploy", WEB, {}, SUPER).allowed
+    for action in ("read", "cancel"):
+        decision = rules.may_touch(BOB, action, "user:alice", "deploy", WEB, {}, SUPER)
+        assert not decision.allowed, action  # "run everything" grants nothing over others' jobs
+    assert not policy().may_touch(BOB, "read", "user:alice", "deploy", WEB, {}, SUPER).allowed
+
+
+def test_root_may_read_and_cancel_every_job() -> None:
+    root = Requester("user", "root", uid=0)
+    assert policy().may_touch(root, "cancel", "user:alice", "deploy", WEB, {}, SUPER).allowed
+
+
+def test_read_and_cancel_grants_cover_their_scores_and_targets() -> None:
+    rules = policy([
+        {"name": "auditors", "requesters": ["group:dev"], "actions": ["read"], "targets": ["web*"]},
+        {"name": "ops-admin", "requesters": ["group:ops"], "actions": ["run", "cancel"]},
+    ])
+    assert allowed(rules.may_touch(BOB, "read", "user:carol", "deploy", WEB, {}, SUPER), "auditors")
+    assert not rules.may_touch(BOB, "read", "user:carol", "deploy", ["db1"], {}, SUPER).allowed
+    assert not rules.may_touch(BOB, "cancel", "user:carol", "deploy", WEB, {}, SUPER).allowed
+    # cancel implies read
+    assert allowed(rules.may_touch(ALICE, "read", "user:carol", "deploy", ["db1"], {}, SUPER), "ops-admin")
+    # a read-only rule does not let anyone run anything
+    assert not rules.decide(BOB, "deploy", WEB, {}).allowed
+
+
+def test_unknown_action_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="actions: 'delete' is not one of cancel, read, run"):
+        policy([{"requesters": ["*"], "actions": ["read", "delete"]}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -141,3 +142,38 @@ def test_a_version_1_queue_is_upgraded_in_place(tmp_path: Path) -> None:
     assert "'cancelling'" in index
     history = [tuple(r) for r in conn.execute("SELECT from_state, to_state FROM task_events ORDER BY id")]
     assert history == [("running", "cancelling"), ("cancelling", "cancelled")]
+
+
+def test_idempotency_keys_are_per_requester_and_survive_the_upgrade_from_version_3(tmp_path: Path) -> None:
+    job = NewJob("hello", "all", ("p1",), {"A": "1", "S": "secret"}, ("S",), "user:alice", 2e9, "k1")
+
+    async def first() -> str:
+        store = open_store(tmp_path)
+        job_id = (await store.submit(job)).job_id
+        store.close()
+        return job_id
+
+    job_id = run(first())
+    # Make it a version-3 queue: a global key column, no digests.
+    conn = sqlite3.connect(tmp_path / "queue.db")
+    conn.execute("UPDATE jobs SET idempotency_key = 'k1'")
+    conn.execute("ALTER TABLE jobs DROP COLUMN request_digest")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    async def after() -> None:
+        store = open_store(tmp_path)
+        again = await store.submit(job)
+        assert again.existing and again.job_id == job_id and not again.conflict
+        other = await store.submit(NewJob("hello", "all", ("p1",), {}, (), "user:bob", 2e9, "k1"))
+        assert not other.existing and other.job_id != job_id
+        assert (await store.submit(NewJob("hello", "all", ("p1",), {"A": "2"}, (), "user:bob", 2e9, "k1"))).conflict
+        # A different secret value is not a different request: it is never kept to compare.
+        secret = NewJob("hello", "all", ("p1",), {"S": "x"}, ("S",), "user:bob", 2e9, "k2")
+        first_secret = await store.submit(secret)
+        same = await store.submit(dataclasses.replace(secret, params={"S": "y"}))
+        assert same.existing and same.job_id == first_secret.job_id and not same.conflict
+        store.close()
+
+    run(after())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +23,16 @@ class NewJob:
     requester: str
     deadline_at: float
     idempotency_key: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """What an idempotency key promises stays the same: score, scope, targets and
+        parameters. Secret values are left out: the queue keeps no trace of them once the
+        job ends, so they could not be compared then anyway."""
+        shown = {k: v for k, v in self.params.items() if k not in self.secret_keys}
+        canonical = json.dumps([self.score, self.scope, list(self.targets), shown, sorted(self.secret_keys)],
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,8 @@ class Submitted:
     job_id: str
     existing: bool
     queued: tuple[QueuedTask, ...] = ()
+    # The key was used before, by the same requester, for a different request.
+    conflict: bool = False
 
 
 @dataclass(frozen=True)

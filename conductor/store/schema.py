@@ -7,6 +7,7 @@ refuses any transition the state table does not allow.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -14,7 +15,7 @@ from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The partial index's WHERE must be a literal: the open states, quoted.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
 
@@ -30,9 +31,10 @@ TABLES = f"""
         requester TEXT NOT NULL,
         created_at REAL NOT NULL,
         deadline_at REAL NOT NULL,
-        idempotency_key TEXT UNIQUE,
+        idempotency_key TEXT UNIQUE,       -- scoped_key(requester, key): keys are per requester
         finished_at REAL,
-        open_tasks INTEGER NOT NULL DEFAULT 0  -- tasks not ended yet: 0 means finished
+        open_tasks INTEGER NOT NULL DEFAULT 0, -- tasks not ended yet: 0 means finished
+        request_digest TEXT                 -- NewJob.digest, when it has an idempotency key
     );
     CREATE TABLE IF NOT EXISTS tasks (
         id TEXT PRIMARY KEY,
@@ -113,12 +115,29 @@ def _upgrade_from_2(conn: sqlite3.Connection) -> None:
                  f" AND tasks.state IN ({is_open}))", tuple(sorted(states.OPEN)))
 
 
+def scoped_key(requester: str, key: str) -> str:
+    """An idempotency key as stored: one requester's key never finds another's job."""
+    return json.dumps([requester, key], separators=(",", ":"))
+
+
+def _upgrade_from_3(conn: sqlite3.Connection) -> None:
+    """Version 4 scopes idempotency keys to their requester and remembers what each key
+    was used for; keys of earlier jobs keep working, for their own requester."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
+    rows = conn.execute("SELECT id, requester, idempotency_key FROM jobs WHERE idempotency_key IS NOT NULL").fetchall()
+    conn.executemany("UPDATE jobs SET idempotency_key = ? WHERE id = ?",
+                     [(scoped_key(row[1], row[2]), row[0]) for row in rows])
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, then load the state table into the guard trigger."""
     with Transaction(conn):
         row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
-        if row is not None and "open_tasks" not in {c[1] for c in conn.execute("PRAGMA table_info(jobs)")}:
+        columns = {c[1] for c in conn.execute("PRAGMA table_info(jobs)")} if row is not None else set()
+        if row is not None and "open_tasks" not in columns:
             _upgrade_from_2(conn)  # CREATE TABLE IF NOT EXISTS never adds a column
+        if row is not None and "request_digest" not in columns:
+            _upgrade_from_3(conn)
     conn.executescript(TABLES)
     with Transaction(conn):
         conn.execute("DELETE FROM allowed_transitions")

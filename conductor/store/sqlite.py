@@ -144,19 +144,22 @@ class SqliteStore:
 
     async def submit(self, job: NewJob) -> Submitted:
         def op(conn: sqlite3.Connection) -> Submitted:
-            if job.idempotency_key:
-                row = conn.execute("SELECT id FROM jobs WHERE idempotency_key = ?",
-                                   (job.idempotency_key,)).fetchone()
+            key = schema.scoped_key(job.requester, job.idempotency_key) if job.idempotency_key else None
+            if key is not None:
+                row = conn.execute("SELECT id, request_digest FROM jobs WHERE idempotency_key = ?",
+                                   (key,)).fetchone()
                 if row:
-                    return Submitted(row["id"], True)
+                    digest = row["request_digest"]  # None: submitted before digests were kept
+                    return Submitted(row["id"], True, conflict=digest is not None and digest != job.digest)
             job_id, now = new_job_id(), time.time()
             players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
             conn.execute(
                 "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
-                " created_at, deadline_at, idempotency_key, open_tasks) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, deadline_at, idempotency_key, request_digest, open_tasks)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, job.score, job.scope, json.dumps(list(job.targets)),
                  json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
-                 job.requester, now, job.deadline_at, job.idempotency_key, len(players)))
+                 job.requester, now, job.deadline_at, key, job.digest if key else None, len(players)))
             ids = [make_task_id(job_id, n) for n in range(len(players))]
             conn.executemany(
                 "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",

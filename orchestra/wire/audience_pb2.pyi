@@ -118,7 +118,7 @@ class ListPlayersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PlayerInfo(_message.Message):
-    __slots__ = ("name", "connected", "connected_since", "last_seen", "running", "max_concurrent", "scores", "cert_not_after")
+    __slots__ = ("name", "connected", "connected_since", "last_seen", "running", "max_concurrent", "scores", "cert_not_after", "revoked")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class PlayerInfo(_message.Message):
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     connected_since: float
@@ -135,7 +136,8 @@ class PlayerInfo(_message.Message):
     max_concurrent: int
     scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoreInfo]
     cert_not_after: float
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connected_since: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.ScoreInfo, _Mapping]]] = ..., cert_not_after: _Optional[float] = ...) -> None: ...
+    revoked: str
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connected_since: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.ScoreInfo, _Mapping]]] = ..., cert_not_after: _Optional[float] = ..., revoked: _Optional[str] = ...) -> None: ...
 
 class PlayerList(_message.Message):
     __slots__ = ("players", "conductor_cert_not_after")

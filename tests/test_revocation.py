@@ -1,0 +1,82 @@
+"""Revocation reaches what TLS never checks again: open streams, granted tasks, the listing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from devtools import pki
+from devtools.devcluster import Cluster
+from tests.conftest import MakeCluster, job_json, submit
+
+AUDIENCE = {"audience": {"ci.test": {"scores": ["*"], "targets": ["*"]}}}
+
+
+def _job_id(stdout: str) -> str:
+    return stdout.split()[0]
+
+
+def _wait_running(cluster: Cluster, job_id: str) -> None:
+    def running() -> bool:
+        code, job = job_json(cluster, "getstatus", job_id)
+        return any(t["state"] == "running" for t in job["tasks"])  # type: ignore[index, union-attr]
+    cluster.wait_for(running, "task running")
+
+
+def _revoked(cluster: Cluster, name: str) -> str:
+    return next(p.revoked for p in cluster.players() or [] if p.name == name)
+
+
+def test_revoking_an_audience_cert_ends_its_open_wait(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"], audience_names=["ci.test"], conductor_settings=AUDIENCE)
+    ci = cluster.remote_audience_config("ci.test")
+    job_id = _job_id(cluster.cli("submitjob", "sleep", "seconds=60", "p1.test", config=ci).stdout)
+    env = {**cluster.env(), "ORCHESTRA_CONFIG": str(ci)}
+    waiting = subprocess.Popen([sys.executable, "-m", "audience.getstatus", "--wait", job_id],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(2)  # the CLI connects and opens its stream
+        assert waiting.poll() is None
+        assert pki.main(["revoke", str(cluster.ssl.root), "ci.test"]) == 0
+        started = time.monotonic()
+        _, err = waiting.communicate(timeout=20)
+        assert time.monotonic() - started < 15  # not the minute the job still has to run
+        assert waiting.returncode == 4, err
+        assert "revoked" in err
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert "audience_stream_closed" in cluster.log_text("conductor")
+
+
+def test_a_revoked_players_started_task_ends_lost_and_listing_says_revoked(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test", "p2.test"])
+    code, out, _ = submit(cluster, "sleep", "seconds=300", "p2.test")
+    job_id = _job_id(out)
+    _wait_running(cluster, job_id)
+    assert _revoked(cluster, "p2.test") == ""
+    assert pki.main(["revoke", str(cluster.ssl.root), "p2.test"]) == 0
+    result = cluster.cli("getstatus", "--wait", "--timeout", "30", job_id)
+    assert result.returncode == 1, result.stdout + result.stderr
+    code, job = job_json(cluster, "getstatus", job_id)
+    task = job["tasks"][0]  # type: ignore[index]
+    assert task["state"] == "lost" and "revoked" in task["reason"]
+    assert "revoked" in _revoked(cluster, "p2.test")
+    assert _revoked(cluster, "p1.test") == ""
+
+
+def test_a_player_revoked_while_offline_has_its_started_task_ended_when_it_calls(
+        make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"])
+    code, out, _ = submit(cluster, "sleep", "seconds=300", "p1.test")
+    job_id = _job_id(out)
+    _wait_running(cluster, job_id)
+    cluster.player("p1.test").stop()  # the score lives on; its task stays running
+    cluster.wait_disconnected(["p1.test"])
+    assert pki.main(["revoke", str(cluster.ssl.root), "p1.test"]) == 0
+    time.sleep(3)  # the conductor has read the new CRL
+    cluster.start_player("p1.test")
+    result = cluster.cli("getstatus", "--wait", "--timeout", "30", job_id)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "revoked" in _revoked(cluster, "p1.test")
