@@ -76,15 +76,25 @@ class Material:
 
     @classmethod
     def load(cls, files: TLSFiles) -> Material:
+        """Read and check the three files: each parses, and the key is the certificate's."""
         from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
 
         material = cls(read_pem(files.ca, "CA bundle"), read_pem(files.cert, "certificate"),
                        read_pem(files.key, "private key"))
         try:
             x509.load_pem_x509_certificates(material.ca)
-            x509.load_pem_x509_certificate(material.cert)
+            cert = x509.load_pem_x509_certificate(material.cert)
         except ValueError as err:
             raise StartupError(f"cannot parse certificate: {err}") from None
+        # Checked here: gRPC would only say it cannot listen (or connect), naming the port.
+        try:
+            key = serialization.load_pem_private_key(material.key, password=None)
+        except (ValueError, TypeError) as err:
+            raise StartupError(f"cannot parse private key {files.key}: {err}") from None
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+            raise StartupError(f"private key {files.key} does not belong to certificate {files.cert}")
         return material
 
     @property

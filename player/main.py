@@ -36,20 +36,11 @@ def log_stats(player: Player) -> None:
 
 
 def load_material(files: TLSFiles) -> Material:
-    """The CA bundle, certificate and key, checked to be usable together: both parse, the
-    certificate has a certname, and the key is the certificate's. Raises StartupError."""
-    from cryptography.hazmat.primitives import serialization
-
+    """The CA bundle, certificate and key, checked to be usable together (Material.load:
+    all parse, the key is the certificate's) and to name a certname. Raises StartupError."""
     material = Material.load(files)
     if not material.certname:
         raise StartupError(f"{files.cert}: certificate has no usable certname (CN)")
-    try:
-        key = serialization.load_pem_private_key(material.key, password=None)
-    except (ValueError, TypeError) as err:
-        raise StartupError(f"cannot parse private key {files.key}: {err}") from None
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if key.public_key().public_bytes(*spki) != material.certificate.public_key().public_bytes(*spki):
-        raise StartupError(f"private key {files.key} does not belong to certificate {files.cert}")
     return material
 
 

@@ -130,3 +130,14 @@ def failure(stderr: str) -> str:
     event = json.loads(line)
     assert event["event"] == "daemon_failed"
     return str(event["error"])
+
+
+def test_a_key_that_is_not_the_certificates_is_named_as_such(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(start=False)
+    # The conductor's key replaced by a player's: gRPC alone would report a failure to listen.
+    cluster.ssl.key("conductor.orchestra.test").write_bytes(cluster.ssl.key("p1.test").read_bytes())
+    result = subprocess.run([sys.executable, "-m", "conductor.main", "--config", str(cluster.conductor_config)],
+                            capture_output=True, text=True, timeout=30, env=cluster.env())
+    assert result.returncode == 1
+    reason = failure(result.stderr)
+    assert "does not belong to certificate" in reason and "listen" not in reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -64,6 +65,11 @@ def test_a_revoked_players_started_task_ends_lost_and_listing_says_revoked(make_
     assert task["state"] == "lost" and "revoked" in task["reason"]
     assert "revoked" in _revoked(cluster, "p2.test")
     assert _revoked(cluster, "p1.test") == ""
+    shown = cluster.cli("listplayers").stdout
+    assert [line.split()[1] for line in shown.splitlines() if line.startswith(("p1.test", "p2.test"))] == \
+        ["connected", "revoked"]
+    listed = {p["name"]: p for p in json.loads(cluster.cli("listplayers", "--json").stdout)["players"]}
+    assert "is revoked" in listed["p2.test"]["revoked"] and listed["p1.test"]["revoked"] is None
 
 
 def test_a_player_revoked_while_offline_has_its_started_task_ended_when_it_calls(
