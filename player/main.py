@@ -21,7 +21,8 @@ from orchestra.config import TLSFiles
 from orchestra.errors import StartupError
 from orchestra.tls import Material
 from player.runner import refuse_fork_support
-from player.session import SCORES_CHECK_SECONDS, Player
+from player.session import Player
+from player.watch import SCORES_CHECK_SECONDS
 
 logger = log.get("player")
 # Overrides SCORES_CHECK_SECONDS (seconds between checks of the scores directory).

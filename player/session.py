@@ -7,19 +7,18 @@ of each finished one follows it in a message of its own (so no spool, however fu
 a Hello too large to be accepted).
 
 The inventory is kept current on a live session too: the scores directory is checked
-every SCORES_CHECK_SECONDS (and on SIGHUP), and a changed list is sent as an Inventory.
+every SCORES_CHECK_SECONDS (and on SIGHUP; see :mod:`player.watch`), and a changed list
+is sent as an Inventory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import signal
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,22 +26,19 @@ import grpc
 from orchestra import faults, log
 from orchestra.config import PlayerConfig
 from orchestra.errors import ValidationError
-from orchestra.inventory import PROTOCOL_VERSION, decls_to_wire
+from orchestra.inventory import PROTOCOL_VERSION
 from orchestra.outcome import TaskOutcome
 from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
 from orchestra.stream import Heard, send_with_heartbeats
 from orchestra.tls import MAX_MESSAGE_BYTES, Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
 from player import runner, scores
+from player.watch import SCORES_CHECK_SECONDS, scan_inventory, scores_signature
 from player.spool import Entry, Spool, Step
 
 SOFTWARE_VERSION = "0.1.0"
 logger = log.get("player")
 
-# How often the scores directory is checked for changes. A check is one stat of the
-# directory and one or two of each file in it; the directory is re-scanned (each .conf
-# parsed) only when that signature changed, so a short interval costs next to nothing.
-SCORES_CHECK_SECONDS = 3.0
 # A result is sent in a message of its own; one whose outcome would not fit well inside
 # gRPC's message limit (results spooled under larger output limits) is cut before it is
 # sent: its output tails to RESULT_TAIL_BYTES each (the conductor keeps no more than
@@ -92,40 +88,6 @@ def bare_entry(entry: Entry) -> player_pb2.SpoolEntry:
     wire = entry.to_wire()
     wire.ClearField("result")
     return wire
-
-
-def _stat_key(path: str, follow: bool) -> tuple[int, ...]:
-    try:
-        info = os.stat(path, follow_symlinks=follow)
-    except OSError:
-        return ()
-    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_mode, info.st_uid)
-
-
-def scores_signature(scores_dir: Path) -> tuple[object, ...]:
-    """What changes whenever anything :func:`scores.scan` reads may have changed: the
-    directory's names, and each entry's own stat and (through a symlink) its target's:
-    inode, mtime, ctime, size, mode and owner. Cheap: no file is opened."""
-    try:
-        names = sorted(os.listdir(scores_dir))
-    except OSError as err:
-        return ("unreadable", err.errno)
-    return (_stat_key(str(scores_dir), True),
-            *((name, _stat_key(str(scores_dir / name), False), _stat_key(str(scores_dir / name), True))
-              for name in names))
-
-
-def scan_inventory(scores_dir: Path, default_timeout: float) -> list[common_pb2.ScoreInfo]:
-    """Every score in the directory as the conductor is told of it (blocking: file I/O)."""
-    infos = []
-    for item in scores.scan(scores_dir):
-        info = common_pb2.ScoreInfo(name=item.name, valid=item.score is not None, error=item.error)
-        if item.score is not None:
-            info.interface = item.score.conf.interface
-            info.timeout_seconds = int(item.score.conf.timeout or default_timeout)
-            info.params.extend(decls_to_wire(item.score.conf.decls))
-        infos.append(info)
-    return infos
 
 
 class Player:
