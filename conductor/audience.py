@@ -8,16 +8,18 @@ the lifecycle. It never moves a task itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from conductor.auth import current_requester
 from conductor.lifecycle import Lifecycle
 from conductor.policy import Policy, Requester
-from conductor.store import JobRecord, NewJob
+from conductor.store import JobRecord, KeyedJob, NewJob
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.params import (
@@ -31,6 +33,14 @@ logger = log.get("conductor")
 SUPERUSERS = frozenset({0, os.getuid()})
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
 WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
+
+
+class KeyReused(ValidationError):
+    """An idempotency key sent again with another request: refused, naming its job."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
@@ -57,10 +67,15 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                 "param_keys": sorted(k[:80] for k in request.params)[:64],
                 "targets": [t[:260] for t in request.targets][:100]}
         try:
-            job = self._validate(request, who)
+            draft = self._parse(request, who)
+            if draft.idempotency_key:  # a retry gets its job back, whatever changed since
+                keyed = await self.store.find_keyed(who.label, draft.idempotency_key)
+                if keyed is not None:
+                    return await self._again(draft, keyed, seen)
+            job = self._check(draft, who)
         except ValidationError as err:
             logger.info("submit_rejected", reason=str(err), requester=who.label)
-            self.audit.record("submit", "rejected", reason=str(err), **seen)
+            self.audit.record("submit", "rejected", reason=str(err), job_id=getattr(err, "job_id", None), **seen)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except PolicyDenied as err:
             logger.info("submit_denied", reason=str(err), requester=who.label)
@@ -69,21 +84,44 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         try:
             job_id, existing = await self.lifecycle.submit(
                 job, serial=f"{who.serial:x}" if who.serial is not None else None, uid=who.uid, **seen)
-        except ValidationError as err:  # an idempotency key reused for another request
+        except ValidationError as err:  # an idempotency key reused meanwhile for another request
             logger.info("submit_rejected", reason=str(err), requester=who.label)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return audience_pb2.SubmitReply(job_id=job_id, existing=existing)
 
-    def _validate(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
+    async def _again(self, draft: NewJob, keyed: KeyedJob, seen: dict[str, Any]) -> audience_pb2.SubmitReply:
+        """A key this requester used before: the same request gets its job back (even if
+        the policy, the players file or the inventories changed since: it is committed);
+        another request with the key is refused, naming the job."""
+        if not keyed.matches(draft):
+            raise KeyReused(f"idempotency key {draft.idempotency_key!r} was already used for job"
+                            f" {keyed.job_id} with a different score, targets or parameters", keyed.job_id)
+        logger.info("job_submitted", job_id=keyed.job_id, score=draft.score, requester=draft.requester,
+                    existing=True)
+        self.audit.record("submit", "accepted", job_id=keyed.job_id, existing=True, **seen)
+        return audience_pb2.SubmitReply(job_id=keyed.job_id, existing=True)
+
+    def _parse(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
+        """The request as sent, checked on its own (names, sizes, scope): what an
+        idempotency key stands for. Raises ValidationError."""
         score = check_score_name(request.score)
         params = normalize_params(dict(request.params))
         targets = check_targets(request.targets)
+        scope = resolve_scope(SCOPES.get(request.scope), targets)
+        key = check_idempotency_key(request.idempotency_key)
+        expires = request.expires_seconds or self.job_deadline
+        return NewJob(score=score, scope=scope, targets=tuple(targets), params=params, secret_keys=(),
+                      requester=who.label, deadline_at=time.time() + expires, idempotency_key=key,
+                      request_params=params)
+
+    def _check(self, draft: NewJob, who: Requester) -> NewJob:
+        """The request against what the conductor knows now: the players file, what the
+        targets reported (the score's declarations) and the policy."""
+        score, targets, params = draft.score, list(draft.targets), dict(draft.params)
         unknown = [t for t in targets if t not in self.sessions.roster]
         if unknown:
             raise ValidationError(f"not in the players file: {', '.join(unknown[:10])}")
         self._check_runnable(score, targets)
-        scope = resolve_scope(SCOPES.get(request.scope), targets)
-        key = check_idempotency_key(request.idempotency_key)
         # Enforce the score's declarations as the targets last reported them; a player
         # checks again before it runs anything.
         secret: set[str] = set()
@@ -99,10 +137,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         decision = self.policy().decide(who, score, targets, checked)
         if not decision.allowed:
             raise PolicyDenied(decision.reason, decision.rule)
-        expires = request.expires_seconds or self.job_deadline
-        return NewJob(score=score, scope=scope, targets=tuple(targets), params=checked,
-                      secret_keys=tuple(sorted(secret)), requester=who.label,
-                      deadline_at=time.time() + expires, idempotency_key=key)
+        return dataclasses.replace(draft, params=checked, secret_keys=tuple(sorted(secret)))
 
     def _check_runnable(self, score: str, targets: list[str]) -> None:
         """Refuse now what every target would refuse later: each has reported its scores,

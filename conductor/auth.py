@@ -141,7 +141,7 @@ class Gate:
     local: LocalSocket | None
     audit: AuditLog
     # Told when a player's certificate is found revoked as it tries to connect.
-    player_revoked: Callable[[str, str], None] | None = None
+    player_revoked: Callable[[PeerIdentity, str], None] | None = None
     streams: LiveStreams = field(default_factory=LiveStreams)
     stopping: bool = False
 
@@ -164,7 +164,7 @@ class Gate:
                 why = self.revocation.revoked(identity)
                 if (why is not None and service == PLAYER_SERVICE and self.player_revoked is not None
                         and identity.certname in self.roster()):
-                    self.player_revoked(identity.certname, why)
+                    self.player_revoked(identity, why)
                 return self._refuse("authn_refused", revoked, method=method,
                                     certname=identity.certname, serial=f"{identity.serial:x}")
             current_identity.set(identity)
@@ -256,8 +256,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             throttled(logger, "error", "store_unavailable", key=str(err), method=method, error=str(err))
             context.set_trailing_metadata((STORAGE_FAILURE,))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"the conductor cannot write its queue ({err}): nothing was changed;"
-                                " retry once it has room")
+                                f"the conductor cannot write its queue ({err}): what could not be"
+                                " written was not done; retry once it has room")
 
         if handler.unary_unary:
             inner = handler.unary_unary

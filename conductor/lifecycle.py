@@ -333,27 +333,21 @@ class Lifecycle:
         self.wake(session.name)
 
     async def inventory_updated(self, session: PlayerSession, inventory: common_pb2.Inventory) -> None:
-        """The player's scores changed: stored and remembered exactly as a Hello's are, so
-        ``listplayers`` and the checks of the next submission see them. No task moves."""
+        """The player's scores changed: remembered at once, so ``listplayers`` and the
+        checks of the next submission see them, and stored as a Hello's are (retried
+        while the disk is full: the player sends a list only when it changes). No task
+        moves."""
         if not self.sessions.is_current(session):
             return  # replaced: the newer session's Hello has the newer list
         previous = self.sessions.known.get(session.name)
         record = session.record(inventory_from_wire(inventory.scores))
-        try:
-            await self.store.record_player(record)
-        except sqlite3.OperationalError as err:
-            # Not fatal to the session: the next Hello or Inventory carries the list again.
-            throttled(logger, "error", "store_write_failed", key=str(err), player=session.name, what="inventory",
-                      error=str(err))
-            return
-        if not self.sessions.is_current(session):
-            return
         self.sessions.remember(record)
         before = {entry.name: entry for entry in previous.inventory} if previous is not None else {}
         after = {entry.name: entry for entry in record.inventory}
         logger.info("inventory_updated", player=session.name, scores=len(after),
                     added=sorted(after.keys() - before.keys()), removed=sorted(before.keys() - after.keys()),
                     changed=sorted(name for name in after.keys() & before.keys() if after[name] != before[name]))
+        await self._until_stored(session, "inventory", lambda: self.store.record_player(record))
 
     async def _reconcile_step(self, session: PlayerSession, step: reconcile.Step,
                               task: TaskRecord | None) -> None:
@@ -424,7 +418,8 @@ class Lifecycle:
 
     def revoked(self, refuses: Callable[[PeerIdentity], str | None],
                 revocation: Callable[[PeerIdentity], str | None]) -> None:
-        """After a CRL change: live streams are never re-checked by TLS, so close them here.
+        """After a CRL (re)load: live streams are never re-checked by TLS, so close them
+        here; and players that are away are checked by the certificate they last used.
         ``refuses`` says why a certificate is refused now (a broken CRL refuses all);
         ``revocation`` only whether the CRL revokes it: only then is its work ended."""
         for session, reason in self.sessions.close_failing(refuses):
@@ -433,19 +428,47 @@ class Lifecycle:
                               serial=session.serial, reason=reason)
             why = revocation(session.identity)
             if why is not None:
-                self.player_revoked(session.name, why, session)
+                self.player_revoked(session.identity, why, session)
+        for name, record in list(self.sessions.known.items()):
+            if record.cert_issuer and name not in self.sessions:
+                identity = PeerIdentity(name, record.cert_serial, record.cert_not_after, record.cert_issuer)
+                why = revocation(identity)
+                if why is not None:
+                    self.player_revoked(identity, why)
 
-    def player_revoked(self, name: str, reason: str, session: PlayerSession | None = None) -> None:
-        """The CRL revokes this player's certificate: its started tasks can never be
-        reported with it, so they end ``lost`` now; its unstarted work waits for a new
-        certificate or the job's deadline, like any offline player's."""
+    def player_revoked(self, identity: PeerIdentity, reason: str, session: PlayerSession | None = None) -> None:
+        """The CRL revokes this certificate of a player: the started tasks it held can
+        never be reported with it, so they end ``lost``; its unstarted work waits for a new
+        certificate or the job's deadline, like any offline player's. Nothing happens to
+        a live session of the same player with another certificate (a host that got a new
+        one after the old was revoked): the old certificate is not the player."""
+        name, this = identity.certname, (identity.issuer, identity.serial)
+        current = self.sessions.get(name)
+        if current is not None and current is not session and (current.identity.issuer, current.identity.serial) != this:
+            return
+        known = self.sessions.known.get(name)
+        if current is None and known is not None and known.cert_issuer and (known.cert_issuer, known.cert_serial) != this:
+            return  # an older certificate than the one the player last connected with
         if self.revoked_players.get(name) == reason:
             return
         self.revoked_players[name] = reason
-        task = asyncio.ensure_future(self._end_started(
-            name, session, f"player certificate revoked while the task ran: {reason}"))
+        task = asyncio.ensure_future(self._end_revoked(name, session, reason))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                # Tried again by the next CRL check or connection attempt.
+                self.revoked_players.pop(name, None)
+                logger.error("revocation_cleanup_failed", player=name, error=repr(task.exception()))
+        task.add_done_callback(done)
+
+    async def _end_revoked(self, name: str, session: PlayerSession | None, reason: str) -> None:
+        if session is not None:
+            await asyncio.wait({asyncio.ensure_future(session.finished.wait())}, timeout=REMOVAL_WAIT_SECONDS)
+        if self.sessions.get(name) is not None:
+            return  # back meanwhile with a good certificate: its Hello reconciled the tasks
+        await self._end_started(name, None, f"player certificate revoked while the task ran: {reason}")
 
     # ---- time and operators ------------------------------------------------------------
 

@@ -89,6 +89,9 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                        writer: asyncio.Future[None], handling: set[asyncio.Future[None]]) -> None:
         """Handle what was received, let the session go, and fail over what it held."""
         reconciled, session.ready = session.ready, False
+        # The stream is over: a message still waiting for a full disk stops retrying (the
+        # player says it again after its next Hello) instead of keeping the session attached.
+        session.closed.set()
         if relay is not None:
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)

@@ -123,6 +123,7 @@ class Conductor:
         self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
         server, relay = self._servers(lifecycle, local)
+        self._close_refused()  # players revoked while the conductor was down
         port = await self._listen(server, relay, local)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)

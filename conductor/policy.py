@@ -202,7 +202,9 @@ def _rule(raw: Any, where: str, source: Path, default_name: str, requesters: tup
         except re.error as err:
             raise ConfigError(f"{source}: {where}.params.{key}: bad pattern: {err}") from None
         params.append((key.upper(), pattern))
-    actions = _strings(raw.get("actions", ["run"]), f"{where}.actions", source)
+    # A deny rule covers every action unless it names some: "deny bob" means all of it.
+    actions = _strings(raw.get("actions", ["run"] if effect == "allow" else sorted(ACTIONS)),
+                       f"{where}.actions", source)
     if not set(actions) <= ACTIONS:
         raise ConfigError(f"{source}: {where}.actions: {sorted(set(actions) - ACTIONS)[0]!r} is not one of"
                           f" {', '.join(sorted(ACTIONS))}")

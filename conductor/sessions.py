@@ -59,7 +59,8 @@ class PlayerSession:
     def record(self, inventory: Inventory) -> PlayerRecord:
         """The player as it stands now, with the inventory it just reported: what the
         conductor stores and remembers, from a Hello and from each Inventory alike."""
-        return PlayerRecord(self.name, time.time(), self.max_concurrent, self.identity.not_after, inventory)
+        return PlayerRecord(self.name, time.time(), self.max_concurrent, self.identity.not_after, inventory,
+                            self.identity.issuer, self.identity.serial)
 
     @property
     def free_slots(self) -> int:

@@ -15,8 +15,9 @@ from orchestra.cli import one_line, run_cli
 from orchestra.errors import OrchestraError
 
 logger = log.get("orchestra")
-# One descriptor per player session, plus the queue, logs and audience calls. With no
-# hard limit, the soft one is raised to Linux's default ceiling for one process.
+# One descriptor per player session, plus the queue, logs and audience calls. The soft
+# limit is raised to the hard one, but never past Linux's default ceiling for one
+# process: the connection cap is derived from it, and must stay a real cap.
 UNLIMITED_FDS = 1_048_576
 
 C = TypeVar("C")
@@ -55,12 +56,12 @@ def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
 
 
 def raise_fd_limit(kind: str) -> int:
-    """Raise the soft limit on open files to the hard limit: a conductor holds one socket
+    """Raise the soft limit on open files to the hard limit (at most UNLIMITED_FDS): a conductor holds one socket
     per player, and the usual soft limit of 1024 would cap a fleet at about a thousand
     hosts (and let a thousand idle connections shut everyone out). Returns the limit now
     in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = UNLIMITED_FDS if hard == resource.RLIM_INFINITY else hard
+    wanted = UNLIMITED_FDS if hard == resource.RLIM_INFINITY else min(hard, UNLIMITED_FDS)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

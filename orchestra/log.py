@@ -10,6 +10,7 @@ descriptors run out) are rate-limited, with a count of what was left out.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 # window with the number left out.
 THROTTLE_WINDOW = 10.0
 THROTTLE_BURST = 5
+PIPE_BYTES = 1 << 20  # the capture pipe's buffer
 
 # How many events of each kind were seen (written or not): the stats line reports them.
 counters: Counter[str] = Counter()
@@ -147,6 +149,10 @@ def _capture_stderr() -> int:
     original = os.dup(2)
     os.set_inheritable(original, False)
     read_end, write_end = os.pipe()
+    try:  # room for a burst (a reconnect storm's trace) while the reader waits for the GIL
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # the default 64 KiB still works, with less slack
     sys.stderr.flush()
     os.dup2(write_end, 2)  # descriptor 2 stays inheritable: a child's stderr is captured too
     os.close(write_end)
@@ -205,8 +211,20 @@ def _drain(fd: int) -> None:
         *lines, pending = pending.split(b"\n")
         if len(pending) > 65536:  # a line without end: emit what there is
             lines, pending = [*lines, pending], b""
-        for group in _groups([line.decode("utf-8", "replace") for line in lines]):
-            emit_line(logger, group)
+        kept = [line.decode("utf-8", "replace") for line in lines if not _trace_noise(line)]
+        for group in _groups(kept):
+            try:
+                emit_line(logger, group)
+            except Exception:  # noqa: BLE001 - this thread must keep draining, or gRPC blocks on fd 2
+                if _captured is not None:
+                    os.write(_captured, ("\n".join(group) + "\n").encode("utf-8", "replace"))
+
+
+def _trace_noise(line: bytes) -> bool:
+    """The handshaker trace's lines for steps that went well: most of what it writes,
+    dropped before any decoding or matching."""
+    return (b"handshaker.cc" in line and b"error=OK" in line) or b"channel_trace.h" in line or \
+        b"adding handshaker" in line
 
 
 def _groups(lines: list[str]) -> list[list[str]]:

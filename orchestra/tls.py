@@ -266,7 +266,7 @@ class RevocationList:
             if parent[0] == issuer:  # self-signed: the root
                 return None
             issuer = parent[0]
-        return None
+        return "the certificate's chain of CAs loops"
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devtools.devcluster import Cluster, write_toml
-from tests.conftest import MakeCluster, queue_rows
+from tests.conftest import MakeCluster, queue_rows, submit
 
 BOTH = {"audience": {"alice.test": {"scores": ["*"], "targets": ["*"]},
                      "bob.test": {"scores": ["*"], "targets": ["*"]}}}
@@ -131,3 +131,21 @@ def test_a_second_local_user_reaches_the_socket_through_its_group_and_sees_only_
     assert as_nobody("audience.getstatus", nobody_job).returncode == 0
     # root can read the queue file anyway: it sees every job.
     assert cluster.cli("getstatus", nobody_job).returncode == 0
+
+
+def test_a_retry_gets_its_job_back_whatever_changed_since(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"])
+    key = ("--idempotency-key", "nightly-7")
+    first = submit(cluster, *key, "hello", "who=ops", "p1.test")
+    assert first[0] == 0, first[2]
+    job_id = first[1].split()[0]
+    # The score is gone from the player by the time the client retries.
+    for path in (cluster.scores_dir("p1.test") / "hello", cluster.scores_dir("p1.test") / "hello.conf"):
+        path.unlink()
+    cluster.player("p1.test").send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: not any(s.name == "hello" for p in cluster.players() or [] for s in p.scores),
+                     "p1 no longer lists hello")
+    assert submit(cluster, "hello", "who=ops", "p1.test")[0] == 2  # a new job would be refused
+    again = submit(cluster, *key, "hello", "who=ops", "p1.test")
+    assert again[0] == 0 and again[1].split()[0] == job_id, again
+    assert len(queue_rows(cluster, "jobs")) == 1

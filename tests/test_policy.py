@@ -253,3 +253,15 @@ def test_read_and_cancel_grants_cover_their_scores_and_targets() -> None:
 def test_unknown_action_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="actions: 'delete' is not one of cancel, read, run"):
         policy([{"requesters": ["*"], "actions": ["read", "delete"]}])
+
+
+def test_a_deny_rule_without_actions_denies_everything() -> None:
+    rules = policy([
+        {"name": "not-bob", "effect": "deny", "requesters": ["user:bob"]},
+        {"name": "everyone-admin", "requesters": ["*"], "actions": ["run", "read", "cancel"]},
+    ])
+    for action in ("read", "cancel"):
+        decision = rules.may_touch(BOB, action, "user:carol", "deploy", WEB, {}, SUPER)
+        assert not decision.allowed and decision.rule == "not-bob", action
+    assert not rules.decide(BOB, "deploy", WEB, {}).allowed
+    assert rules.may_touch(ALICE, "cancel", "user:carol", "deploy", WEB, {}, SUPER).allowed

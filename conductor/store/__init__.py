@@ -20,11 +20,12 @@ from typing import Protocol
 
 from conductor.states import TaskState
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
+    Change, Claimed, Expiry, JobRecord, KeyedJob, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord,
+    TaskRef,
 )
 from orchestra.outcome import TaskOutcome
 
-__all__ = ["Change", "Claimed", "Expiry", "JobRecord", "NewJob", "PlayerRecord", "QueuedTask",
+__all__ = ["Change", "Claimed", "Expiry", "JobRecord", "KeyedJob", "NewJob", "PlayerRecord", "QueuedTask",
            "Store", "Submitted", "TaskRecord", "TaskRef", "open_store"]
 
 
@@ -32,6 +33,8 @@ class Store(Protocol):
     # ---- jobs
     async def submit(self, job: NewJob) -> Submitted:
         """Commit a job and its queued tasks (or find the job its idempotency key names)."""
+    async def find_keyed(self, requester: str, key: str) -> KeyedJob | None:
+        """The job this requester's idempotency key names, if any."""
     async def get_job(self, job_id: str) -> JobRecord | None: ...
     async def purge_finished(self, before: float) -> int:
         """Forget jobs finished before ``before``; returns how many."""

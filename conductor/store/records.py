@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from conductor import states
@@ -23,16 +23,33 @@ class NewJob:
     requester: str
     deadline_at: float
     idempotency_key: str | None = None
+    # The parameters as the requester sent them (normalized, before the score's defaults
+    # were applied): what a retry with the same key sends again. None: ``params``.
+    request_params: Mapping[str, str] | None = None
 
-    @property
-    def digest(self) -> str:
-        """What an idempotency key promises stays the same: score, scope, targets and
-        parameters. Secret values are left out: the queue keeps no trace of them once the
-        job ends, so they could not be compared then anyway."""
-        shown = {k: v for k, v in self.params.items() if k not in self.secret_keys}
-        canonical = json.dumps([self.score, self.scope, list(self.targets), shown, sorted(self.secret_keys)],
+    def digest(self, secret_keys: Iterable[str]) -> str:
+        """What an idempotency key promises stays the same: score, scope, targets and the
+        parameters as sent, so a retry matches whatever the players' inventories say by
+        then. The values of ``secret_keys`` (the first job's) are left out: the queue
+        keeps no trace of them once the job ends, so they could not be compared."""
+        secret = set(secret_keys)
+        sent = self.params if self.request_params is None else self.request_params
+        shown = {k: v for k, v in sent.items() if k not in secret}
+        canonical = json.dumps([self.score, self.scope, list(self.targets), shown],
                                sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyedJob:
+    """The job an idempotency key already names, with what it was submitted with."""
+
+    job_id: str
+    digest: str | None  # None: submitted before digests were kept (anything matches)
+    secret_keys: tuple[str, ...]
+
+    def matches(self, job: NewJob) -> bool:
+        return self.digest is None or self.digest == job.digest(self.secret_keys)
 
 
 @dataclass(frozen=True)
@@ -169,3 +186,7 @@ class PlayerRecord:
     max_concurrent: int
     cert_not_after: float
     inventory: Inventory = field(default=())
+    # The certificate it last connected with, so a CRL that revokes it is noticed even
+    # while the player is away (b"" and 0: not known, from an older queue).
+    cert_issuer: bytes = b""
+    cert_serial: int = 0

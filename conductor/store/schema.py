@@ -77,7 +77,9 @@ TABLES = f"""
         last_seen REAL NOT NULL,
         scores BLOB NOT NULL,               -- orchestra.v1.Inventory
         max_concurrent INTEGER NOT NULL,
-        cert_not_after REAL NOT NULL
+        cert_not_after REAL NOT NULL,
+        cert_issuer BLOB NOT NULL DEFAULT x'',  -- DER of the issuer of its last certificate
+        cert_serial TEXT NOT NULL DEFAULT '0'   -- and its serial, hex (serials exceed 64 bits)
     );
     CREATE TABLE IF NOT EXISTS allowed_transitions (
         from_state TEXT NOT NULL, to_state TEXT NOT NULL, PRIMARY KEY (from_state, to_state)
@@ -122,8 +124,13 @@ def scoped_key(requester: str, key: str) -> str:
 
 def _upgrade_from_3(conn: sqlite3.Connection) -> None:
     """Version 4 scopes idempotency keys to their requester and remembers what each key
-    was used for; keys of earlier jobs keep working, for their own requester."""
+    was used for (keys of earlier jobs keep working, for their own requester), and keeps
+    each player's last certificate (issuer, serial) to check against every new CRL."""
     conn.execute("ALTER TABLE jobs ADD COLUMN request_digest TEXT")
+    players = {c[1] for c in conn.execute("PRAGMA table_info(players)")}
+    if "cert_issuer" not in players:
+        conn.execute("ALTER TABLE players ADD COLUMN cert_issuer BLOB NOT NULL DEFAULT x''")
+        conn.execute("ALTER TABLE players ADD COLUMN cert_serial TEXT NOT NULL DEFAULT '0'")
     rows = conn.execute("SELECT id, requester, idempotency_key FROM jobs WHERE idempotency_key IS NOT NULL").fetchall()
     conn.executemany("UPDATE jobs SET idempotency_key = ? WHERE id = ?",
                      [(scoped_key(row[1], row[2]), row[0]) for row in rows])

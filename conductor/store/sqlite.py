@@ -21,7 +21,8 @@ from conductor import states
 from conductor.states import TaskState
 from conductor.store import schema
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
+    Change, Claimed, Expiry, JobRecord, KeyedJob, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord,
+    TaskRef,
 )
 from conductor.store.records import task_id as make_task_id
 from orchestra.db import Database
@@ -86,9 +87,15 @@ def _job(row: sqlite3.Row, tasks: Sequence[TaskRecord]) -> JobRecord:
                      tuple(tasks))
 
 
+def _keyed(conn: sqlite3.Connection, key: str) -> KeyedJob | None:
+    row = conn.execute("SELECT id, request_digest, secret_keys FROM jobs WHERE idempotency_key = ?",
+                       (key,)).fetchone()
+    return None if row is None else KeyedJob(row["id"], row["request_digest"], tuple(json.loads(row["secret_keys"])))
+
+
 def _player(row: sqlite3.Row) -> PlayerRecord:
     return PlayerRecord(row["name"], row["last_seen"], row["max_concurrent"], row["cert_not_after"],
-                        decode_inventory(row["scores"]))
+                        decode_inventory(row["scores"]), bytes(row["cert_issuer"]), int(row["cert_serial"], 16))
 
 
 def _move(conn: sqlite3.Connection, task_id: str, job_id: str, old: TaskState, new: TaskState,
@@ -146,11 +153,9 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Submitted:
             key = schema.scoped_key(job.requester, job.idempotency_key) if job.idempotency_key else None
             if key is not None:
-                row = conn.execute("SELECT id, request_digest FROM jobs WHERE idempotency_key = ?",
-                                   (key,)).fetchone()
-                if row:
-                    digest = row["request_digest"]  # None: submitted before digests were kept
-                    return Submitted(row["id"], True, conflict=digest is not None and digest != job.digest)
+                keyed = _keyed(conn, key)
+                if keyed is not None:
+                    return Submitted(keyed.job_id, True, conflict=not keyed.matches(job))
             job_id, now = new_job_id(), time.time()
             players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
             conn.execute(
@@ -159,7 +164,8 @@ class SqliteStore:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, job.score, job.scope, json.dumps(list(job.targets)),
                  json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
-                 job.requester, now, job.deadline_at, key, job.digest if key else None, len(players)))
+                 job.requester, now, job.deadline_at, key, job.digest(job.secret_keys) if key else None,
+                 len(players)))
             ids = [make_task_id(job_id, n) for n in range(len(players))]
             conn.executemany(
                 "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
@@ -169,6 +175,11 @@ class SqliteStore:
                 QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now)
                 for tid, player in zip(ids, players, strict=True)))
         return await self.db.write(op)
+
+    async def find_keyed(self, requester: str, key: str) -> KeyedJob | None:
+        def op(conn: sqlite3.Connection) -> KeyedJob | None:
+            return _keyed(conn, schema.scoped_key(requester, key))
+        return await self.db.run(op, self.db.conn)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
@@ -357,9 +368,10 @@ class SqliteStore:
     async def record_player(self, player: PlayerRecord) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO players (name, last_seen, scores, max_concurrent,"
-                         " cert_not_after) VALUES (?,?,?,?,?)",
+                         " cert_not_after, cert_issuer, cert_serial) VALUES (?,?,?,?,?,?,?)",
                          (player.name, player.last_seen, encode_inventory(player.inventory),
-                          player.max_concurrent, player.cert_not_after))
+                          player.max_concurrent, player.cert_not_after, player.cert_issuer,
+                          f"{player.cert_serial:x}"))
         await self.db.write(op)
 
     async def players(self) -> dict[str, PlayerRecord]:
