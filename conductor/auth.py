@@ -89,7 +89,7 @@ class Revocation:
         assert self.crl is not None
         if self.crl.next_update is not None and self.crl.next_update.timestamp() < time.time():
             return f"CRL {self.path} has expired, refusing all certificates"
-        return self.crl.why_revoked(identity.issuer, identity.serial)
+        return self.revoked(identity)
 
     def revoked(self, identity: PeerIdentity) -> str | None:
         """Why the CRL revokes this certificate, or None; unlike :meth:`refuses`, a broken
@@ -252,7 +252,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def storage_failed(context: Any, err: sqlite3.OperationalError) -> None:
             """The queue cannot be written (a full disk): a clear answer, not UNKNOWN.
-            Nothing was committed, so nothing was acknowledged."""
+            What was not committed was not done, and is not acknowledged."""
             throttled(logger, "error", "store_unavailable", key=str(err), method=method, error=str(err))
             context.set_trailing_metadata((STORAGE_FAILURE,))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -31,8 +31,8 @@ from conductor.store import (
 from conductor.watchers import Watchers
 from orchestra import faults, log
 from orchestra.errors import ValidationError
-from orchestra.log import throttled
 from orchestra.inventory import inventory_from_wire
+from orchestra.log import throttled
 from orchestra.outcome import TaskOutcome
 from orchestra.tls import PeerIdentity
 from orchestra.wire import common_pb2, player_pb2
