@@ -34,6 +34,7 @@ from orchestra.errors import ValidationError
 from orchestra.inventory import inventory_from_wire
 from orchestra.log import throttled
 from orchestra.outcome import TaskOutcome
+from orchestra.params import MAX_REASON_CHARS, MAX_TAIL_BYTES
 from orchestra.tls import PeerIdentity
 from orchestra.wire import common_pb2, player_pb2
 
@@ -48,8 +49,6 @@ ENDINGS: Mapping[int, TaskState] = {
     player_pb2.ENDING_LOST: TaskState.LOST,
     player_pb2.ENDING_EXPIRED: TaskState.EXPIRED,
 }
-MAX_TAIL = 1024 * 1024  # per stream, stored; players send far less by default
-MAX_REASON = 2000
 NOT_OURS = "the conductor no longer assigns this task to this player"
 CANCEL_REQUESTED = "cancelled by request"
 REMOVAL_WAIT_SECONDS = 10.0
@@ -267,7 +266,7 @@ class Lifecycle:
         new = ENDINGS.get(result.ending)
         recorded = False
         if new is not None:
-            outcome = TaskOutcome.from_wire(result.outcome).bounded(MAX_TAIL, MAX_REASON)
+            outcome = TaskOutcome.from_wire(result.outcome).bounded(MAX_TAIL_BYTES, MAX_REASON_CHARS)
             if new == TaskState.REFUSED and await self._fail_over_refused(session, result, outcome):
                 recorded = True
             else:

@@ -2,8 +2,8 @@
 
 The AuthInterceptor has already checked the certificate and the players file. Here: the
 Hello and its protocol version, the session's reader and writer, and one lifecycle call
-per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`. Nothing here
-decides a task's state.
+per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`.
+Nothing here decides a task's state.
 """
 
 from __future__ import annotations

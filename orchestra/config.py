@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.errors import ConfigError
+from orchestra.params import MAX_TAIL_BYTES
 
 DEFAULT_PATHS = {
     "conductor": Path("/etc/orchestra/conductor.toml"),
@@ -38,7 +39,7 @@ LIVENESS_TIMEOUT = 180.0
 # undecodable bytes grows about 3x when decoded) near 5 MiB, well under MAX_MESSAGE_BYTES
 # (8 MiB, orchestra/tls.py). tests/test_config_bounds.py builds that worst case.
 MAX_CONCURRENT = 1024
-MAX_OUTPUT_TAIL_BYTES = 1024 * 1024
+MAX_OUTPUT_TAIL_BYTES = MAX_TAIL_BYTES
 MAX_RESPONSE_BYTES = 1024 * 1024
 # The cap of each output file in the spool while a score runs (disk, not the wire).
 MAX_OUTPUT_FILE_BYTES = 1024 * 1024 * 1024

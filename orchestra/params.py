@@ -35,6 +35,11 @@ RESERVED_ENV = frozenset({
 })
 SECRET_MASK = "<secret>"
 OUTPUT_TRUNCATED_MARKER = b"[... output truncated by orchestra ...]\n"
+# The most of a task's outcome the conductor stores: each output tail, and its reason.
+# Players are configured to send no more (orchestra/config.py) and cut older results to
+# fit before sending them (player/session.py fit_result).
+MAX_TAIL_BYTES = 1024 * 1024
+MAX_REASON_CHARS = 2000
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from orchestra.config import PlayerConfig
 from orchestra.errors import ValidationError
 from orchestra.inventory import PROTOCOL_VERSION
 from orchestra.outcome import TaskOutcome
-from orchestra.params import TASK_ID_RE, apply_decls, normalize_params
+from orchestra.params import MAX_REASON_CHARS, MAX_TAIL_BYTES, TASK_ID_RE, apply_decls, normalize_params
 from orchestra.stream import Heard, send_with_heartbeats
 from orchestra.tls import MAX_MESSAGE_BYTES, Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
@@ -41,12 +41,10 @@ logger = log.get("player")
 
 # A result is sent in a message of its own; one whose outcome would not fit well inside
 # gRPC's message limit (results spooled under larger output limits) is cut before it is
-# sent: its output tails to RESULT_TAIL_BYTES each (the conductor keeps no more than
-# 1 MiB of each), then its response if need be. Without that a single oversized result
+# sent: its output tails to MAX_TAIL_BYTES each (the most the conductor keeps), then its
+# response if need be. Without that a single oversized result
 # would end every session the moment it is sent, and the player would never get through.
 RESULT_MAX_BYTES = MAX_MESSAGE_BYTES // 2
-RESULT_TAIL_BYTES = 1024 * 1024
-RESULT_REASON_CHARS = 2000
 # gRPC's own words when the conductor's certificate does not carry the name dialled.
 HOSTNAME_MISMATCH = "Hostname Verification Check failed"
 
@@ -72,7 +70,7 @@ def fit_result(result: player_pb2.TaskResult) -> player_pb2.TaskResult:
     """The result, cut if need be so its message stays within RESULT_MAX_BYTES."""
     if result.ByteSize() <= RESULT_MAX_BYTES:
         return result
-    outcome = TaskOutcome.from_wire(result.outcome).bounded(RESULT_TAIL_BYTES, RESULT_REASON_CHARS)
+    outcome = TaskOutcome.from_wire(result.outcome).bounded(MAX_TAIL_BYTES, MAX_REASON_CHARS)
     cut = player_pb2.TaskResult(task_id=result.task_id, attempt=result.attempt, ending=result.ending,
                                 outcome=outcome.to_wire())
     if cut.ByteSize() > RESULT_MAX_BYTES:
@@ -81,13 +79,6 @@ def fit_result(result: player_pb2.TaskResult) -> player_pb2.TaskResult:
     logger.warning("result_cut_to_fit", task_id=result.task_id, size=result.ByteSize(),
                    sent=cut.ByteSize())
     return cut
-
-
-def bare_entry(entry: Entry) -> player_pb2.SpoolEntry:
-    """A spool entry as the Hello lists it: where the task stands, never its result."""
-    wire = entry.to_wire()
-    wire.ClearField("result")
-    return wire
 
 
 class Player:
@@ -302,7 +293,7 @@ class Player:
                    if entry.step == Step.FINISHED and entry.result is not None]
         return _message(hello=player_pb2.Hello(
             protocol_version=PROTOCOL_VERSION, software_version=SOFTWARE_VERSION, scores=infos,
-            spool=[bare_entry(entry) for entry in pending],
+            spool=[entry.to_wire() for entry in pending],
             max_concurrent=self.config.max_concurrent)), results
 
     async def refresh_inventory(self, reason: str, force: bool = False) -> None:

@@ -59,15 +59,14 @@ class Entry:
                    Step(row["step"]), row["pid"], row["proc_start"], row["kill_at"], result)
 
     def to_wire(self) -> player_pb2.SpoolEntry:
+        """The entry as the Hello lists it: where the task stands, never its result (which
+        follows the Hello in a message of its own, protocol 3)."""
         state = {
             Step.ACCEPTED: player_pb2.SPOOL_STATE_ACCEPTED,
             Step.STARTED: player_pb2.SPOOL_STATE_STARTED,
             Step.FINISHED: player_pb2.SPOOL_STATE_FINISHED,
         }[self.step]
-        entry = player_pb2.SpoolEntry(task_id=self.task_id, attempt=self.attempt, state=state)
-        if self.result is not None:
-            entry.result.CopyFrom(self.result)
-        return entry
+        return player_pb2.SpoolEntry(task_id=self.task_id, attempt=self.attempt, state=state)
 
 
 def _schema(conn: sqlite3.Connection) -> None:
