@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from conductor.auth import current_requester
-from conductor.lifecycle import Lifecycle
+from conductor.lifecycle import KeyReused, Lifecycle
 from conductor.policy import Policy, Requester
 from conductor.store import JobRecord, KeyedJob, NewJob
 from orchestra import log
@@ -33,14 +33,6 @@ logger = log.get("conductor")
 SUPERUSERS = frozenset({0, os.getuid()})
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
 WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
-
-
-class KeyReused(ValidationError):
-    """An idempotency key sent again with another request: refused, naming its job."""
-
-    def __init__(self, message: str, job_id: str) -> None:
-        super().__init__(message)
-        self.job_id = job_id
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
@@ -94,8 +86,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         the policy, the players file or the inventories changed since: it is committed);
         another request with the key is refused, naming the job."""
         if not keyed.matches(draft):
-            raise KeyReused(f"idempotency key {draft.idempotency_key!r} was already used for job"
-                            f" {keyed.job_id} with a different score, targets or parameters", keyed.job_id)
+            raise KeyReused(draft.idempotency_key or "", keyed.job_id)
         logger.info("job_submitted", job_id=keyed.job_id, score=draft.score, requester=draft.requester,
                     existing=True)
         self.audit.record("submit", "accepted", job_id=keyed.job_id, existing=True, **seen)

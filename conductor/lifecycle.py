@@ -56,6 +56,15 @@ STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.5, 10.0  # seconds between tries of a fai
 CANCEL_BATCH = 256  # tasks of one job cancelled concurrently, so their commits are grouped
 
 
+class KeyReused(ValidationError):
+    """An idempotency key sent again with another request: refused, naming its job."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for job {job_id}"
+                         " with a different score, targets or parameters")
+        self.job_id = job_id
+
+
 class Lifecycle:
     def __init__(self, store: Store, sessions: Sessions, audit: AuditLog,
                  index: DispatchIndex | None = None) -> None:
@@ -148,11 +157,10 @@ class Lifecycle:
         step a client that gives up cannot cut short (see :meth:`_apply`)."""
         submitted = await self.store.submit(job)
         job_id, existing = submitted.job_id, submitted.existing
-        if submitted.conflict:
-            reason = (f"idempotency key {job.idempotency_key!r} was already used for job {job_id}"
-                      " with a different score, targets or parameters")
-            self.audit.record("submit", "rejected", reason=reason, job_id=job_id, **audit)
-            raise ValidationError(reason)
+        if submitted.conflict:  # the key was taken meanwhile, for another request
+            refusal = KeyReused(job.idempotency_key or "", job_id)
+            self.audit.record("submit", "rejected", reason=str(refusal), job_id=job_id, **audit)
+            raise refusal
         faults.point("submit.committed")
         if not existing:
             for task in submitted.queued:
