@@ -194,6 +194,8 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     await asyncio.wait_for(event.wait(), timeout)
                 except TimeoutError:
                     pass
+                if self.lifecycle.watchers.closed:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
                 job = await self._unchecked_job(request.job_id, context)
         finally:
             self.lifecycle.watchers.unwatch(request.job_id, event)

@@ -150,6 +150,7 @@ class Conductor:
         finally:
             logger.info("conductor_stopping")
             self.gate.stopping = True
+            lifecycle.watchers.close()
             for task in background:
                 task.cancel()
             for session in sessions:

@@ -9,9 +9,12 @@ from collections import defaultdict
 class Watchers:
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.closed = False  # set once at shutdown: every waiter wakes and answers UNAVAILABLE
 
     def watch(self, job_id: str) -> asyncio.Event:
         event = asyncio.Event()
+        if self.closed:
+            event.set()
         self._events[job_id].add(event)
         return event
 
@@ -21,6 +24,14 @@ class Watchers:
             events.discard(event)
             if not events:
                 del self._events[job_id]
+
+    def close(self) -> None:
+        """Wake every waiter for good, so each stream ends with a clean answer before the
+        server stops (a stream cancelled by the server's grace ends in a traceback)."""
+        self.closed = True
+        for events in self._events.values():
+            for event in events:
+                event.set()
 
     def job_finished(self, job_id: str) -> None:
         for event in self._events.get(job_id, ()):
