@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from audience import render
+from audience import render, waiting
 from audience.client import Client
 from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
 from orchestra.cli import report, write_out
@@ -34,7 +34,7 @@ def cancel(client: Client, args: argparse.Namespace) -> int:
     job_id = check_job_id(args.job_id)
     job = client.cancel(job_id)
     if args.wait and not job.finished:
-        job = client.wait(job_id, args.timeout)
+        job = waiting.wait(client, job_id, args.timeout, args.json)
     write_out(render.job_json(job) if args.json else render.job_text(job))
     report("canceljob", render.cancel_summary(job))
     return int(render.exit_code(job))

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audience import render
-from audience.client import Client
 from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
-from orchestra.cli import write_out
+from audience.waiting import show
 from orchestra.params import check_job_id
-
-
-def show(client: Client, job_id: str, wait: bool, timeout: float | None, as_json: bool) -> int:
-    job = client.wait(job_id, timeout) if wait else client.get(job_id)
-    write_out(render.job_json(job) if as_json else render.job_text(job))
-    return int(render.exit_code(job))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

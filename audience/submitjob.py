@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from audience.client import Client
 from audience.common import run_command, with_client
-from audience.getstatus import show
+from audience.waiting import show
 from audience.parse import PROG, Submission, parse_submission
 from orchestra.cli import visible, write_out
 from orchestra.errors import ExitCode
