@@ -6,6 +6,9 @@ caller's verified identity and role before the handler runs:
 * ``PlayerLink``: a TLS peer whose certname is in the players file, not revoked.
 * ``Audience``: a TLS peer whose certname is in the ``[audience]`` table, not revoked;
   or a local user who came through the unix socket relay (SO_PEERCRED).
+* server reflection: whoever may use the Audience API.
+* ``grpc.health.v1.Health``: any identified caller, a verified TLS peer (not revoked) or
+  a local user.
 * anything else: refused.
 
 Handlers read the result from :data:`current_identity` / :data:`current_requester`.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import grp
+import inspect
 import pwd
 import sqlite3
 import time
@@ -29,6 +33,7 @@ import grpc
 from conductor.audit import AuditLog
 from conductor.localsock import LocalSocket
 from conductor.policy import Policy, Requester
+from conductor.health import HEALTH_SERVICE, REFLECTION_SERVICE
 from orchestra import log
 from orchestra.errors import STORAGE_FAILURE, StartupError
 from orchestra.log import throttled
@@ -168,18 +173,20 @@ class Gate:
                 return self._refuse("authn_refused", revoked, method=method,
                                     certname=identity.certname, serial=f"{identity.serial:x}")
             current_identity.set(identity)
+            if service == HEALTH_SERVICE:
+                return None
             if service == PLAYER_SERVICE:
                 if identity.certname not in self.roster():
                     return self._refuse("authz_refused", f"{identity.certname} is not in the players file",
                                         method=method, certname=identity.certname)
                 return None
-            if service == AUDIENCE_SERVICE:
+            if service in (AUDIENCE_SERVICE, REFLECTION_SERVICE):
                 if not self.policy().admits_cert(identity.certname):
                     return self._refuse("authz_refused", f"{identity.certname} is not an audience identity",
                                         method=method, certname=identity.certname)
                 current_requester.set(Requester("cert", identity.certname, serial=identity.serial))
                 return None
-        elif service == AUDIENCE_SERVICE and self.local is not None:
+        elif service in (AUDIENCE_SERVICE, REFLECTION_SERVICE, HEALTH_SERVICE) and self.local is not None:
             cred = self.local.lookup(context.peer())
             if cred is None:
                 return self._refuse("authn_refused", "not a verified local connection", method=method)
@@ -278,8 +285,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 identity = current_identity.get()
                 stream = gate.streams.opened(identity) if identity is not None else None
                 try:
-                    async for item in inner_stream(request, context):
-                        yield item
+                    answer = inner_stream(request, context)
+                    if inspect.isasyncgen(answer):
+                        async for item in answer:
+                            yield item
+                    else:  # a handler that writes with context.write (health Watch)
+                        await answer
                 except sqlite3.OperationalError as err:
                     await storage_failed(context, err)
                 except asyncio.CancelledError:
@@ -298,7 +309,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream_stream(requests: Any, context: Any) -> Any:
                 await guard(context)
-                return await inner_bidi(requests, context)
+                answer = inner_bidi(requests, context)
+                if inspect.isasyncgen(answer):  # a handler that yields (server reflection)
+                    async for item in answer:
+                        await context.write(item)
+                    return None
+                return await answer
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, handler.request_deserializer, handler.response_serializer)
         raise RuntimeError(f"no guard for the handler kind of {method}")  # fail closed

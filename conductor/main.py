@@ -28,6 +28,7 @@ if _HANDSHAKE_TRACE:
 from conductor.audience import Audience
 from conductor.audit import AuditLog
 from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
+from conductor import health
 from conductor.dispatch import Dispatcher
 from conductor.index import DispatchIndex
 from conductor.lifecycle import Lifecycle
@@ -39,7 +40,7 @@ from conductor.sessions import Sessions
 from conductor.store import open_store
 from conductor.timers import run_deadlines, run_retention, run_startup_grace
 from orchestra import config as configuration
-from orchestra import log
+from orchestra import log, sdnotify
 from orchestra.daemon import raise_fd_limit, run_daemon, usage
 from orchestra.errors import ConfigError, StartupError
 from orchestra.stream import sweep
@@ -124,6 +125,7 @@ class Conductor:
         lifecycle = Lifecycle(store, sessions, audit, await DispatchIndex.rebuild(store))
         self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
+        self.health = await health.starting()
         server, relay = self._servers(lifecycle, local)
         self._close_refused()  # players revoked while the conductor was down
         port = await self._listen(server, relay, local)
@@ -145,10 +147,14 @@ class Conductor:
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
                     relay_port=local.backend_port, fd_limit=self.fd_limit, max_connections=self.max_connections(),
                     players=len(roster), pid=os.getpid(), certname=material.certname)
+        await self.health.start([health.AUDIENCE, health.PLAYER_LINK])
+        sdnotify.ready(self._status())
         try:
             await self.stopping.wait()
         finally:
             logger.info("conductor_stopping")
+            sdnotify.stopping()
+            await self.health.close()
             self.gate.stopping = True
             lifecycle.watchers.close()
             for task in background:
@@ -196,6 +202,8 @@ class Conductor:
         self.audience = Audience(lifecycle, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, public)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, relay)
+        for server in (public, relay):
+            health.add_to(server, self.health)
         return public, relay
 
     async def _listen(self, server: grpc.aio.Server, relay: grpc.aio.Server, local: LocalSocket) -> int:
@@ -228,10 +236,18 @@ class Conductor:
             await self.reload_requested.wait()
             self.reload_requested.clear()
             logger.info("reload_requested")
+            sdnotify.reloading()
             try:
                 await self.reload()
             except Exception:
                 logger.exception("reload_failed")  # the next SIGHUP tries again
+            sdnotify.ready(self._status())
+
+    def _status(self) -> str:
+        """One line for ``systemctl status``."""
+        sessions = self.lifecycle.sessions
+        return (f"serving {self.cfg.listen}: {sum(1 for _ in sessions)} of"
+                f" {len(sessions.roster)} players connected")
 
     async def reload(self) -> None:
         """SIGHUP: players file, policy, CRL and our own certificate; each kept if bad."""

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Sequence
 
 from orchestra import config as configuration
-from orchestra import log
+from orchestra import log, sdnotify
 from orchestra.daemon import run_daemon, usage
 from orchestra.config import TLSFiles
 from orchestra.errors import StartupError
@@ -79,11 +79,13 @@ async def reloads(player: Player, requested: asyncio.Event) -> None:
         await requested.wait()
         requested.clear()
         logger.info("reload_requested")
+        sdnotify.reloading()
         try:
             reload_material(player)
             await player.refresh_inventory("reload", force=True)
         except Exception:
             logger.exception("reload_failed")  # the next SIGHUP tries again
+        sdnotify.ready(f"running, conductor {player.config.conductor}")
 
 
 def scores_check_seconds() -> float:
@@ -100,6 +102,7 @@ def scores_check_seconds() -> float:
 
 
 async def _run(cfg: configuration.PlayerConfig) -> None:
+    sdnotify.status("starting")  # also takes NOTIFY_SOCKET out of what scores inherit
     refuse_fork_support(os.environ)
     material = load_material(cfg.tls)
     check_seconds = scores_check_seconds()
@@ -112,13 +115,18 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
     player.scores_check_seconds = check_seconds
     reload_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        sdnotify.stopping()
+        player.stopping.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, player.stopping.set)
+        loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log_stats(player))
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     logger.info("player_starting", certname=player.certname, conductor=cfg.conductor,
                 pid=os.getpid())
     await player.recover()
+    sdnotify.ready(f"running, conductor {cfg.conductor}")
     helpers = [asyncio.ensure_future(reloads(player, reload_requested)),
                asyncio.ensure_future(player.watch_scores())]
     try:
