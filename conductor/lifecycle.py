@@ -115,6 +115,7 @@ class Lifecycle:
                 self.index.add(change.queued)
             else:
                 self.index.discard(change.task_id)
+            self.watchers.task_changed(change.job_id)
         if change.job_finished:
             logger.info("job_finished", job_id=change.job_id)
             self.index.job_finished(change.job_id)
@@ -209,6 +210,7 @@ class Lifecycle:
                 gone.add(session.name)  # it went away while we committed
                 continue
             session.in_flight.add(sent.task_id)
+            self.watchers.task_changed(sent.job_id)
             session.send(run=player_pb2.RunTask(
                 task_id=sent.task_id, attempt=sent.attempt, job_id=sent.job_id,
                 score=sent.score, params=dict(sent.params), requester=sent.requester,

@@ -1,4 +1,6 @@
-"""Who waits for which job: ``getstatus --wait`` parks on an event set when it finishes."""
+"""Who waits for which job: ``getstatus --wait`` parks on an event set when the job
+finishes; a live progress view (``--wait`` on a terminal) on one set whenever any of the
+job's tasks changes state, and when it finishes."""
 
 from __future__ import annotations
 
@@ -6,33 +8,64 @@ import asyncio
 from collections import defaultdict
 
 
-class Watchers:
+class _Waiting:
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self.closed = False  # set once at shutdown: every waiter wakes and answers UNAVAILABLE
 
-    def watch(self, job_id: str) -> asyncio.Event:
+    def add(self, job_id: str, closed: bool) -> asyncio.Event:
         event = asyncio.Event()
-        if self.closed:
+        if closed:
             event.set()
         self._events[job_id].add(event)
         return event
 
-    def unwatch(self, job_id: str, event: asyncio.Event) -> None:
+    def discard(self, job_id: str, event: asyncio.Event) -> None:
         events = self._events.get(job_id)
         if events is not None:
             events.discard(event)
             if not events:
                 del self._events[job_id]
 
-    def close(self) -> None:
-        """Wake every waiter for good, so each stream ends with a clean answer before the
-        server stops (a stream cancelled by the server's grace ends in a traceback)."""
-        self.closed = True
+    def wake(self, job_id: str) -> None:
+        for event in self._events.get(job_id, ()):
+            event.set()
+
+    def wake_all(self) -> None:
         for events in self._events.values():
             for event in events:
                 event.set()
 
+
+class Watchers:
+    def __init__(self) -> None:
+        self._finish = _Waiting()
+        self._progress = _Waiting()
+        self.closed = False  # set once at shutdown: every waiter wakes and answers UNAVAILABLE
+
+    def watch(self, job_id: str) -> asyncio.Event:
+        """An event set when the job finishes."""
+        return self._finish.add(job_id, self.closed)
+
+    def unwatch(self, job_id: str, event: asyncio.Event) -> None:
+        self._finish.discard(job_id, event)
+
+    def follow(self, job_id: str) -> asyncio.Event:
+        """An event set whenever one of the job's tasks moves (the follower clears it)."""
+        return self._progress.add(job_id, self.closed)
+
+    def unfollow(self, job_id: str, event: asyncio.Event) -> None:
+        self._progress.discard(job_id, event)
+
+    def close(self) -> None:
+        """Wake every waiter for good, so each stream ends with a clean answer before the
+        server stops (a stream cancelled by the server's grace ends in a traceback)."""
+        self.closed = True
+        self._finish.wake_all()
+        self._progress.wake_all()
+
+    def task_changed(self, job_id: str) -> None:
+        self._progress.wake(job_id)
+
     def job_finished(self, job_id: str) -> None:
-        for event in self._events.get(job_id, ()):
-            event.set()
+        self._finish.wake(job_id)
+        self._progress.wake(job_id)

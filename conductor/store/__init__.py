@@ -47,6 +47,8 @@ class Store(Protocol):
     async def queued(self) -> list[QueuedTask]:
         """Every queued task, oldest first: the dispatch index's source."""
     async def players_with(self, state: TaskState) -> list[str]: ...
+    async def open_task_counts(self) -> dict[TaskState, int]:
+        """How many tasks are in each open state (queued, dispatched, running, cancelling)."""
     async def claim(self, task_id: str, player: str) -> Claimed | None:
         """queued -> dispatched to player with a new attempt; None if no longer queued."""
     async def claim_many(self, pairs: Sequence[tuple[str, str]]) -> list[Claimed]:

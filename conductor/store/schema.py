@@ -16,8 +16,10 @@ from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
 SCHEMA_VERSION = 4
-# The partial index's WHERE must be a literal: the open states, quoted.
+# The partial index's WHERE must be a literal: the open states, quoted. A query uses the
+# index only when its own WHERE spells the same literal (IS_OPEN), not bound parameters.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
+IS_OPEN = f"state IN ({_OPEN})"
 
 TABLES = f"""
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,7 +94,7 @@ TABLES = f"""
     WHEN NEW.state != 'queued'
     BEGIN SELECT RAISE(ABORT, 'tasks start queued'); END;
 """
-OPEN_INDEX = f"CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state) WHERE state IN ({_OPEN})"
+OPEN_INDEX = f"CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state) WHERE {IS_OPEN}"
 
 
 def _upgrade_from_1(conn: sqlite3.Connection) -> None:

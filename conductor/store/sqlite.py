@@ -245,6 +245,16 @@ class SqliteStore:
             return result
         return await self.db.run(op, self.db.conn)
 
+    async def open_task_counts(self) -> dict[TaskState, int]:
+        def op(conn: sqlite3.Connection) -> dict[TaskState, int]:
+            counts = dict.fromkeys(sorted(states.OPEN), 0)
+            # Literal states, not parameters: only then can SQLite read the partial index.
+            for state, count in conn.execute(f"SELECT state, COUNT(*) FROM tasks WHERE {schema.IS_OPEN}"
+                                             " GROUP BY state"):
+                counts[TaskState(state)] = count
+            return counts
+        return await self.db.run(op, self.db.conn)
+
     async def players_with(self, state: TaskState) -> list[str]:
         def op(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute(
