@@ -72,8 +72,11 @@ class Client:
                                                                    timeout=CALL_TIMEOUT))
         return job
 
-    def wait(self, job_id: str, timeout: float | None) -> audience_pb2.Job:
-        """Block in a server-side wait; ride out conductor restarts until the timeout."""
+    def wait(self, job_id: str, timeout: float | None,
+             progress: Callable[[audience_pb2.JobProgress], None] | None = None) -> audience_pb2.Job:
+        """Block in a server-side wait; ride out conductor restarts until the timeout.
+        With ``progress``, the conductor streams the job's progress to it meanwhile (a
+        conductor too old for that gives a plain wait)."""
         job = self.get(job_id)  # unreachable (4) or unknown job (5) fail at once
         if job.finished:
             return job
@@ -84,14 +87,24 @@ class Client:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return self.get(job_id)
+            request = audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=remaining or 0.0)
+            call_timeout = None if remaining is None else remaining + CALL_TIMEOUT
             try:
-                for answer in self.stub.WaitJob(
-                        audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=remaining or 0.0),
-                        timeout=None if remaining is None else remaining + CALL_TIMEOUT):
-                    finished: audience_pb2.Job = answer
-                    return finished
+                if progress is None:
+                    for answer in self.stub.WaitJob(request, timeout=call_timeout):
+                        finished: audience_pb2.Job = answer
+                        return finished
+                else:
+                    for update in self.stub.WatchJob(request, timeout=call_timeout):
+                        if update.HasField("job"):
+                            last: audience_pb2.Job = update.job
+                            return last
+                        progress(update.progress)
                 raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
             except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED and progress is not None:
+                    progress = None  # a conductor from before WatchJob
+                    continue
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self.translate(err) from None
                 now = time.monotonic()
@@ -113,3 +126,7 @@ class Client:
         players: audience_pb2.PlayerList = self.call(
             lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(), timeout=CALL_TIMEOUT))
         return players
+
+    def jobs(self, request: audience_pb2.ListJobsRequest) -> audience_pb2.JobList:
+        jobs: audience_pb2.JobList = self.call(lambda: self.stub.ListJobs(request, timeout=CALL_TIMEOUT))
+        return jobs

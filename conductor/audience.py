@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -19,7 +19,8 @@ import grpc
 from conductor.auth import current_requester
 from conductor.lifecycle import KeyReused, Lifecycle
 from conductor.policy import Policy, Requester
-from conductor.store import JobRecord, KeyedJob, NewJob
+from conductor.states import TaskState
+from conductor.store import JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.params import (
@@ -33,6 +34,15 @@ logger = log.get("conductor")
 SUPERUSERS = frozenset({0, os.getuid()})
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
 WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
+JOB_STATUSES = frozenset({"pending", "ok", "failed", "partial_fail"})
+PROGRESS_INTERVAL = 1.0  # seconds: at most one progress update per watcher per interval
+LIST_DEFAULT, LIST_MAX = 50, 10_000  # jobs in one listing
+LIST_PAGE = 500  # jobs read from the index at a time
+# Jobs looked at for one listing: a caller the policy hides most jobs from gets the first
+# LIST_SCAN (newest) looked at and "more", rather than a scan of the whole queue.
+LIST_SCAN = 200_000
+LIST_TARGETS = 5  # targets named in a listing row; the count gives the rest
+MAX_FILTER_CHARS = 512
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
@@ -201,6 +211,111 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             self.lifecycle.watchers.unwatch(request.job_id, event)
         yield job_to_wire(job)
 
+    async def WatchJob(self, request: audience_pb2.WaitRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.JobUpdate]:
+        """WaitJob with progress: one JobProgress at once and then whenever tasks moved
+        (at most one per PROGRESS_INTERVAL, so a fleet-wide job costs one read a second
+        per watcher, not one per task), then the job."""
+        if JOB_ID_RE.fullmatch(request.job_id) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {request.job_id[:80]!r}")
+        job_id = request.job_id
+        watchers = self.lifecycle.watchers
+        moved, ended = watchers.follow(job_id), watchers.watch(job_id)
+        try:
+            job = await self._job(job_id, context)  # follow first: no move slips between
+            deadline = None if request.timeout_seconds <= 0 else time.monotonic() + request.timeout_seconds
+            while job.finished_at is None:
+                moved.clear()
+                progress = await self.store.job_progress(job_id)
+                if progress is None or progress.finished:
+                    break
+                yield audience_pb2.JobUpdate(progress=progress_to_wire(progress))
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(moved.wait(), left)
+                except TimeoutError:
+                    break
+                if watchers.closed:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+                try:  # gather the moves of the next second, unless the job ends meanwhile
+                    await asyncio.wait_for(ended.wait(), PROGRESS_INTERVAL)
+                except TimeoutError:
+                    pass
+            job = await self._unchecked_job(job_id, context)
+        finally:
+            watchers.unfollow(job_id, moved)
+            watchers.unwatch(job_id, ended)
+        yield audience_pb2.JobUpdate(job=job_to_wire(job))
+
+    async def ListJobs(self, request: audience_pb2.ListJobsRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> audience_pb2.JobList:
+        who = self.requester()
+        try:
+            match, limit = self._job_filter(request, who)
+        except ValidationError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        policy = self.policy()
+        shown: list[JobSummary] = []
+        others = examined = 0
+        before: tuple[float, str] | None = None
+        page_size = min(max(limit + 1, LIST_PAGE), LIST_MAX + 1)
+        while len(shown) <= limit and examined < LIST_SCAN:
+            page = await self.store.list_jobs(match, page_size, before)
+            for job in page:
+                examined += 1
+                if job.requester != who.label:
+                    if not policy.may_touch(who, "read", job.requester, job.score, job.targets, job.params,
+                                            SUPERUSERS).allowed:
+                        continue
+                    others += 1
+                shown.append(job)
+                if len(shown) > limit:
+                    break
+            if len(page) < page_size:
+                break
+            before = (page[-1].created_at, page[-1].job_id)
+        more = len(shown) > limit or examined >= LIST_SCAN
+        shown = shown[:limit]
+        counts = await self.store.task_counts([job.job_id for job in shown])
+        self.audit.record("list", "accepted", requester=who.label, shown=len(shown), of_others=others,
+                          statuses=sorted(match.statuses) or None, score=match.score,
+                          requesters=list(match.requesters) or None, target=match.target, since=match.since)
+        reply = audience_pb2.JobList(more=more)
+        for job in shown:
+            reply.jobs.append(audience_pb2.JobSummary(
+                job_id=job.job_id, score=job.score, scope=WIRE_SCOPES[job.scope], target_count=len(job.targets),
+                targets=job.targets[:LIST_TARGETS], requester=job.requester, created_at=job.created_at,
+                finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id])))
+        return reply
+
+    @staticmethod
+    def _job_filter(request: audience_pb2.ListJobsRequest, who: Requester) -> tuple[JobFilter, int]:
+        """The listing asked for, checked: a bad filter is an error, not an empty list."""
+        statuses = frozenset(request.statuses)
+        unknown = sorted(statuses - JOB_STATUSES)
+        if unknown:
+            raise ValidationError(f"no such job state: {unknown[0][:40]!r}"
+                                  f" (one of {', '.join(sorted(JOB_STATUSES))})")
+        limit = request.limit or LIST_DEFAULT
+        if limit > LIST_MAX:
+            raise ValidationError(f"limit {limit} is above {LIST_MAX}")
+        if request.mine and request.requester:
+            raise ValidationError("mine and requester cannot be used together")
+        for name, value in (("score", request.score), ("requester", request.requester),
+                            ("target", request.target)):
+            if len(value) > MAX_FILTER_CHARS:
+                raise ValidationError(f"{name} filter longer than {MAX_FILTER_CHARS} characters")
+        requesters: tuple[str, ...] = ()
+        if request.mine:
+            requesters = (who.label,)
+        elif request.requester:
+            name = request.requester
+            requesters = (name,) if ":" in name else (f"user:{name}", f"cert:{name}")
+        return JobFilter(statuses=statuses, score=request.score or None, requesters=requesters,
+                         target=request.target or None, since=request.since or None), limit
+
     async def _unchecked_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
         """Re-read a job this call already checked (the requester of a job never changes)."""
         job = await self.store.get_job(job_id)
@@ -242,6 +357,20 @@ async def _deny_by_policy(context: grpc.aio.ServicerContext, reason: str) -> Non
     (exit 2), not as a failure to authenticate (exit 4)."""
     context.set_trailing_metadata((POLICY_REFUSAL,))
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
+
+def counts_to_wire(counts: Mapping[TaskState, int]) -> list[audience_pb2.TaskCount]:
+    """Tasks by state, in the state machine's order, states with none left out."""
+    return [audience_pb2.TaskCount(state=state.to_wire(), count=counts[state])  # type: ignore[arg-type]
+            for state in TaskState if counts.get(state)]
+
+
+def progress_to_wire(progress: JobProgress) -> audience_pb2.JobProgress:
+    return audience_pb2.JobProgress(
+        job_id=progress.job_id, total=progress.total, counts=counts_to_wire(progress.counts),
+        created_at=progress.created_at,
+        slowest=[audience_pb2.PendingTask(player=task.player or "", state=task.state.to_wire(),  # type: ignore[arg-type]
+                                          since=task.since) for task in progress.slowest])
 
 
 def job_to_wire(job: JobRecord) -> audience_pb2.Job:

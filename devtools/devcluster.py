@@ -272,7 +272,8 @@ class Cluster:
             config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run an audience command (submitjob, getstatus, ...) as a real process."""
         module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
-                  "canceljob": "audience.canceljob", "listplayers": "audience.listplayers"}[command]
+                  "canceljob": "audience.canceljob", "listplayers": "audience.listplayers",
+                  "listjobs": "audience.listjobs"}[command]
         env = self.env()
         env["ORCHESTRA_CONFIG"] = str(config or self.audience_config)
         return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -20,13 +20,14 @@ from typing import Protocol
 
 from conductor.states import TaskState
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, KeyedJob, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord,
-    TaskRef,
+    Change, Claimed, Expiry, JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, PendingTask,
+    PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
 )
 from orchestra.outcome import TaskOutcome
 
-__all__ = ["Change", "Claimed", "Expiry", "JobRecord", "KeyedJob", "NewJob", "PlayerRecord", "QueuedTask",
-           "Store", "Submitted", "TaskRecord", "TaskRef", "open_store"]
+__all__ = ["Change", "Claimed", "Expiry", "JobFilter", "JobProgress", "JobRecord", "JobSummary", "KeyedJob",
+           "NewJob", "PendingTask", "PlayerRecord", "QueuedTask", "Store", "Submitted", "TaskRecord", "TaskRef",
+           "open_store"]
 
 
 class Store(Protocol):
@@ -40,6 +41,14 @@ class Store(Protocol):
         """Forget jobs finished before ``before``; returns how many."""
     async def open_jobs(self) -> list[tuple[str, float]]:
         """(job_id, deadline_at) of every job not finished: the deadline heap's source."""
+    async def list_jobs(self, match: JobFilter, limit: int,
+                        before: tuple[float, str] | None = None) -> list[JobSummary]:
+        """Up to ``limit`` jobs that match, newest first, from an index; only those created
+        before ``before`` (created_at, job_id), to page on from the last one seen."""
+    async def task_counts(self, job_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        """Each job's tasks by state."""
+    async def job_progress(self, job_id: str, slowest: int = 5) -> JobProgress | None:
+        """A job's tasks by state and its open tasks waiting longest, without their outputs."""
 
     # ---- tasks
     async def task(self, task_id: str) -> TaskRecord | None: ...

@@ -83,6 +83,53 @@ class JobRecord:
         return states.job_status(task.state for task in self.tasks)
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs ``listjobs`` asks for; every field left empty matches any job."""
+
+    statuses: frozenset[str] = frozenset()  # pending | ok | failed | partial_fail
+    score: str | None = None
+    requesters: tuple[str, ...] = ()  # exact requester labels; any of them
+    target: str | None = None
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as a listing shows it: no tasks, no outputs (``counts`` filled on request)."""
+
+    job_id: str
+    score: str
+    scope: str
+    targets: tuple[str, ...]
+    params: Mapping[str, str]  # for the policy's read decision; not shown in a listing
+    requester: str
+    created_at: float
+    finished_at: float | None
+    status: str
+    counts: Mapping[TaskState, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    player: str | None
+    state: TaskState
+    since: float
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: str
+    created_at: float
+    finished: bool
+    counts: Mapping[TaskState, int]
+    slowest: tuple[PendingTask, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
 def task_id(job_id: str, number: int) -> str:
     """The id of a job's task number ``number`` (0-based, in target order)."""
     return f"{job_id}.{number}"

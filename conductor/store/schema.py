@@ -15,7 +15,7 @@ from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The partial index's WHERE must be a literal: the open states, quoted. A query uses the
 # index only when its own WHERE spells the same literal (IS_OPEN), not bound parameters.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
@@ -36,7 +36,10 @@ TABLES = f"""
         idempotency_key TEXT UNIQUE,       -- scoped_key(requester, key): keys are per requester
         finished_at REAL,
         open_tasks INTEGER NOT NULL DEFAULT 0, -- tasks not ended yet: 0 means finished
-        request_digest TEXT                 -- NewJob.digest, when it has an idempotency key
+        request_digest TEXT /* NewJob.digest, when it has an idempotency key */,
+        status TEXT /* ok, failed or partial_fail once finished */
+        /* Block comments here: SQLite's DROP COLUMN of the last column trips over a
+           line comment after the comma before it. */
     );
     CREATE TABLE IF NOT EXISTS tasks (
         id TEXT PRIMARY KEY,
@@ -62,6 +65,10 @@ TABLES = f"""
     );
     CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
     CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at);
+    -- listjobs: newest first, overall, per requester (--mine) and per score
+    CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at, id);
+    CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requester, created_at, id);
+    CREATE INDEX IF NOT EXISTS jobs_by_score ON jobs(score, created_at, id);
     CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
     CREATE TABLE IF NOT EXISTS task_events (
         id INTEGER PRIMARY KEY,
@@ -138,6 +145,20 @@ def _upgrade_from_3(conn: sqlite3.Connection) -> None:
                      [(scoped_key(row[1], row[2]), row[0]) for row in rows])
 
 
+def finished_status(conn: sqlite3.Connection, job_id: str) -> str:
+    """A finished job's status, from its tasks' states (states.job_status)."""
+    return states.job_status(states.TaskState(row[0]) for row in
+                             conn.execute("SELECT state FROM tasks WHERE job_id = ?", (job_id,)))
+
+
+def _upgrade_from_4(conn: sqlite3.Connection) -> None:
+    """Version 5 keeps a finished job's status, so listjobs can filter on it."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN status TEXT")
+    done = [row[0] for row in conn.execute("SELECT id FROM jobs WHERE finished_at IS NOT NULL")]
+    conn.executemany("UPDATE jobs SET status = ? WHERE id = ?",
+                     [(finished_status(conn, job_id), job_id) for job_id in done])
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, then load the state table into the guard trigger."""
     with Transaction(conn):
@@ -147,6 +168,8 @@ def install(conn: sqlite3.Connection) -> None:
             _upgrade_from_2(conn)  # CREATE TABLE IF NOT EXISTS never adds a column
         if row is not None and "request_digest" not in columns:
             _upgrade_from_3(conn)
+        if row is not None and "status" not in columns:
+            _upgrade_from_4(conn)
     conn.executescript(TABLES)
     with Transaction(conn):
         conn.execute("DELETE FROM allowed_transitions")

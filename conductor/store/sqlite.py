@@ -21,8 +21,8 @@ from conductor import states
 from conductor.states import TaskState
 from conductor.store import schema
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobRecord, KeyedJob, NewJob, PlayerRecord, QueuedTask, Submitted, TaskRecord,
-    TaskRef,
+    Change, Claimed, Expiry, JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, PendingTask,
+    PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
 )
 from conductor.store.records import task_id as make_task_id
 from orchestra.db import Database
@@ -127,8 +127,50 @@ def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
     secrets = json.loads(row["secret_keys"])
     if secrets:
         params = json.dumps(redact(json.loads(params), secrets), sort_keys=True)
-    conn.execute("UPDATE jobs SET finished_at = ?, params = ? WHERE id = ?", (time.time(), params, job_id))
+    conn.execute("UPDATE jobs SET finished_at = ?, params = ?, status = ? WHERE id = ?",
+                 (time.time(), params, schema.finished_status(conn, job_id), job_id))
     return True
+
+
+def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, tuple[object, ...]]:
+    """The query of a job listing (its LIMIT the last argument, left to the caller):
+    newest first along an index of jobs by creation (per requester or score when the
+    filter names one), each filter an indexed column or a check on the rows it walks."""
+    where, args = _job_filter(match)
+    if before is not None:
+        where.append("(created_at, id) < (?, ?)")
+        args += before
+    return ("SELECT id, score, scope, targets, params, requester, created_at, finished_at, status"
+            f" FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"), args
+
+
+def _job_filter(match: JobFilter) -> tuple[list[str], tuple[object, ...]]:
+    """The WHERE terms (and their arguments) of a job listing."""
+    where: list[str] = []
+    args: list[object] = []
+    if match.statuses:
+        either = []
+        if "pending" in match.statuses:
+            either.append("finished_at IS NULL")
+        done = sorted(match.statuses - {"pending"})
+        if done:
+            either.append(f"status IN ({','.join('?' * len(done))})")
+            args += done
+        where.append(f"({' OR '.join(either)})")
+    if match.score is not None:
+        where.append("score = ?")
+        args.append(match.score)
+    if match.requesters:
+        where.append(f"requester IN ({','.join('?' * len(match.requesters))})")
+        args += match.requesters
+    if match.since is not None:
+        where.append("created_at >= ?")
+        args.append(match.since)
+    if match.target is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(jobs.targets) WHERE json_each.value = ?)")
+        args.append(match.target)
+    return where, tuple(args)
 
 
 def _queued(row: sqlite3.Row, targets: tuple[str, ...]) -> QueuedTask:
@@ -209,6 +251,46 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> list[tuple[str, float]]:
             return [(r[0], r[1]) for r in conn.execute(
                 "SELECT id, deadline_at FROM jobs WHERE finished_at IS NULL")]
+        return await self.db.run(op, self.db.conn)
+
+    async def list_jobs(self, match: JobFilter, limit: int,
+                        before: tuple[float, str] | None = None) -> list[JobSummary]:
+        sql, args = list_sql(match, before)
+
+        def op(conn: sqlite3.Connection) -> list[JobSummary]:
+            return [JobSummary(r["id"], r["score"], r["scope"], tuple(json.loads(r["targets"])),
+                               json.loads(r["params"]), r["requester"], r["created_at"], r["finished_at"],
+                               r["status"] or "pending")
+                    for r in conn.execute(sql, (*args, limit))]
+        return await self.db.run(op, self.db.conn)
+
+    async def task_counts(self, job_ids: Sequence[str]) -> dict[str, dict[TaskState, int]]:
+        def op(conn: sqlite3.Connection) -> dict[str, dict[TaskState, int]]:
+            counts: dict[str, dict[TaskState, int]] = {job_id: {} for job_id in job_ids}
+            for start in range(0, len(job_ids), 500):  # under SQLite's limit on parameters
+                chunk = job_ids[start:start + 500]
+                for job_id, state, count in conn.execute(
+                        f"SELECT job_id, state, COUNT(*) FROM tasks WHERE job_id IN ({','.join('?' * len(chunk))})"
+                        " GROUP BY job_id, state", tuple(chunk)):
+                    counts[job_id][TaskState(state)] = count
+            return counts
+        return await self.db.run(op, self.db.conn)
+
+    async def job_progress(self, job_id: str, slowest: int = 5) -> JobProgress | None:
+        in_flight, names = _in_cached("state", states.OPEN)
+
+        def op(conn: sqlite3.Connection) -> JobProgress | None:
+            job = conn.execute("SELECT created_at, finished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None:
+                return None
+            counts = {TaskState(state): count for state, count in conn.execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,))}
+            waiting = conn.execute(
+                "SELECT player, state, COALESCE(started_at, dispatched_at, ?) AS since FROM tasks"
+                f" WHERE job_id = ? AND {in_flight} ORDER BY since, rowid LIMIT ?",
+                (job["created_at"], job_id, *names, slowest))
+            return JobProgress(job_id, job["created_at"], job["finished_at"] is not None, counts,
+                               tuple(PendingTask(r["player"], TaskState(r["state"]), r["since"]) for r in waiting))
         return await self.db.run(op, self.db.conn)
 
     # ---- reading tasks ---------------------------------------------------------------

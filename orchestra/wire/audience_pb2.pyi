@@ -146,3 +146,93 @@ class PlayerList(_message.Message):
     players: _containers.RepeatedCompositeFieldContainer[PlayerInfo]
     conductor_cert_not_after: float
     def __init__(self, players: _Optional[_Iterable[_Union[PlayerInfo, _Mapping]]] = ..., conductor_cert_not_after: _Optional[float] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("statuses", "score", "requester", "target", "since", "limit", "mine")
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MINE_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[str]
+    score: str
+    requester: str
+    target: str
+    since: float
+    limit: int
+    mine: bool
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., score: _Optional[str] = ..., requester: _Optional[str] = ..., target: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., mine: _Optional[bool] = ...) -> None: ...
+
+class TaskCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.TaskState
+    count: int
+    def __init__(self, state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class JobSummary(_message.Message):
+    __slots__ = ("job_id", "score", "scope", "target_count", "targets", "requester", "created_at", "finished_at", "status", "counts")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    score: str
+    scope: Scope
+    target_count: int
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    requester: str
+    created_at: float
+    finished_at: float
+    status: str
+    counts: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., target_count: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs", "more")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobSummary]
+    more: bool
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobSummary, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class PendingTask(_message.Message):
+    __slots__ = ("player", "state", "since")
+    PLAYER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    player: str
+    state: _common_pb2.TaskState
+    since: float
+    def __init__(self, player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., since: _Optional[float] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("job_id", "total", "counts", "slowest", "created_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    total: int
+    counts: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    slowest: _containers.RepeatedCompositeFieldContainer[PendingTask]
+    created_at: float
+    def __init__(self, job_id: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[PendingTask, _Mapping]]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class JobUpdate(_message.Message):
+    __slots__ = ("progress", "job")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    progress: JobProgress
+    job: Job
+    def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

@@ -59,6 +59,16 @@ class AudienceStub:
                 request_serializer=orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
                 response_deserializer=orchestra_dot_v1_dot_audience__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/orchestra.v1.Audience/ListJobs',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.JobList.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/orchestra.v1.Audience/WatchJob',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.JobUpdate.FromString,
+                _registered_method=True)
 
 
 class AudienceServicer:
@@ -98,6 +108,21 @@ class AudienceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Jobs the caller may read, newest first, filtered; from the conductor's job index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """WaitJob with progress: a JobProgress whenever the job's tasks move (at most about
+        one a second), then the job itself once it is finished or the timeout has passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +150,16 @@ def add_AudienceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=orchestra_dot_v1_dot_audience__pb2.JobRef.FromString,
                     response_serializer=orchestra_dot_v1_dot_audience__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.ListJobsRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.JobList.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.JobUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +297,60 @@ class Audience:
             '/orchestra.v1.Audience/Cancel',
             orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
             orchestra_dot_v1_dot_audience__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/ListJobs',
+            orchestra_dot_v1_dot_audience__pb2.ListJobsRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.JobList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orchestra.v1.Audience/WatchJob',
+            orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.JobUpdate.FromString,
             options,
             channel_credentials,
             insecure,
