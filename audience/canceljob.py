@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``canceljob [--wait [--timeout S]] [--json] JOBID``: cancel a job; exit codes as getstatus.
 
 Queued and not-yet-started tasks end ``cancelled`` at once. Running tasks are killed on
@@ -13,14 +14,21 @@ from collections.abc import Sequence
 
 from audience import render, waiting
 from audience.client import Client
-from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
+from audience.common import (
+    Parser, add_job_arguments, job_exits, parse_job_arguments, run_command, with_client,
+)
 from orchestra.cli import report, write_out
 from orchestra.params import check_job_id
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="canceljob", description="Cancel a job.")
+def build_parser() -> Parser:
+    parser = Parser(prog="canceljob", description="Cancel a job.", exit_codes=job_exits("canceljob"))
     add_job_arguments(parser, "block until every task has ended")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
 
     def body() -> int:
         args = parse_job_arguments(parser, argv)

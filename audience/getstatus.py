@@ -1,17 +1,26 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``getstatus [--wait [--timeout S]] [--json] JOBID`` (CONTRACT.md §6)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from audience.common import Parser, add_job_arguments, parse_job_arguments, run_command, with_client
+from audience.common import (
+    Parser, add_job_arguments, job_exits, parse_job_arguments, run_command, with_client,
+)
 from audience.waiting import show
 from orchestra.params import check_job_id
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="getstatus", description="Show a job, or wait for it to finish.")
+def build_parser() -> Parser:
+    parser = Parser(prog="getstatus", description="Show a job, or wait for it to finish.",
+                    exit_codes=job_exits("getstatus"))
     add_job_arguments(parser, "block until the job is finished")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
 
     def body() -> int:
         args = parse_job_arguments(parser, argv)

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``listjobs [--state S] [--score S] [--requester R] [--target H] [--since W] [--limit N]
 [--mine] [--json]``: recent and open jobs, newest first.
 
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from audience import render
+from audience import completion, render
 from audience.client import Client
 from audience.common import Parser, add_common, run_command, with_client
 from orchestra.cli import report, visible, write_out
@@ -60,9 +61,10 @@ def build_parser() -> Parser:
     add_common(parser)
     parser.add_argument("--state", action="append", choices=JOB_STATUSES, metavar="STATE",
                         help=f"only jobs in this state ({', '.join(JOB_STATUSES)}); repeat for several")
-    parser.add_argument("--score", help="only jobs of this score")
+    completion.attach(parser.add_argument("--score", help="only jobs of this score"), completion.scores)
     parser.add_argument("--requester", help="only jobs submitted by this identity (a certname or user@host)")
-    parser.add_argument("--target", metavar="HOST", help="only jobs with this host among their targets")
+    completion.attach(parser.add_argument("--target", metavar="HOST", help="only jobs with this host among their targets"),
+                      completion.hosts)
     parser.add_argument("--since", type=since_time, metavar="WHEN",
                         help="only jobs submitted since WHEN: an age (30m, 12h, 7d) or an ISO 8601 time")
     parser.add_argument("--limit", type=limit, default=DEFAULT_LIMIT, metavar="N",

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``listplayers [--json]``: the players the conductor knows, and certificate expiry dates."""
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from orchestra.cli import visible, write_out
 from orchestra.outcome import iso
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> Parser:
     parser = Parser(prog="listplayers", description="List players and certificate expiry dates.")
     add_common(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
 
     def body() -> int:
         args = parser.parse_args(argv)

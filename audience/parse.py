@@ -9,6 +9,9 @@ Parsing prints nothing and never exits: bad input raises UsageError or Validatio
 (whose text is the one line submitjob prints), and ``--help`` raises HelpRequested. That
 keeps it testable in-process, and the rules it applies are the conductor's own
 (``orchestra.params``), so the CLI refuses exactly what the conductor would refuse.
+
+Tab completion follows the modern form (the parser's parse_args answers it): score names,
+then ``KEY=`` for the score's declared parameters and host names (``audience.completion``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from audience.common import Parser, add_common, positive_seconds
+from audience import completion
+from audience.common import Parser, add_common, job_exits, positive_seconds
 from orchestra.errors import UsageError
 from orchestra.params import (
     check_idempotency_key, check_score_name, check_targets, normalize_params, parse_key_value,
@@ -51,6 +55,7 @@ def build_parser(legacy: bool) -> Parser:
     """The options both forms take; only the positionals differ. Built once per form:
     parsing does not change a parser."""
     parser = Parser(prog=PROG, description="Submit a job: run SCORE on the given hosts.",
+                    exit_codes=job_exits(PROG),
                     epilog=f"The original Orchestra form is accepted too: {LEGACY_USAGE[7:]}"
                            " (one-of unless -all-of). Both forms take these options anywhere"
                            " on the line, also after the '!' pairs.")
@@ -64,16 +69,27 @@ def build_parser(legacy: bool) -> Parser:
         scope.add_argument(LEGACY_ALL_OF, dest="scope", action="store_const", const="all",
                            help="the original form's --all-of")
     parser.add_argument("--wait", action="store_true", help="then wait for the job as getstatus --wait")
-    parser.add_argument("--timeout", type=positive_seconds, help="with --wait: give up after S seconds (exit 3)")
-    parser.add_argument("--expires", type=positive_seconds,
-                        help="seconds the job may wait for its players (default: conductor's job_deadline)")
-    parser.add_argument("--idempotency-key", default="",
-                        help="a repeated key returns the job first submitted with it")
+    for action in (
+            parser.add_argument("--timeout", type=positive_seconds,
+                                help="with --wait: give up after S seconds (exit 3)"),
+            parser.add_argument("--expires", type=positive_seconds,
+                                help="seconds the job may wait for its players "
+                                     "(default: conductor's job_deadline)"),
+            parser.add_argument("--idempotency-key", default="",
+                                help="a repeated key returns the job first submitted with it")):
+        completion.attach(action, completion.nothing)  # numbers and keys: not file names
     if legacy:
-        parser.add_argument("words", nargs="*", metavar="SCORE|HOST")
+        parser.add_argument("words", nargs="*", metavar="SCORE|HOST",
+                            help="SCORE, then the target hosts' certnames "
+                                 "(then '!' and KEY VALUE pairs)")
     else:
-        parser.add_argument("score", metavar="SCORE")
-        parser.add_argument("words", nargs="+", metavar="KEY=VALUE|HOST")
+        completion.attach(parser.add_argument("score", metavar="SCORE", help="the score to run"),
+                          completion.scores)
+        completion.attach(parser.add_argument(
+            "words", nargs="+", metavar="KEY=VALUE|HOST",
+            help="a parameter for the score (a word with '=') or a target host's certname"),
+            completion.job_words)
+        parser.completion_order = completion_order
     return parser
 
 
@@ -148,6 +164,19 @@ def sort_words(argv: Sequence[str]) -> Words:
             found.positionals.append(word)
         index += step
     return found
+
+
+def completion_order(words: list[str]) -> list[str]:
+    """The words of a modern-form line before the one being completed, options first (as
+    sort_words sorts them), so that completion knows SCORE and the words after it whatever
+    options stand among them. An option waiting for its value (the word being completed)
+    stays last; a line of the original form, or with '--', is left as typed."""
+    waiting = words[-1:] if words and looks_like_option(words[-1]) \
+        and takes_value(build_parser(legacy=True), words[-1]) else []
+    found = sort_words(words[:len(words) - len(waiting)])
+    if found.legacy or "--" in words:
+        return words
+    return [*found.options, *found.positionals, *waiting]
 
 
 def parse_submission(argv: Sequence[str]) -> Submission:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``submitjob [--all-of | --one-of] [--wait [--timeout S]] [--json] SCORE [KEY=VALUE ...] HOST...``
 
 Also accepts the original Orchestra form ``submitjob [-all-of] SCORE HOST... [! KEY VALUE ...]``

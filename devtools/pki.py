@@ -1,9 +1,12 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """A development/test PKI laid out like Puppet's ssl directory (CONTRACT.md §10).
 
 ``orchestra-pki init DIR --conductor NAME --player NAME... --audience NAME...`` writes
 ``certs/ca.pem``, ``certs/NAME.pem``, ``private_keys/NAME.pem`` (0600) and ``crl.pem``.
 ``issue`` adds a certificate from the same CA (never replacing one without ``--force``:
 a key silently overwritten is a host locked out), ``revoke`` adds its serial to the CRL.
+Each prints DIR; with ``--json``, one object saying what it wrote (paths, certnames,
+serials, expiry dates), for scripts that provision hosts.
 Production fleets use Puppet's own CA instead (see certs/README.md).
 """
 
@@ -21,8 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from orchestra.cli import run_cli, write_out
-from orchestra.errors import OrchestraError, UsageError
+from orchestra.cli import (
+    INTERRUPTED_MEANING, ExitMeanings, document_exits, offer_completions, run_cli, write_out,
+)
+from orchestra.errors import ExitCode, OrchestraError, UsageError
 from orchestra.params import CERTNAME_RE
 
 ROLE_USAGES = {
@@ -203,11 +208,27 @@ def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[
     return ssl
 
 
-def _parser() -> argparse.ArgumentParser:
+# What orchestra-pki's exit codes mean; its --help (and each subcommand's) and its man
+# page list them.
+PKI_EXITS: ExitMeanings = (
+    (ExitCode.OK, "done: prints DIR (with --json, one JSON object saying what was written)"),
+    (ExitCode.FAILED, "anything else (a directory it may not write, a full disk)"),
+    (ExitCode.USAGE, "refused: a bad option or certname, a CA or certificate already there "
+                     "(without --force), no CA in DIR, no certificate to revoke"),
+    INTERRUPTED_MEANING,
+)
+JSON_HELP = ("print one JSON object instead of DIR: the paths, certnames, serials (hex) and "
+             "expiry dates of what was written")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="orchestra-pki", description=(__doc__ or "").splitlines()[0],
-        epilog="Exit codes: 0 done (prints DIR), 2 refused (bad name, CA or certificate already "
-               "there without --force, no CA in DIR), 1 anything else.")
+        prog="orchestra-pki",
+        description="Make a development or test PKI laid out like Puppet's ssl directory: a CA, "
+                    "certificates and keys for the conductor, players and audience, and a CRL.")
+    # --json is taken before or after the subcommand; the subcommand's own leaves the
+    # top-level answer alone unless given (argparse would otherwise reset it to False).
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="init, issue or revoke (COMMAND --help for its options)")
     p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL",
@@ -236,13 +257,57 @@ def _parser() -> argparse.ArgumentParser:
                                           "the conductor SIGHUP or let it notice the new file.")
     p_revoke.add_argument("dir", type=Path, metavar="DIR", help="an ssl directory made by init")
     p_revoke.add_argument("name", metavar="NAME", help="the certname whose certificate to revoke")
+    for command in (p_init, p_issue, p_revoke):
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+        document_exits(command, PKI_EXITS)
+    document_exits(parser, PKI_EXITS)
     return parser
 
 
-def _command(args: argparse.Namespace) -> SSLDir:
-    """Carry out one parsed subcommand; returns the ssl directory it worked on."""
+# ---- --json: what a subcommand wrote ------------------------------------------------------
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _certificate(path: Path, key: Path | None = None, **names: object) -> dict[str, object]:
+    """A certificate as written: its files, serial (hex, as the conductor logs it) and expiry."""
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    files = {"cert": str(path.absolute())} | ({"key": str(key.absolute())} if key else {})
+    return {**names, **files, "serial": f"{cert.serial_number:x}",
+            "not_after": _when(cert.not_valid_after_utc)}
+
+
+def _leaf(ssl: SSLDir, name: str, role: str) -> dict[str, object]:
+    return _certificate(ssl.cert(name), ssl.key(name), certname=name, role=role)
+
+
+def _crl(ssl: SSLDir) -> dict[str, object]:
+    revocations = x509.load_pem_x509_crl(ssl.crl.read_bytes())
+    next_update = revocations.next_update_utc
+    return {"path": str(ssl.crl.absolute()),
+            "revoked": [f"{entry.serial_number:x}" for entry in revocations],
+            "next_update": _when(next_update) if next_update else None}
+
+
+@dataclass(frozen=True)
+class Done:
+    """What one subcommand did: DIR is printed, or with --json the report."""
+
+    ssl: SSLDir
+    report: dict[str, object]
+
+
+def _command(args: argparse.Namespace) -> Done:
+    """Carry out one parsed subcommand; returns the ssl directory it worked on and what it wrote."""
     if args.command == "init":
-        return init(args.dir, args.conductor, args.player, args.audience)
+        ssl = init(args.dir, args.conductor, args.player, args.audience)
+        leaves = [(args.conductor, "conductor"), *((p, "player") for p in args.player),
+                  *((a, "audience") for a in args.audience)]
+        return Done(ssl, {
+            "ca": _certificate(ssl.ca_cert, ssl.ca_key),
+            "crl": _crl(ssl),
+            "certificates": [_leaf(ssl, name, role) for name, role in leaves]})
     ssl = SSLDir(args.dir)
     if args.command == "issue":
         name = _check_name(args.name)
@@ -252,25 +317,35 @@ def _command(args: argparse.Namespace) -> SSLDir:
             raise UsageError(f"{existing[0]} already exists; refusing to replace {name}'s "
                              "certificate and key (--force replaces them)")
         ssl.write_leaf(name, *issue(authority, name, ROLE_USAGES[args.role]))
-        return ssl
+        return Done(ssl, {"certificates": [{**_leaf(ssl, name, args.role), "replaced": bool(existing)}]})
     authority = ssl.load_authority()
+    name = _check_name(args.name)
     try:
-        serial = x509.load_pem_x509_certificate(ssl.cert(_check_name(args.name)).read_bytes()).serial_number
+        serial = x509.load_pem_x509_certificate(ssl.cert(name).read_bytes()).serial_number
     except OSError as err:
         raise UsageError(f"cannot read certificate of {args.name}: {err.strerror}") from None
     ssl.revoke(authority, [serial])
-    return ssl
+    return Done(ssl, {"revoked": _certificate(ssl.cert(name), certname=name), "crl": _crl(ssl)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+
     def body() -> int:
+        offer_completions(parser)
         # Parsed inside run_cli, so --help into a closed pipe ends quietly too.
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
         try:
             done = _command(args)
         except OSError as err:  # a directory we may not write, a full disk
             raise OrchestraError(f"{err.filename or args.dir}: {err.strerror or err}") from None
-        write_out(f"{done.root}\n")
+        if args.json:
+            import json  # only --json needs it
+
+            write_out(json.dumps({"command": args.command, "dir": str(done.ssl.root.absolute()),
+                                  **done.report}, indent=2) + "\n")
+        else:
+            write_out(f"{done.ssl.root}\n")
         return 0
     return run_cli("orchestra-pki", body)
 

@@ -6,12 +6,16 @@ same way (``prog: message``) with the exit code the error carries (CONTRACT.md Â
 
 It also holds what all their human-readable output shares: ``visible`` (text that came
 from a user or a score is shown, never obeyed by the terminal) and ``write_out`` (a
-reader that closed the pipe, as ``| head`` does, ends the output quietly).
+reader that closed the pipe, as ``| head`` does, ends the output quietly); what their
+``--help`` shares (``document_exits``: the exit codes, last); and the hook that answers
+the shell's tab completion (``offer_completions``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -116,3 +120,110 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     finally:
         _flush_out()
     return code
+
+
+# ---- --help: every command ends it with what its exit codes mean ----------------------
+
+# (code, meaning) pairs, in the order --help and the man page list them. The codes are
+# orchestra.errors.ExitCode members (and INTERRUPTED); each kind of command states its
+# table once, where its parsers are built (audience.common, orchestra.daemon, devtools.pki).
+ExitMeanings = tuple[tuple[int, str], ...]
+INTERRUPTED_MEANING = (INTERRUPTED, "interrupted (Ctrl-C)")
+_DOCUMENTED = "_orchestra_exits"  # where document_exits keeps a parser's own epilog and codes
+_SECOND_COLUMN = re.compile(r"\s+\S+\s+")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that a description or epilog keeps its line breaks:
+    each line is wrapped on its own, and the continuation of an indented line is aligned
+    under its second column, so the exit codes stay a table at any terminal width."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap  # as argparse does: only help text needs it
+
+        lines = []
+        for line in text.splitlines():
+            body = line.lstrip()
+            if not body:
+                lines.append("")
+                continue
+            # "  130  interrupted ...": an indented line goes on under "interrupted".
+            column = _SECOND_COLUMN.match(line) if body != line else None
+            hanging = column.end() if column else 0
+            lines.append(textwrap.fill(line, width, initial_indent=indent,
+                                       subsequent_indent=indent + " " * hanging))
+        return "\n".join(lines)
+
+
+def exit_codes_text(codes: ExitMeanings) -> str:
+    """The "Exit codes:" paragraph that ends a command's --help."""
+    return "Exit codes:\n" + "\n".join(f"{code:>5}  {meaning}" for code, meaning in codes)
+
+
+def document_exits(parser: argparse.ArgumentParser, codes: ExitMeanings) -> None:
+    """End parser's --help with what each of its exit codes means (after the epilog it
+    has), and keep both apart for its man page (``documented_exits``)."""
+    setattr(parser, _DOCUMENTED, (parser.epilog, codes))
+    parser.epilog = "\n\n".join(part for part in (parser.epilog, exit_codes_text(codes)) if part)
+    parser.formatter_class = HelpFormatter
+
+
+def documented_exits(parser: argparse.ArgumentParser) -> tuple[str | None, ExitMeanings] | None:
+    """The epilog parser had before ``document_exits`` and its exit codes (None if it has none)."""
+    found: tuple[str | None, ExitMeanings] | None = getattr(parser, _DOCUMENTED, None)
+    return found
+
+
+# ---- tab completion ---------------------------------------------------------------------
+
+# Set by the shell's completion function (argcomplete's): the command is run to answer
+# it, with the line so far in COMP_LINE, and must print the completions and nothing else.
+COMPLETING = "_ARGCOMPLETE"
+
+
+def offer_completions(parser: argparse.ArgumentParser,
+                      arrange: Callable[[list[str]], list[str]] | None = None) -> None:
+    """When the shell asks for completions, answer from parser and end the process;
+    otherwise return at once.
+
+    argcomplete is imported only then: its import costs about 10 ms, which every command
+    would otherwise pay at start-up. Nothing else happens in a completion: the command
+    never runs (a daemon would start), and a completion that fails ends the process with
+    nothing offered and nothing printed (with argcomplete's ``_ARC_DEBUG`` set, it says why).
+
+    ``arrange``, if given, puts the words before the one being completed in the order
+    parser reads them (submitjob takes options anywhere; argparse, before the positionals).
+    """
+    if COMPLETING not in os.environ:
+        return
+    try:
+        import argcomplete
+
+        if arrange is not None:
+            _arrange_line(arrange)
+        # Options are offered once a '-' is typed: an empty word completes to names.
+        argcomplete.autocomplete(parser, always_complete_options=False)
+    except BaseException:  # whatever went wrong, the shell gets no answer
+        if os.environ.get("_ARC_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        os._exit(1)  # autocomplete ends the process itself when it has answered
+
+
+def _arrange_line(arrange: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite the line argcomplete reads (COMP_LINE up to COMP_POINT) with its complete
+    words arranged; the word being completed stays last, as typed."""
+    import shlex
+
+    from argcomplete.lexers import split_line
+
+    line, point = os.environ["COMP_LINE"], int(os.environ["COMP_POINT"])
+    prequote, prefix, _, words, _ = split_line(line, point)
+    if not words:
+        return
+    arranged = arrange(words[1:])
+    if arranged != words[1:]:
+        line = f"{shlex.join([words[0], *arranged])} {prequote}{prefix}"
+        os.environ["COMP_LINE"], os.environ["COMP_POINT"] = line, str(len(line))

@@ -11,8 +11,10 @@ from typing import TypeVar
 
 from orchestra import config as configuration
 from orchestra import log
-from orchestra.cli import one_line, run_cli
-from orchestra.errors import OrchestraError
+from orchestra.cli import (
+    INTERRUPTED, ExitMeanings, document_exits, offer_completions, one_line, run_cli,
+)
+from orchestra.errors import ExitCode, OrchestraError
 
 logger = log.get("orchestra")
 # One descriptor per player session, plus the queue, logs and audience calls. The soft
@@ -23,6 +25,39 @@ UNLIMITED_FDS = 1_048_576
 C = TypeVar("C")
 
 
+# What a daemon's exit codes mean (README "Running it for real"); its --help and man page
+# list them.
+DAEMON_EXITS: ExitMeanings = (
+    (ExitCode.OK, "stopped cleanly (SIGTERM or SIGINT)"),
+    (ExitCode.FAILED, "could not start or could not go on (state directory locked by another "
+                      "daemon, port in use, unreadable certificate, a key that is not the "
+                      "certificate's, ...): one daemon_failed event on stderr says why"),
+    (ExitCode.USAGE, "bad option, or a bad or missing config file (the daemon_failed event names "
+                     "the file, key and problem)"),
+    (INTERRUPTED, "interrupted (Ctrl-C) before it had started; once started, SIGINT stops it "
+                  "cleanly (0)"),
+)
+DESCRIPTIONS = {
+    "conductor": "Orchestra's conductor daemon: the durable job queue, the players allowed to "
+                 "connect, dispatch, and the audience API.",
+    "player": "Orchestra's player daemon, on every managed host: dials the conductor and runs "
+              "the scores installed here.",
+}
+
+
+def build_parser(kind: str) -> argparse.ArgumentParser:
+    """The command line of the daemon ``kind`` ("conductor" or "player")."""
+    parser = argparse.ArgumentParser(prog=kind, description=DESCRIPTIONS[kind])
+    parser.add_argument("--config", help=f"{kind}.toml (default: $ORCHESTRA_CONFIG or "
+                                          f"{configuration.DEFAULT_PATHS[kind]})")
+    # Checked here, not in log.setup: a misspelt level would otherwise log at info silently.
+    parser.add_argument("--log-level", default="info", type=str.lower,
+                        choices=("debug", "info", "warning", "error", "critical"),
+                        help="least severe events to log (default: info; case-insensitive)")
+    document_exits(parser, DAEMON_EXITS)
+    return parser
+
+
 def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
                serve: Callable[[C], Awaitable[None]]) -> int:
     """Parse arguments, load the config, run serve(config) until it returns.
@@ -31,15 +66,10 @@ def run_daemon(kind: str, argv: Sequence[str] | None, load: Callable[[Path], C],
     stderr (``daemon_failed``) and the exit code; the daemon never dies with a traceback
     for a known problem.
     """
-    parser = argparse.ArgumentParser(prog=kind, description=f"Orchestra {kind} daemon")
-    parser.add_argument("--config", help=f"{kind}.toml (default: $ORCHESTRA_CONFIG or "
-                                          f"{configuration.DEFAULT_PATHS[kind]})")
-    # Checked here, not in log.setup: a misspelt level would otherwise log at info silently.
-    parser.add_argument("--log-level", default="info", type=str.lower,
-                        choices=("debug", "info", "warning", "error", "critical"),
-                        help="least severe events to log (default: info; case-insensitive)")
+    parser = build_parser(kind)
 
     def body() -> int:
+        offer_completions(parser)  # a completion answers and exits: the daemon never starts
         args = parser.parse_args(argv)  # in here, so --help into a closed pipe ends quietly
         # From here on every line on stderr is one structured event, gRPC core's included.
         log.setup(args.log_level, capture_stderr=True)

@@ -37,7 +37,9 @@ COMMANDS = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus"
 # Packages (with their submodules) that no command on the local socket needs.
 NOT_ON_LOCAL_SOCKET = ("cryptography", "structlog", "orchestra.log", "orchestra.db",
                        "orchestra.wire.player_pb2", "orchestra.wire.player_pb2_grpc",
-                       "sqlite3", "conductor", "player")
+                       "sqlite3", "conductor", "player",
+                       # Tab completion's library: only a completion imports it.
+                       "argcomplete")
 
 
 def run_reporting(cluster: Cluster, report: Path, command: str, *args: str,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +72,7 @@ def test_issue_refuses_to_replace_a_certificate_and_key_unless_forced(
 
 
 def test_every_subcommand_and_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = pki._parser()
+    parser = pki.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {c.dest for c in commands._choices_actions} == {"init", "issue", "revoke"}
     assert all(c.help for c in commands._choices_actions)
@@ -79,3 +83,79 @@ def test_every_subcommand_and_option_has_help(capsys: pytest.CaptureFixture[str]
         pki.main(["issue", "--help"])
     assert done.value.code == 0
     assert "--force" in capsys.readouterr().out
+
+
+def pki_json(*args: str) -> dict[str, object]:
+    """Run orchestra-pki as a real process with --json; the one object it prints."""
+    result = subprocess.run([sys.executable, "-m", "devtools.pki", *args], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stderr) == (0, ""), result
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def check_certificate(entry: dict[str, object], certname: str) -> x509.Certificate:
+    """entry describes the certificate on disk exactly: its file, key, serial and expiry."""
+    cert = x509.load_pem_x509_certificate(Path(str(entry["cert"])).read_bytes())
+    assert Path(str(entry["cert"])).is_absolute()
+    assert certname_of(cert) == certname
+    assert entry["serial"] == f"{cert.serial_number:x}"
+    assert dt.datetime.fromisoformat(str(entry["not_after"])) == cert.not_valid_after_utc
+    assert str(entry["not_after"]).endswith("Z")
+    if "key" in entry:
+        key = Path(str(entry["key"]))
+        assert key.is_absolute() and stat.S_IMODE(key.stat().st_mode) == 0o600
+    return cert
+
+
+def test_json_says_what_each_subcommand_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative DIR: the report's paths are absolute all the same
+    made = pki_json("--json", "init", "ssl", "--conductor", "c.test", "--player", "p1.test",
+                    "--audience", "ops.test")
+    root = tmp_path / "ssl"
+    assert made["command"] == "init" and made["dir"] == str(root)
+    ca = made["ca"]
+    assert isinstance(ca, dict) and ca["key"] == str(root / "private_keys" / "ca_key.pem")
+    ca_cert = x509.load_pem_x509_certificate((root / "certs" / "ca.pem").read_bytes())
+    assert ca["cert"] == str(root / "certs" / "ca.pem") and ca["serial"] == f"{ca_cert.serial_number:x}"
+    assert made["crl"] == {"path": str(root / "crl.pem"), "revoked": [],
+                           "next_update": x509.load_pem_x509_crl((root / "crl.pem").read_bytes())
+                           .next_update_utc.isoformat().replace("+00:00", "Z")}  # type: ignore[union-attr]
+    certificates = made["certificates"]
+    assert isinstance(certificates, list)
+    assert [(c["certname"], c["role"]) for c in certificates] == [
+        ("c.test", "conductor"), ("p1.test", "player"), ("ops.test", "audience")]
+    for entry in certificates:
+        check_certificate(entry, entry["certname"])
+        assert entry["cert"] == str(root / "certs" / f"{entry['certname']}.pem")
+        assert entry["key"] == str(root / "private_keys" / f"{entry['certname']}.pem")
+
+    # --json also after the subcommand; issue says whether it replaced a certificate.
+    issued = pki_json("issue", "ssl", "ci.test", "--role", "audience", "--json")
+    assert issued["command"] == "issue"
+    [entry] = issued["certificates"]  # type: ignore[misc]
+    assert (entry["certname"], entry["role"], entry["replaced"]) == ("ci.test", "audience", False)
+    check_certificate(entry, "ci.test")
+    old_serial = certificates[1]["serial"]
+    replaced = pki_json("issue", "ssl", "p1.test", "--role", "player", "--force", "--json")
+    [entry] = replaced["certificates"]  # type: ignore[misc]
+    assert entry["replaced"] is True and entry["serial"] != old_serial
+    check_certificate(entry, "p1.test")
+
+    revoked = pki_json("revoke", "--json", "ssl", "p1.test")
+    assert revoked["command"] == "revoke" and revoked["dir"] == str(root)
+    entry = revoked["revoked"]
+    assert isinstance(entry, dict) and entry["certname"] == "p1.test"
+    assert check_certificate(entry, "p1.test").serial_number == int(str(entry["serial"]), 16)
+    crl = revoked["crl"]
+    assert isinstance(crl, dict) and crl["path"] == str(root / "crl.pem")
+    on_disk = x509.load_pem_x509_crl((root / "crl.pem").read_bytes())
+    assert crl["revoked"] == [f"{e.serial_number:x}" for e in on_disk] == [entry["serial"]]
+
+
+def test_json_changes_nothing_about_a_refusal(tmp_path: Path) -> None:
+    pki.init(tmp_path / "ssl", "c.test", [], [])
+    result = subprocess.run([sys.executable, "-m", "devtools.pki", "--json", "issue", str(tmp_path / "ssl"),
+                             "c.test", "--role", "conductor"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("orchestra-pki: ") and result.stderr.count("\n") == 1
