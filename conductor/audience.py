@@ -37,7 +37,7 @@ WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
 JOB_STATUSES = frozenset({"pending", "ok", "failed", "partial_fail"})
 PROGRESS_INTERVAL = 1.0  # seconds: at most one progress update per watcher per interval
 LIST_DEFAULT, LIST_MAX = 50, 10_000  # jobs in one listing
-LIST_PAGE = 500  # jobs read from the index at a time
+LIST_PAGE = 2_000  # the most jobs read from the index at a time (the first read: limit + 1)
 # Jobs looked at for one listing: a caller the policy hides most jobs from gets the first
 # LIST_SCAN (newest) looked at and "more", rather than a scan of the whole queue.
 LIST_SCAN = 200_000
@@ -260,7 +260,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         shown: list[JobSummary] = []
         others = examined = 0
         before: tuple[float, str] | None = None
-        page_size = min(max(limit + 1, LIST_PAGE), LIST_MAX + 1)
+        page_size = limit + 1  # enough when the caller may read every job that matches
         while len(shown) <= limit and examined < LIST_SCAN:
             page = await self.store.list_jobs(match, page_size, before)
             for job in page:
@@ -276,6 +276,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             if len(page) < page_size:
                 break
             before = (page[-1].created_at, page[-1].job_id)
+            page_size = max(page_size, min(page_size * 2, LIST_PAGE))  # the policy hid some: read on
         more = len(shown) > limit or examined >= LIST_SCAN
         shown = shown[:limit]
         counts = await self.store.task_counts([job.job_id for job in shown])

@@ -86,7 +86,10 @@ def test_listing_filters_and_pages_newest_first(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("match", "index"), [
     (JobFilter(), "jobs_by_created"),
-    (JobFilter(statuses=frozenset({"failed"}), target="p2", since=1.0), "jobs_by_created"),
+    (JobFilter(since=1.0, statuses=frozenset({"ok", "failed"})), "jobs_by_created"),
+    (JobFilter(statuses=frozenset({"failed"})), "jobs_by_status"),
+    (JobFilter(statuses=frozenset({"pending"})), "jobs_by_status"),
+    (JobFilter(target="p2", statuses=frozenset({"failed"})), "SEARCH t USING PRIMARY KEY (target=?"),
     (JobFilter(requesters=("user:alice",)), "jobs_by_requester"),
     (JobFilter(score="hello"), "jobs_by_score"),
 ])
@@ -130,7 +133,9 @@ def test_a_version_4_queue_gets_the_status_of_its_finished_jobs(tmp_path: Path) 
     conn = sqlite3.connect(tmp_path / "queue.db")
     for index in ("jobs_by_created", "jobs_by_requester", "jobs_by_score"):
         conn.execute(f"DROP INDEX {index}")
+    conn.execute("DROP INDEX jobs_by_status")
     conn.execute("ALTER TABLE jobs DROP COLUMN status")
+    conn.execute("DROP TABLE job_targets")
     conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -140,9 +145,26 @@ def test_a_version_4_queue_gets_the_status_of_its_finished_jobs(tmp_path: Path) 
         statuses = {j.job_id: j.status for j in await store.list_jobs(JobFilter(), 10)}
         assert statuses == {ids["ok"]: "ok", ids["failed"]: "failed", ids["partial"]: "partial_fail",
                             ids["pending"]: "pending"}
+        on_p2 = await store.list_jobs(JobFilter(target="p2"), 10)
+        assert [j.job_id for j in on_p2] == [ids["partial"], ids["failed"]]
         store.close()
     run(after())
     conn = sqlite3.connect(tmp_path / "queue.db")
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
         schema.SCHEMA_VERSION)
+    conn.close()
+
+
+def test_retention_forgets_a_purged_job_under_every_target(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = open_store(tmp_path)
+        assert isinstance(store, SqliteStore)
+        ids = await fill(store)
+        assert await store.purge_finished(time.time() + 1) == 3  # all but the pending one
+        assert [j.job_id for j in await store.list_jobs(JobFilter(target="p2"), 10)] == []
+        assert [j.job_id for j in await store.list_jobs(JobFilter(target="p3"), 10)] == [ids["pending"]]
+        store.close()
+    run(scenario())
+    conn = sqlite3.connect(tmp_path / "queue.db")
+    assert conn.execute("SELECT COUNT(*) FROM job_targets").fetchone()[0] == 1
     conn.close()

@@ -21,6 +21,14 @@ SCHEMA_VERSION = 5
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
 IS_OPEN = f"state IN ({_OPEN})"
 
+# Each job under each of its targets, newest last: listjobs --target walks it in order.
+JOB_TARGETS_TABLE = """CREATE TABLE IF NOT EXISTS job_targets (
+        target TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (target, created_at, job_id)
+    ) WITHOUT ROWID"""
+
 TABLES = f"""
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS jobs (
@@ -37,7 +45,7 @@ TABLES = f"""
         finished_at REAL,
         open_tasks INTEGER NOT NULL DEFAULT 0, -- tasks not ended yet: 0 means finished
         request_digest TEXT /* NewJob.digest, when it has an idempotency key */,
-        status TEXT /* ok, failed or partial_fail once finished */
+        status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or partial_fail */
         /* Block comments here: SQLite's DROP COLUMN of the last column trips over a
            line comment after the comma before it. */
     );
@@ -65,10 +73,12 @@ TABLES = f"""
     );
     CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
     CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at);
-    -- listjobs: newest first, overall, per requester (--mine) and per score
+    -- listjobs: newest first, overall, per requester (--mine), score, status and target
     CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at, id);
     CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requester, created_at, id);
     CREATE INDEX IF NOT EXISTS jobs_by_score ON jobs(score, created_at, id);
+    CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created_at, id);
+    {JOB_TARGETS_TABLE};
     CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
     CREATE TABLE IF NOT EXISTS task_events (
         id INTEGER PRIMARY KEY,
@@ -152,11 +162,15 @@ def finished_status(conn: sqlite3.Connection, job_id: str) -> str:
 
 
 def _upgrade_from_4(conn: sqlite3.Connection) -> None:
-    """Version 5 keeps a finished job's status, so listjobs can filter on it."""
-    conn.execute("ALTER TABLE jobs ADD COLUMN status TEXT")
+    """Version 5 keeps each job's status and an index of jobs by target, so listjobs
+    filters on both from an index."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'")
     done = [row[0] for row in conn.execute("SELECT id FROM jobs WHERE finished_at IS NOT NULL")]
     conn.executemany("UPDATE jobs SET status = ? WHERE id = ?",
                      [(finished_status(conn, job_id), job_id) for job_id in done])
+    conn.execute(JOB_TARGETS_TABLE)
+    conn.execute("INSERT OR IGNORE INTO job_targets (target, created_at, job_id)"
+                 " SELECT json_each.value, jobs.created_at, jobs.id FROM jobs, json_each(jobs.targets)")
 
 
 def install(conn: sqlite3.Connection) -> None:

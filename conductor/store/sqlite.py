@@ -134,43 +134,39 @@ def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
 
 def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, tuple[object, ...]]:
     """The query of a job listing (its LIMIT the last argument, left to the caller):
-    newest first along an index of jobs by creation (per requester or score when the
-    filter names one), each filter an indexed column or a check on the rows it walks."""
-    where, args = _job_filter(match)
-    if before is not None:
-        where.append("(created_at, id) < (?, ?)")
-        args += before
-    return ("SELECT id, score, scope, targets, params, requester, created_at, finished_at, status"
-            f" FROM jobs {'WHERE ' + ' AND '.join(where) if where else ''}"
-            " ORDER BY created_at DESC, id DESC LIMIT ?"), args
-
-
-def _job_filter(match: JobFilter) -> tuple[list[str], tuple[object, ...]]:
-    """The WHERE terms (and their arguments) of a job listing."""
+    newest first along an index, so it reads only as many rows as it returns when the
+    filter names a target (job_targets), one state, a score or a requester; other
+    filters (several states, --since) are checked on the rows it walks."""
     where: list[str] = []
     args: list[object] = []
-    if match.statuses:
-        either = []
-        if "pending" in match.statuses:
-            either.append("finished_at IS NULL")
-        done = sorted(match.statuses - {"pending"})
-        if done:
-            either.append(f"status IN ({','.join('?' * len(done))})")
-            args += done
-        where.append(f"({' OR '.join(either)})")
+    if match.target is not None:
+        source, key = "job_targets AS t JOIN jobs ON jobs.id = t.job_id", "t.created_at, t.job_id"
+        where.append("t.target = ?")
+        args.append(match.target)
+    else:
+        source, key = "jobs", "jobs.created_at, jobs.id"
+    if len(match.statuses) == 1:
+        where.append("jobs.status = ?")
+        args += match.statuses
+    elif match.statuses:  # '+': several states are read in creation order, not sorted
+        where.append(f"+jobs.status IN ({','.join('?' * len(match.statuses))})")
+        args += sorted(match.statuses)
     if match.score is not None:
-        where.append("score = ?")
+        where.append("jobs.score = ?")
         args.append(match.score)
     if match.requesters:
-        where.append(f"requester IN ({','.join('?' * len(match.requesters))})")
+        where.append(f"jobs.requester IN ({','.join('?' * len(match.requesters))})")
         args += match.requesters
     if match.since is not None:
-        where.append("created_at >= ?")
+        where.append("jobs.created_at >= ?")
         args.append(match.since)
-    if match.target is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(jobs.targets) WHERE json_each.value = ?)")
-        args.append(match.target)
-    return where, tuple(args)
+    if before is not None:
+        where.append(f"({key}) < (?, ?)")
+        args += before
+    order = ", ".join(f"{column} DESC" for column in key.split(", "))
+    return ("SELECT jobs.id, jobs.score, jobs.scope, jobs.targets, jobs.params, jobs.requester,"
+            f" jobs.created_at, jobs.finished_at, jobs.status FROM {source}"
+            f" {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT ?"), tuple(args)
 
 
 def _queued(row: sqlite3.Row, targets: tuple[str, ...]) -> QueuedTask:
@@ -209,6 +205,8 @@ class SqliteStore:
                  job.requester, now, job.deadline_at, key, job.digest(job.secret_keys) if key else None,
                  len(players)))
             ids = [make_task_id(job_id, n) for n in range(len(players))]
+            conn.executemany("INSERT OR IGNORE INTO job_targets (target, created_at, job_id) VALUES (?,?,?)",
+                             [(target, now, job_id) for target in job.targets])
             conn.executemany(
                 "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
                 [(tid, job_id, player, TaskState.QUEUED, now) for tid, player in zip(ids, players, strict=True)])
@@ -235,10 +233,12 @@ class SqliteStore:
 
     async def purge_finished(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            old = [r[0] for r in conn.execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
-                (before,))]
-            for job_id in old:
+            old = conn.execute(
+                "SELECT id, targets FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
+                (before,)).fetchall()
+            for job_id, targets in old:
+                conn.execute("DELETE FROM job_targets WHERE target IN (SELECT value FROM json_each(?))"
+                             " AND job_id = ?", (targets, job_id))
                 conn.execute("DELETE FROM task_events WHERE task_id IN"
                              " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
                 conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
@@ -260,7 +260,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> list[JobSummary]:
             return [JobSummary(r["id"], r["score"], r["scope"], tuple(json.loads(r["targets"])),
                                json.loads(r["params"]), r["requester"], r["created_at"], r["finished_at"],
-                               r["status"] or "pending")
+                               r["status"])
                     for r in conn.execute(sql, (*args, limit))]
         return await self.db.run(op, self.db.conn)
 
