@@ -62,7 +62,8 @@ def build_parser() -> Parser:
     parser.add_argument("--state", action="append", choices=JOB_STATUSES, metavar="STATE",
                         help=f"only jobs in this state ({', '.join(JOB_STATUSES)}); repeat for several")
     completion.attach(parser.add_argument("--score", help="only jobs of this score"), completion.scores)
-    parser.add_argument("--requester", help="only jobs submitted by this identity (a certname or user@host)")
+    parser.add_argument("--requester", help="only jobs submitted by this requester: user:NAME (a local user),"
+                                             " cert:NAME (a remote certificate), or a bare NAME for either")
     completion.attach(parser.add_argument("--target", metavar="HOST", help="only jobs with this host among their targets"),
                       completion.hosts)
     parser.add_argument("--since", type=since_time, metavar="WHEN",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -20,7 +21,8 @@ from conductor.auth import current_requester
 from conductor.lifecycle import KeyReused, Lifecycle
 from conductor.policy import Policy, Requester
 from conductor.states import TaskState
-from conductor.store import JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob
+from conductor.store import JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, Store
+from conductor.watchers import Watchers
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.params import (
@@ -38,11 +40,37 @@ JOB_STATUSES = frozenset({"pending", "ok", "failed", "partial_fail"})
 PROGRESS_INTERVAL = 1.0  # seconds: at most one progress update per watcher per interval
 LIST_DEFAULT, LIST_MAX = 50, 10_000  # jobs in one listing
 LIST_PAGE = 2_000  # the most jobs read from the index at a time (the first read: limit + 1)
-# Jobs looked at for one listing: a caller the policy hides most jobs from gets the first
-# LIST_SCAN (newest) looked at and "more", rather than a scan of the whole queue.
-LIST_SCAN = 200_000
+# Jobs looked at for one listing of a caller that may read some others' jobs: when the
+# policy hides most of them, the newest LIST_SCAN are looked at (~0.5 s of CPU) and the
+# answer says "more" rather than scanning the whole queue. A caller that may read only its
+# own jobs never gets here: its listing is of its own jobs, from their index.
+LIST_SCAN = 50_000
+LIST_BYTES = 7 * 1024 * 1024  # a listing stops short of the 8 MiB message limit
 LIST_TARGETS = 5  # targets named in a listing row; the count gives the rest
 MAX_FILTER_CHARS = 512
+
+
+class SharedProgress:
+    """A job's progress read once for every watcher: the read stays current until one of
+    the job's tasks moves again, so a hundred people waiting on one fleet-wide job cost
+    the store one read per update, not a hundred."""
+
+    def __init__(self, store: Store, watchers: Watchers) -> None:
+        self.store = store
+        self.watchers = watchers
+        self._reads: dict[str, tuple[int, asyncio.Future[JobProgress | None]]] = {}
+
+    async def read(self, job_id: str) -> JobProgress | None:
+        moves = self.watchers.moves(job_id)
+        if moves == 0:  # nobody follows it: nothing to share
+            return await self.store.job_progress(job_id)
+        cached = self._reads.get(job_id)
+        if cached is None or cached[0] != moves or (cached[1].done() and cached[1].exception()):
+            if len(self._reads) >= 4096:  # forget reads of jobs nobody follows any more
+                self._reads = {k: v for k, v in self._reads.items() if self.watchers.moves(k)}
+            cached = (moves, asyncio.ensure_future(self.store.job_progress(job_id)))
+            self._reads[job_id] = cached
+        return await asyncio.shield(cached[1])
 
 
 class Audience(audience_pb2_grpc.AudienceServicer):
@@ -55,6 +83,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         self.job_deadline = job_deadline
         self.cert_not_after = cert_not_after
         self.policy = policy
+        self.progress = SharedProgress(self.store, lifecycle.watchers)
 
     @staticmethod
     def requester() -> Requester:
@@ -214,20 +243,22 @@ class Audience(audience_pb2_grpc.AudienceServicer):
     async def WatchJob(self, request: audience_pb2.WaitRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.JobUpdate]:
         """WaitJob with progress: one JobProgress at once and then whenever tasks moved
-        (at most one per PROGRESS_INTERVAL, so a fleet-wide job costs one read a second
-        per watcher, not one per task), then the job."""
+        (at most one per PROGRESS_INTERVAL; every watcher of a job shares one read of its
+        progress), then the job."""
         if JOB_ID_RE.fullmatch(request.job_id) is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {request.job_id[:80]!r}")
+        if not math.isfinite(request.timeout_seconds):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "timeout_seconds must be a finite number")
         job_id = request.job_id
         watchers = self.lifecycle.watchers
         moved, ended = watchers.follow(job_id), watchers.watch(job_id)
         try:
             job = await self._job(job_id, context)  # follow first: no move slips between
             deadline = None if request.timeout_seconds <= 0 else time.monotonic() + request.timeout_seconds
-            while job.finished_at is None:
+            while job.finished_at is None and not watchers.closed:
                 moved.clear()
-                progress = await self.store.job_progress(job_id)
-                if progress is None or progress.finished:
+                progress = await self.progress.read(job_id)
+                if progress is None or progress.finished or watchers.closed:
                     break
                 yield audience_pb2.JobUpdate(progress=progress_to_wire(progress))
                 left = None if deadline is None else deadline - time.monotonic()
@@ -237,12 +268,12 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     await asyncio.wait_for(moved.wait(), left)
                 except TimeoutError:
                     break
-                if watchers.closed:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
                 try:  # gather the moves of the next second, unless the job ends meanwhile
                     await asyncio.wait_for(ended.wait(), PROGRESS_INTERVAL)
                 except TimeoutError:
                     pass
+            if watchers.closed:  # set before the server stops: a clean answer, not a cancel
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
             job = await self._unchecked_job(job_id, context)
         finally:
             watchers.unfollow(job_id, moved)
@@ -252,11 +283,16 @@ class Audience(audience_pb2_grpc.AudienceServicer):
     async def ListJobs(self, request: audience_pb2.ListJobsRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> audience_pb2.JobList:
         who = self.requester()
+        policy = self.policy()
         try:
             match, limit = self._job_filter(request, who)
         except ValidationError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        policy = self.policy()
+        if not policy.reads_others(who, SUPERUSERS):  # then only its own jobs, from the index
+            if match.requesters and who.label not in match.requesters:
+                match = dataclasses.replace(match, requesters=("",))  # asked for others': none
+            else:
+                match = dataclasses.replace(match, requesters=(who.label,))
         shown: list[JobSummary] = []
         others = examined = 0
         before: tuple[float, str] | None = None
@@ -280,15 +316,22 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         more = len(shown) > limit or examined >= LIST_SCAN
         shown = shown[:limit]
         counts = await self.store.task_counts([job.job_id for job in shown])
-        self.audit.record("list", "accepted", requester=who.label, shown=len(shown), of_others=others,
-                          statuses=sorted(match.statuses) or None, score=match.score,
-                          requesters=list(match.requesters) or None, target=match.target, since=match.since)
-        reply = audience_pb2.JobList(more=more)
+        reply = audience_pb2.JobList()
+        size = 0
         for job in shown:
-            reply.jobs.append(audience_pb2.JobSummary(
+            row = audience_pb2.JobSummary(
                 job_id=job.job_id, score=job.score, scope=WIRE_SCOPES[job.scope], target_count=len(job.targets),
                 targets=job.targets[:LIST_TARGETS], requester=job.requester, created_at=job.created_at,
-                finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id])))
+                finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id]))
+            size += row.ByteSize() + 8
+            if size > LIST_BYTES:  # long names: stop short of the message limit, and say so
+                more = True
+                break
+            reply.jobs.append(row)
+        reply.more = more
+        self.audit.record("list", "accepted", requester=who.label, shown=len(reply.jobs), of_others=others,
+                          statuses=sorted(match.statuses) or None, score=match.score,
+                          requesters=list(match.requesters) or None, target=match.target, since=match.since)
         return reply
 
     @staticmethod

@@ -25,6 +25,7 @@ AUDIENCE = audience_pb2.DESCRIPTOR.services_by_name["Audience"].full_name
 PLAYER_LINK = "orchestra.v1.PlayerLink"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+WATCHERS_TOLD = 0.1  # seconds at shutdown for watchers to send NOT_SERVING before their end
 
 
 class Health(health.aio.HealthServicer):  # type: ignore[misc]
@@ -42,7 +43,7 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
     async def close(self) -> None:
         """NOT_SERVING for good, told to every watcher, then end their streams."""
         await self.enter_graceful_shutdown()
-        await asyncio.sleep(0)  # the watchers write NOT_SERVING
+        await asyncio.sleep(WATCHERS_TOLD)  # the watchers write NOT_SERVING
         self._closed.set()
 
     async def Watch(self, request: health_pb2.HealthCheckRequest,  # noqa: N802

@@ -142,6 +142,17 @@ class Policy:
         return Decision(False, "", f"no policy rule allows {who.label} {verb} {score} on"
                                    f" {', '.join(targets[:5])}{' ...' if len(targets) > 5 else ''}")
 
+    def reads_others(self, who: Requester, superusers: frozenset[int]) -> bool:
+        """Could :meth:`may_touch` let ``who`` read any job but its own? False when no
+        allow rule for reading or cancelling names it: a listing then needs only its own."""
+        if who.kind == "user" and who.uid in superusers:
+            return True
+        rules = [*self.rules]
+        if who.kind == "cert" and who.name in self.audience:
+            rules.append(self.audience[who.name])
+        return any(rule.effect == "allow" and rule.actions & {"read", "cancel"} and rule.matches_requester(who)
+                   for rule in rules)
+
     def may_touch(self, who: Requester, action: str, owner: str, score: str, targets: Iterable[str],
                   params: Mapping[str, str], superusers: frozenset[int]) -> Decision:
         """May ``who`` read (see, wait for) or cancel a job its ``owner`` submitted?"""

@@ -5,6 +5,7 @@ job's tasks changes state, and when it finishes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 
 
@@ -26,6 +27,9 @@ class _Waiting:
             if not events:
                 del self._events[job_id]
 
+    def has(self, job_id: str) -> bool:
+        return job_id in self._events
+
     def wake(self, job_id: str) -> None:
         for event in self._events.get(job_id, ()):
             event.set()
@@ -40,6 +44,10 @@ class Watchers:
     def __init__(self) -> None:
         self._finish = _Waiting()
         self._progress = _Waiting()
+        # A version per followed job, new at each move and each first follow (never reused):
+        # a progress read is current while its job's version is unchanged.
+        self._moves: dict[str, int] = {}
+        self._version = itertools.count(1)
         self.closed = False  # set once at shutdown: every waiter wakes and answers UNAVAILABLE
 
     def watch(self, job_id: str) -> asyncio.Event:
@@ -51,10 +59,18 @@ class Watchers:
 
     def follow(self, job_id: str) -> asyncio.Event:
         """An event set whenever one of the job's tasks moves (the follower clears it)."""
+        if job_id not in self._moves:
+            self._moves[job_id] = next(self._version)
         return self._progress.add(job_id, self.closed)
 
     def unfollow(self, job_id: str, event: asyncio.Event) -> None:
         self._progress.discard(job_id, event)
+        if not self._progress.has(job_id):
+            self._moves.pop(job_id, None)
+
+    def moves(self, job_id: str) -> int:
+        """The followed job's version (0 for a job nobody follows)."""
+        return self._moves.get(job_id, 0)
 
     def close(self) -> None:
         """Wake every waiter for good, so each stream ends with a clean answer before the
@@ -64,8 +80,10 @@ class Watchers:
         self._progress.wake_all()
 
     def task_changed(self, job_id: str) -> None:
-        self._progress.wake(job_id)
+        if self._progress.has(job_id):
+            self._moves[job_id] = next(self._version)
+            self._progress.wake(job_id)
 
     def job_finished(self, job_id: str) -> None:
         self._finish.wake(job_id)
-        self._progress.wake(job_id)
+        self.task_changed(job_id)

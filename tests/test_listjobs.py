@@ -111,3 +111,23 @@ def test_others_jobs_are_listed_only_as_the_policy_lets_them_be_read(make_cluste
     audit = [json.loads(line) for line in (cluster.state_dir / "audit.log").read_text().splitlines()]
     lists = [e for e in audit if e["event"] == "list"]
     assert lists[-2]["requester"] == "cert:bob.test" and lists[-2]["of_others"] == 1
+
+
+def test_a_listing_pages_past_jobs_the_policy_hides(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"], audience_names=["alice.test", "bob.test"], conductor_settings=BOTH)
+    hello = []
+    for n in range(9):  # alice: hello, fail, fail, hello, fail, fail, hello, ... oldest first
+        score = "hello" if n % 3 == 0 else "fail"
+        submitted = as_user(cluster, "alice.test", "submitjob", score, "p1.test")
+        assert submitted.returncode == 0, submitted.stderr
+        if score == "hello":
+            hello.append(job_id(submitted.stdout))
+    text = cluster.conductor_config.read_text()
+    cluster.conductor_config.write_text(text + '\n[[policy]]\nname = "bob-reads-hello"\nrequesters = ["cert:bob.test"]\n'
+                                               'scores = ["hello"]\nactions = ["read"]\n')
+    cluster.conductor().send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: "policy_reloaded" in cluster.log_text("conductor"), "policy reload")
+    first = json.loads(as_user(cluster, "bob.test", "listjobs", "--json", "--limit", "2").stdout)
+    assert [r["job_id"] for r in first["jobs"]] == hello[::-1][:2] and first["more"] is True
+    every = json.loads(as_user(cluster, "bob.test", "listjobs", "--json", "--limit", "3").stdout)
+    assert [r["job_id"] for r in every["jobs"]] == hello[::-1] and every["more"] is False

@@ -4,15 +4,21 @@ conductor, and absent from pipes and ``--json``."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 
-from devtools.devcluster import Cluster
+import grpc
+import pytest
+
+from devtools.devcluster import CONDUCTOR_NAME, Cluster
+from orchestra.wire import audience_pb2, audience_pb2_grpc
 from tests.conftest import MakeCluster, submit
 
 CLEAR_LINE = "\r\x1b[K"
@@ -50,7 +56,6 @@ def test_wait_on_a_terminal_draws_live_progress_then_the_report(make_cluster: Ma
     assert frames, drawn
     assert any("running" in frame and "/3]" in frame for frame in frames), frames
     assert any("longest: p" in frame for frame in frames), frames
-    assert any(frame.startswith("[3/3]") or "3 ok" in frame for frame in frames) or "status     ok" in drawn
     # The line is cleared before the report, which reads as it always did.
     report = drawn.rsplit(CLEAR_LINE, 1)[-1]
     assert report.splitlines()[0].startswith("job ") and "status     ok" in report
@@ -92,3 +97,78 @@ def test_canceljob_wait_shows_progress_until_the_tasks_end(make_cluster: MakeClu
     code, drawn = on_terminal(cluster, "audience.canceljob", "--wait", job_id)
     assert code == 1, drawn
     assert "cancelled" in drawn.rsplit(CLEAR_LINE, 1)[-1]
+
+
+# ---- WatchJob itself, as any gRPC client would call it -----------------------------------
+
+def watch(cluster: Cluster, job_id: str, timeout: float = 0.0) -> tuple[list[audience_pb2.JobUpdate], str]:
+    """Every update of one WatchJob call over the local socket, and how it ended."""
+    channel = grpc.insecure_channel(f"unix:{cluster.socket}")
+    updates: list[audience_pb2.JobUpdate] = []
+    try:
+        for update in audience_pb2_grpc.AudienceStub(channel).WatchJob(
+                audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=timeout), timeout=60):
+            updates.append(update)
+        return updates, "OK"
+    except grpc.RpcError as err:
+        return updates, f"{err.code().name}: {err.details()}"
+    finally:
+        channel.close()
+
+
+def test_watch_streams_progress_then_the_job_or_stops_at_its_timeout(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test", "p2.test"])
+    code, out, _ = submit(cluster, "--all-of", "sleep", "seconds=2", "p1.test", "p2.test")
+    updates, end = watch(cluster, out.split()[0])
+    assert end == "OK"
+    assert updates[-1].HasField("job") and updates[-1].job.finished and updates[-1].job.status == "ok"
+    progress = [u.progress for u in updates[:-1]]
+    assert progress and all(p.total == 2 for p in progress)
+    assert len(progress) <= 6  # at most about one a second, not one per task move
+    code, out, _ = submit(cluster, "sleep", "seconds=30", "p1.test")
+    started = time.monotonic()
+    updates, end = watch(cluster, out.split()[0], timeout=1.5)
+    assert end == "OK" and time.monotonic() - started < 10
+    assert updates[-1].HasField("job") and not updates[-1].job.finished
+    updates, end = watch(cluster, out.split()[0], timeout=float("nan"))
+    assert end.startswith("INVALID_ARGUMENT") and "finite" in end
+
+
+def test_watch_of_a_job_the_caller_may_not_read_is_no_such_job(make_cluster: MakeCluster) -> None:
+    both = {"audience": {"alice.test": {"scores": ["*"], "targets": ["*"]},
+                         "bob.test": {"scores": ["*"], "targets": ["*"]}}}
+    cluster = make_cluster(["p1.test"], audience_names=["alice.test", "bob.test"], conductor_settings=both)
+    alice = cluster.cli("submitjob", "sleep", "seconds=30", "p1.test",
+                        config=cluster.remote_audience_config("alice.test"))
+    job_id = alice.stdout.split()[0]
+    bob = cluster.cli("getstatus", "--wait", "--timeout", "2", job_id, config=cluster.remote_audience_config("bob.test"))
+    assert bob.returncode == 5 and "no such job" in bob.stderr  # the CLI's wait is a WatchJob on a terminal only
+    ssl = cluster.ssl
+    credentials = grpc.ssl_channel_credentials(ssl.ca_cert.read_bytes(), ssl.key("bob.test").read_bytes(),
+                                               ssl.cert("bob.test").read_bytes())
+    channel = grpc.secure_channel(f"127.0.0.1:{cluster.port}", credentials,
+                                  options=[("grpc.ssl_target_name_override", CONDUCTOR_NAME)])
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(audience_pb2_grpc.AudienceStub(channel).WatchJob(audience_pb2.WaitRequest(job_id=job_id), timeout=20))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+
+
+def test_watchers_get_a_clean_unavailable_at_once_when_the_conductor_stops(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"])
+    code, out, _ = submit(cluster, "sleep", "seconds=60", "p1.test")
+    results: list[tuple[list[audience_pb2.JobUpdate], str]] = []
+    watching = [threading.Thread(target=lambda: results.append(watch(cluster, out.split()[0]))) for _ in range(3)]
+    for thread in watching:
+        thread.start()
+    time.sleep(2)
+    started = time.monotonic()
+    assert cluster.conductor().stop() == 0
+    assert time.monotonic() - started < 1.9  # not the server's 2 s grace: each answered first
+    for thread in watching:
+        thread.join(timeout=20)
+    assert [end for _, end in results] == ["UNAVAILABLE: conductor shutting down"] * 3
+    lines = cluster.log_text("conductor").splitlines()
+    assert all(line.startswith("{") for line in lines) and json.loads(lines[-1])["event"] == "conductor_stopped"

@@ -234,11 +234,11 @@ class SqliteStore:
     async def purge_finished(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
             old = conn.execute(
-                "SELECT id, targets FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
-                (before,)).fetchall()
-            for job_id, targets in old:
+                "SELECT id, targets, created_at FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
+                " LIMIT 10000", (before,)).fetchall()
+            for job_id, targets, created_at in old:  # each row by its whole key: no walk of a host's jobs
                 conn.execute("DELETE FROM job_targets WHERE target IN (SELECT value FROM json_each(?))"
-                             " AND job_id = ?", (targets, job_id))
+                             " AND created_at = ? AND job_id = ?", (targets, created_at, job_id))
                 conn.execute("DELETE FROM task_events WHERE task_id IN"
                              " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
                 conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
