@@ -40,6 +40,7 @@ class AuditLog:
             raise StartupError(f"cannot open audit log {path}: {err.strerror}") from None
         self.backlog: deque[bytes] = deque(maxlen=MAX_BACKLOG)
         self.dropped = 0
+        self.write_failures = 0  # lines that could not be written when recorded (metrics)
         self._retry_at = 0.0
 
     def record(self, event: str, decision: str, **fields: Any) -> None:
@@ -58,6 +59,7 @@ class AuditLog:
                 self._keep(line[written:], entry, "short write")
 
     def _keep(self, line: bytes, entry: dict[str, Any], error: str) -> None:
+        self.write_failures += 1
         if len(self.backlog) == self.backlog.maxlen:
             self.dropped += 1
         self.backlog.append(line)

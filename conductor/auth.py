@@ -21,8 +21,10 @@ import contextvars
 import grp
 import inspect
 import pwd
+import re
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +41,19 @@ from orchestra.errors import STORAGE_FAILURE, StartupError
 from orchestra.log import throttled
 from orchestra.tls import PeerIdentity, RevocationList, peer_identity
 
+# A PEM CRL block, as orchestra.tls finds them.
+CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
 logger = log.get("conductor")
 
 PLAYER_SERVICE = "orchestra.v1.PlayerLink"
 AUDIENCE_SERVICE = "orchestra.v1.Audience"
 EXPIRY_WARNING_DAYS = 30
+
+# Why the interceptor refused a call, by kind (for the metrics): a fixed set, never the
+# certname or the text of the reason.
+CALL_REFUSALS = ("bad_certificate", "revoked", "crl_unusable", "not_in_players_file", "not_audience",
+                 "not_local", "no_certificate", "no_such_service")
 
 current_identity: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar(
     "current_identity", default=None)
@@ -59,6 +69,8 @@ class Revocation:
         self.crl: RevocationList | None = None
         self.broken: str | None = None
         self.stamp: tuple[float, int] | None = None
+        # Each CRL's issuer and nextUpdate (a timestamp; None: none given), as last loaded.
+        self.next_updates: tuple[tuple[str, float | None], ...] = ()
 
     def load(self) -> None:
         """(Re)load; raises StartupError and stays closed when the file is bad."""
@@ -73,8 +85,9 @@ class Revocation:
             self.crl = RevocationList.load(self.path, self.ca_pem)
             self.broken = None
         except StartupError as err:
-            self.crl, self.broken = None, str(err)
+            self.crl, self.broken, self.next_updates = None, str(err), ()
             raise
+        self.next_updates = crl_next_updates(self.path)
 
     def changed(self) -> bool:
         if self.path is None:
@@ -85,8 +98,8 @@ class Revocation:
             return self.stamp is not None
         return (info.st_mtime, info.st_size) != self.stamp
 
-    def refuses(self, identity: PeerIdentity) -> str | None:
-        """Why this verified certificate must be refused, or None."""
+    def unusable(self) -> str | None:
+        """Why the CRL refuses every certificate now (unreadable, stale), or None."""
         if self.path is None:
             return None
         if self.broken is not None:
@@ -94,7 +107,11 @@ class Revocation:
         assert self.crl is not None
         if self.crl.next_update is not None and self.crl.next_update.timestamp() < time.time():
             return f"CRL {self.path} has expired, refusing all certificates"
-        return self.revoked(identity)
+        return None
+
+    def refuses(self, identity: PeerIdentity) -> str | None:
+        """Why this verified certificate must be refused, or None."""
+        return self.unusable() or self.revoked(identity)
 
     def revoked(self, identity: PeerIdentity) -> str | None:
         """Why the CRL revokes this certificate, or None; unlike :meth:`refuses`, a broken
@@ -102,6 +119,26 @@ class Revocation:
         if self.path is None or self.broken is not None or self.crl is None:
             return None
         return self.crl.why_revoked(identity.issuer, identity.serial)
+
+
+def crl_next_updates(path: Path) -> tuple[tuple[str, float | None], ...]:
+    """Each CRL's issuer and nextUpdate in a CRL file that has just been verified (for the
+    metrics; a file that cannot be read now gives nothing)."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ()
+    found = []
+    for block in CRL_BLOCK.findall(data):
+        try:
+            crl = x509.load_pem_x509_crl(block)
+        except ValueError:
+            continue
+        found.append((crl.issuer.rfc4514_string(),
+                      crl.next_update_utc.timestamp() if crl.next_update_utc is not None else None))
+    return tuple(found)
 
 
 class LiveStreams:
@@ -149,8 +186,11 @@ class Gate:
     player_revoked: Callable[[PeerIdentity, str], None] | None = None
     streams: LiveStreams = field(default_factory=LiveStreams)
     stopping: bool = False
+    # Calls refused, by kind (CALL_REFUSALS).
+    refusals: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(CALL_REFUSALS, 0)))
 
-    def _refuse(self, event: str, reason: str, **fields: Any) -> tuple[grpc.StatusCode, str]:
+    def _refuse(self, event: str, kind: str, reason: str, **fields: Any) -> tuple[grpc.StatusCode, str]:
+        self.refusals[kind] += 1
         self.audit.record(event, "refused", reason=reason, **fields)
         logger.warning(event, reason=reason, **fields)
         code = grpc.StatusCode.UNAUTHENTICATED if event == "authn_refused" else grpc.StatusCode.PERMISSION_DENIED
@@ -162,7 +202,7 @@ class Gate:
         if ssl:
             identity = peer_identity(context)
             if identity is None:
-                return self._refuse("authn_refused", "no acceptable verified client certificate",
+                return self._refuse("authn_refused", "bad_certificate", "no acceptable verified client certificate",
                                     method=method, peer=context.peer())
             revoked = self.revocation.refuses(identity)
             if revoked:
@@ -170,32 +210,36 @@ class Gate:
                 if (why is not None and service == PLAYER_SERVICE and self.player_revoked is not None
                         and identity.certname in self.roster()):
                     self.player_revoked(identity, why)
-                return self._refuse("authn_refused", revoked, method=method,
-                                    certname=identity.certname, serial=f"{identity.serial:x}")
+                return self._refuse("authn_refused", "crl_unusable" if why is None else "revoked", revoked,
+                                    method=method, certname=identity.certname, serial=f"{identity.serial:x}")
             current_identity.set(identity)
             if service == HEALTH_SERVICE:
                 return None
             if service == PLAYER_SERVICE:
                 if identity.certname not in self.roster():
-                    return self._refuse("authz_refused", f"{identity.certname} is not in the players file",
+                    return self._refuse("authz_refused", "not_in_players_file",
+                                        f"{identity.certname} is not in the players file",
                                         method=method, certname=identity.certname)
                 return None
             if service in (AUDIENCE_SERVICE, REFLECTION_SERVICE):
                 if not self.policy().admits_cert(identity.certname):
-                    return self._refuse("authz_refused", f"{identity.certname} is not an audience identity",
+                    return self._refuse("authz_refused", "not_audience",
+                                        f"{identity.certname} is not an audience identity",
                                         method=method, certname=identity.certname)
                 current_requester.set(Requester("cert", identity.certname, serial=identity.serial))
                 return None
         elif service in (AUDIENCE_SERVICE, REFLECTION_SERVICE, HEALTH_SERVICE) and self.local is not None:
             cred = self.local.lookup(context.peer())
             if cred is None:
-                return self._refuse("authn_refused", "not a verified local connection", method=method)
+                return self._refuse("authn_refused", "not_local", "not a verified local connection", method=method)
             current_requester.set(unix_requester(cred.uid, cred.gid))
             return None
         elif service == PLAYER_SERVICE:
-            return self._refuse("authn_refused", "player sessions need a verified client certificate",
+            return self._refuse("authn_refused", "no_certificate",
+                                "player sessions need a verified client certificate",
                                 method=method)
-        return self._refuse("authz_refused", f"no such service for this caller: {service}", method=method)
+        return self._refuse("authz_refused", "no_such_service", f"no such service for this caller: {service}",
+                            method=method)
 
 
 def warn_if_expiring(role: str, name: str, expires_at: float) -> None:

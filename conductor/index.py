@@ -151,6 +151,40 @@ class DispatchIndex:
 
     # ---- for tests and operators -------------------------------------------------------
 
+    def open_jobs(self) -> list[str]:
+        """Every unfinished job."""
+        return list(self._unfinished)
+
+    def depth(self) -> int:
+        """Tasks waiting in the queue, those a dispatch pass holds right now included."""
+        return len(self.queued) + len(self._taken)
+
+    def oldest_created_at(self) -> float | None:
+        """When the job of the longest-waiting queued task was submitted (None: nothing is
+        queued). Looks at the head of each player's heap, dropping stale heads as
+        :meth:`take` would, and at the oldest one-of task: the cost of a dispatch pass,
+        not of the backlog."""
+        oldest: float | None = None
+        emptied = []
+        queued = self.queued
+        for player, heap in self._all_of.items():
+            while heap:
+                task = queued.get(heap[0][1])
+                if task is not None and task.player == player and task.scope == "all":
+                    break
+                heapq.heappop(heap)
+            if not heap:
+                emptied.append(player)
+            elif oldest is None or heap[0][0][0] < oldest:
+                oldest = heap[0][0][0]
+        for player in emptied:
+            del self._all_of[player]
+        if self._one_of:
+            first = (next(iter(self._one_of.values())).created_at if self._one_of_sorted
+                     else min(task.created_at for task in self._one_of.values()))
+            oldest = first if oldest is None else min(oldest, first)
+        return oldest
+
     def __iter__(self) -> Iterator[QueuedTask]:
         return iter(list(self.queued.values()))
 

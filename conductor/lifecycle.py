@@ -23,6 +23,7 @@ import grpc
 from conductor import reconcile
 from conductor.audit import AuditLog
 from conductor.index import DispatchIndex
+from conductor.metrics import Counts
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
 from conductor.store import (
@@ -80,6 +81,15 @@ class Lifecycle:
         # Players whose certificate the CRL revokes, with why (until one connects again).
         self.revoked_players: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.counts = Counts()  # for the metrics; plain numbers, changed here only
+
+    async def restore_counts(self) -> None:
+        """At start-up: how the tasks of each job still open ended so far, so the status
+        each finishes with is counted without reading the queue then."""
+        open_jobs = self.index.open_jobs()
+        for start in range(0, len(open_jobs), 1000):
+            for job_id, states in (await self.store.task_counts(open_jobs[start:start + 1000])).items():
+                self.counts.job_restored(job_id, states)
 
     def wake(self, *players: str) -> None:
         """Something may now be dispatchable: a slot of these players freed up, or (no
@@ -115,9 +125,12 @@ class Lifecycle:
                 self.index.add(change.queued)
             else:
                 self.index.discard(change.task_id)
+            if change.state is not None:
+                self.counts.task_moved(change.job_id, change.task_id, change.state)
             self.watchers.task_changed(change.job_id)
         if change.job_finished:
             logger.info("job_finished", job_id=change.job_id)
+            self.counts.job_finished(change.job_id)
             self.index.job_finished(change.job_id)
             self.watchers.job_finished(change.job_id)
         return change
@@ -164,6 +177,7 @@ class Lifecycle:
             raise refusal
         faults.point("submit.committed")
         if not existing:
+            self.counts.job_submitted(job_id)
             for task in submitted.queued:
                 self.index.add(task)
             earliest = self.index.next_deadline()
@@ -210,6 +224,7 @@ class Lifecycle:
                 gone.add(session.name)  # it went away while we committed
                 continue
             session.in_flight.add(sent.task_id)
+            self.counts.dispatched(sent.task_id, sent.score)
             self.watchers.task_changed(sent.job_id)
             session.send(run=player_pb2.RunTask(
                 task_id=sent.task_id, attempt=sent.attempt, job_id=sent.job_id,
@@ -301,11 +316,13 @@ class Lifecycle:
     async def _record_result(self, session: PlayerSession, result: player_pb2.TaskResult, new: TaskState,
                              outcome: TaskOutcome) -> bool:
         """Stored only if the task is still this player's, at this attempt, and not ended."""
+        sent, reported = self.counts.sent(result.task_id), outcome
         outcome = dataclasses.replace(outcome, finished_at=time.time())
         change = await self._apply(self.store.transition(
             result.task_id, new, detail=outcome.reason, expect_attempt=result.attempt,
             expect_player=session.name, outcome=outcome))
         if change.applied:
+            self.counts.result(sent, reported)
             logger.info("task_result", task_id=result.task_id, player=session.name, state=new.value,
                         exit_code=outcome.exit_code)
             self.audit.record("result", new.value, job_id=change.job_id, task_id=result.task_id,
@@ -495,6 +512,7 @@ class Lifecycle:
             self.wake()  # slots may have been planned for tasks that are now gone
         for task_id in expiry.expired:
             self.index.discard(task_id)
+            self.counts.task_moved(task_id.rpartition(".")[0], task_id, TaskState.EXPIRED)
         for change in expiry.changes:
             self._committed(change)
         for ref in expiry.dropped:

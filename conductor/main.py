@@ -7,9 +7,10 @@ import fcntl
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 # gRPC core reads GRPC_TRACE once, when grpc is first imported. Its handshaker trace is
 # the only place gRPC says which peer a failed TLS handshake came from; orchestra.log
@@ -34,6 +35,7 @@ from conductor.index import DispatchIndex
 from conductor.lifecycle import Lifecycle
 from conductor.link import PlayerLink
 from conductor.localsock import LocalSocket
+from conductor.metrics import RELOADED_PARTS, Snapshot, families, take_snapshot
 from conductor.players import load_players
 from conductor.policy import parse_policy
 from conductor.sessions import Sessions
@@ -46,6 +48,9 @@ from orchestra.errors import ConfigError, StartupError
 from orchestra.stream import sweep
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
 from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
+
+if TYPE_CHECKING:
+    from orchestra.metrics import MetricsServer
 
 logger = log.get("conductor")
 CRL_POLL_SECONDS = 2.0
@@ -94,6 +99,9 @@ class Conductor:
         self.stopping = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self._pending_certs: grpc.ServerCertificateConfiguration | None = None
+        # Reloads that failed and kept the old value, by part (for the metrics).
+        self.reload_failures: Counter[str] = Counter(dict.fromkeys(RELOADED_PARTS, 0))
+        self.metrics: MetricsServer | None = None
 
     def _fetch_certs(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each new handshake: hand over a rotated cert once."""
@@ -127,6 +135,9 @@ class Conductor:
         local = LocalSocket(cfg.audience_socket, 0)
         self.health = await health.starting()
         server, relay = self._servers(lifecycle, local)
+        if cfg.metrics_listen:
+            await lifecycle.restore_counts()
+            self.metrics = self._serve_metrics()
         self._close_refused()  # players revoked while the conductor was down
         port = await self._listen(server, relay, local)
         loop = asyncio.get_running_loop()
@@ -154,6 +165,8 @@ class Conductor:
         finally:
             logger.info("conductor_stopping")
             sdnotify.stopping()
+            if self.metrics is not None:
+                await self.metrics.close()
             await self.health.close()
             self.gate.stopping = True
             lifecycle.watchers.close()
@@ -167,6 +180,17 @@ class Conductor:
             audit.close()
             lock.close()
             logger.info("conductor_stopped")
+
+    def _serve_metrics(self) -> MetricsServer:
+        """The metrics listener (README, "Monitoring"): the conductor's state is read on
+        this loop for each scrape; TLS with our own certificate when configured."""
+        from orchestra import metrics  # prometheus_client: loaded only when asked for
+
+        async def snapshot() -> Snapshot:
+            return await take_snapshot(self)
+        collector = metrics.LoopCollector(asyncio.get_running_loop(), "orchestra_conductor", snapshot, families)
+        return metrics.serve(self.cfg.metrics_listen, metrics.new_registry(collector),
+                             self.cfg.tls if self.cfg.metrics_tls else None, self.cfg.path)
 
     @staticmethod
     async def _flush_audit(audit: AuditLog) -> None:
@@ -254,6 +278,7 @@ class Conductor:
         try:
             roster = load_players(self.cfg.players_file)
         except ConfigError as err:
+            self.reload_failures["players_file"] += 1
             logger.error("players_reload_failed", error=str(err), kept=len(self.lifecycle.sessions.roster))
         else:
             await self.lifecycle.players_removed(self.lifecycle.sessions.set_roster(roster))
@@ -262,14 +287,17 @@ class Conductor:
             self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
             logger.info("policy_reloaded", rules=len(self.policy.rules), audience=len(self.policy.audience))
         except ConfigError as err:
+            self.reload_failures["policy"] += 1
             logger.error("policy_reload_failed", error=str(err))
         self._reload_crl()
         try:
             material = Material.load(self.cfg.tls)
         except StartupError as err:
+            self.reload_failures["certificate"] += 1
             logger.error("certificate_reload_failed", error=str(err))
         else:
             if material.cert != self.material.cert or material.key != self.material.key:
+                self._reload_metrics_tls()
                 self._pending_certs = grpc.ssl_server_certificate_configuration(
                     [(material.key, material.cert)], material.ca)
                 self.material = material
@@ -277,6 +305,16 @@ class Conductor:
                 logger.info("certificate_rotated", not_after=self.audience.cert_not_after)
                 warn_if_expiring("conductor", material.certname, self.audience.cert_not_after)
         self._close_refused()
+
+    def _reload_metrics_tls(self) -> None:
+        """A rotated certificate serves the metrics too, from the next connection on."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.reload_tls(self.cfg.tls)
+        except StartupError as err:
+            self.reload_failures["certificate"] += 1
+            logger.error("certificate_reload_failed", error=str(err), listener="metrics")
 
     def _close_refused(self) -> None:
         """Live sessions and streams are never re-checked by TLS: close the refused ones."""
@@ -287,6 +325,7 @@ class Conductor:
         try:
             self.revocation.load()
         except StartupError as err:
+            self.reload_failures["crl"] += 1
             logger.error("crl_unusable_failing_closed", error=str(err))
         else:
             if self.revocation.path is not None:

@@ -102,6 +102,14 @@ class Sessions:
     def __contains__(self, name: object) -> bool:
         return name in self._live
 
+    def connected(self) -> int:
+        """How many players have a live session."""
+        return len(self._live)
+
+    def offline(self) -> int:
+        """How many players of the players file have no live session."""
+        return len(self.roster) - sum(1 for name in self._live if name in self.roster)
+
     def get(self, name: str | None) -> PlayerSession | None:
         return self._live.get(name) if name is not None else None
 

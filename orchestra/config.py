@@ -11,6 +11,7 @@ directory (a score runs in ``/`` and writes its response to a file in the spool)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ class ConductorConfig:
     policy: list[Any]
     groups: dict[str, Any]
     audience: dict[str, Any]
+    # Prometheus metrics: HOST:PORT of their HTTP listener ("" = none), and whether it
+    # serves HTTPS with client certificates (required off loopback).
+    metrics_listen: str = ""
+    metrics_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class PlayerConfig:
     backoff_initial: float
     backoff_max: float
     tls: TLSFiles
+    metrics_listen: str = ""
+    metrics_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,13 @@ class _Table:
         if maximum is not None and value > maximum:
             raise self._fail(key, f"must be <= {maximum}, not {value}")
         return int(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        self.used.add(key)
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self._fail(key, f"must be true or false, not {value!r}")
+        return value
 
     def raw(self, key: str, kind: type, default: Any) -> Any:
         """A value handed on unparsed (for sections another module validates)."""
@@ -232,6 +246,36 @@ def _check_address(table: _Table, key: str, value: str) -> str:
     return value
 
 
+def listen_host(address: str) -> str:
+    """The host part of HOST:PORT, without the brackets of an IPv6 address."""
+    return address.rpartition(":")[0].strip("[]")
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback IP address (127.0.0.0/8, ::1) or ``localhost``. Names are not looked up:
+    the listener checks the address it was given once bound."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _metrics(table: _Table) -> dict[str, Any]:
+    """metrics_listen and metrics_tls. Plain HTTP only on loopback: anything else needs
+    TLS with a client certificate of the CA, so a host on the network cannot read it
+    (nor, without a certificate, keep the listener busy)."""
+    listen = table.string("metrics_listen", "")
+    tls = table.boolean("metrics_tls", False)
+    if listen:
+        _check_address(table, "metrics_listen", listen)
+        if not tls and not is_loopback(listen_host(listen)):
+            raise table._fail("metrics_listen", f"{listen!r} is not a loopback address: serving metrics"
+                                                " beyond this host needs metrics_tls = true")
+    return {"metrics_listen": listen, "metrics_tls": tls}
+
+
 def load_conductor(path: Path) -> ConductorConfig:
     top = _Table(_read(path), path)
     state_dir: Path = top.path("state_dir", "/var/lib/orchestra/conductor")  # type: ignore[assignment]
@@ -253,6 +297,7 @@ def load_conductor(path: Path) -> ConductorConfig:
         policy=top.raw("policy", list, []),
         groups=top.raw("groups", dict, {}),
         audience=top.raw("audience", dict, {}),
+        **_metrics(top),
     )
     top.finish()
     if config.liveness_timeout <= config.heartbeat_seconds:
@@ -284,6 +329,7 @@ def load_player(path: Path) -> PlayerConfig:
         backoff_initial=top.number("backoff_initial", 0.5, minimum=0.01),
         backoff_max=top.number("backoff_max", 30, minimum=0.01),
         tls=_tls(top, with_crl=False),
+        **_metrics(top),
     )
     top.finish()
     if config.liveness_timeout <= config.heartbeat_seconds:

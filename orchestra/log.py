@@ -32,6 +32,45 @@ PIPE_BYTES = 1 << 20  # the capture pipe's buffer
 # How many events of each kind were seen (written or not): the stats line reports them.
 counters: Counter[str] = Counter()
 
+# Refused TLS handshakes by kind, for the conductor's metrics. gRPC's reasons are free
+# text that a client partly chooses (what it sends instead of TLS): each is mapped to one
+# of a few fixed kinds, so nothing from outside becomes a label value. Every kind is
+# there from the start, so the dict never changes size while another thread reads it.
+HANDSHAKE_REFUSALS = ("unknown_ca", "expired", "not_yet_valid", "revoked", "no_certificate", "bad_usage",
+                      "not_tls", "incomplete", "other")
+handshake_refusals: Counter[str] = Counter(dict.fromkeys(HANDSHAKE_REFUSALS, 0))
+# Substrings of BoringSSL's and gRPC's reasons (with and without the handshaker trace),
+# tried in order.
+_REFUSAL_KINDS = (
+    ("unable to get local issuer certificate", "unknown_ca"),
+    ("unable to get issuer certificate", "unknown_ca"),
+    ("self signed certificate", "unknown_ca"),
+    ("self-signed certificate", "unknown_ca"),
+    ("certificate signature failure", "unknown_ca"),
+    ("certificate has expired", "expired"),
+    ("certificate is not yet valid", "not_yet_valid"),
+    ("certificate revoked", "revoked"),
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no_certificate"),
+    ("unsupported certificate purpose", "bad_usage"),
+    ("WRONG_VERSION_NUMBER", "not_tls"),
+    ("HTTP_REQUEST", "not_tls"),
+    ("HTTPS_PROXY_REQUEST", "not_tls"),
+    ("UNKNOWN_PROTOCOL", "not_tls"),
+    # Not finished: the handshake_timeout passed, or the client went away.
+    ("Handshake read failed", "incomplete"),
+    ("Endpoint closing", "incomplete"),
+    ("Socket closed", "incomplete"),
+    ("timed out", "incomplete"),
+)
+
+
+def handshake_refusal(reason: str) -> str:
+    """The kind of a refused handshake (one of HANDSHAKE_REFUSALS) from gRPC's reason."""
+    for text, kind in _REFUSAL_KINDS:
+        if text in reason:
+            return kind
+    return "other"
+
 
 class Throttle:
     """Decides whether a repeated event is written now; thread-safe."""
@@ -179,6 +218,10 @@ def release_stderr(timeout: float = 2.0) -> None:
 # gRPC core's lines: "E1123 23:49:15.656609    9480 ssl_transport_security.cc:2563] message"
 _CORE_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([\w./-]+:\d+)\] ?(.*)$")
 _CORE_LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "critical"}
+_CORE_START = re.compile(rb"[IWEF]\d{4} ")  # how each gRPC core line begins
+# The lines gRPC writes after a status it logs: its source location trace, the rest of
+# the message, blank lines.
+_CONTINUATION = re.compile(rb"(=== Source Location Trace: ===|[\w./-]+\.(?:cc|h):\d+|\s.*|)\s*$")
 _PEER = re.compile(r"endpoint_peer_address=([^,}\s]+)")
 
 # Whether gRPC's handshaker trace is on: the conductor turns it on (conductor/main.py).
@@ -198,6 +241,7 @@ def _reason(error: str) -> str:
 def _drain(fd: int) -> None:
     logger = get("stderr")
     pending = b""
+    dropping = False
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -211,7 +255,14 @@ def _drain(fd: int) -> None:
         *lines, pending = pending.split(b"\n")
         if len(pending) > 65536:  # a line without end: emit what there is
             lines, pending = [*lines, pending], b""
-        kept = [line.decode("utf-8", "replace") for line in lines if not _trace_noise(line)]
+        kept = []
+        for line in lines:
+            if _CORE_START.match(line):
+                dropping = _trace_noise(line)
+            elif dropping and not _CONTINUATION.match(line):
+                dropping = False
+            if not dropping:  # a dropped line's continuation lines go with it
+                kept.append(line.decode("utf-8", "replace"))
         for group in _groups(kept):
             try:
                 emit_line(logger, group)
@@ -256,12 +307,14 @@ def emit_line(logger: Any, group: list[str]) -> None:
         # With the handshaker trace on, the next line says it again with the peer.
         if not handshake_trace:
             reason = text.removeprefix("Handshake failed with error").strip()
+            handshake_refusals[handshake_refusal(reason)] += 1
             throttled(logger, "warning", "tls_handshake_failed", key=reason, reason=reason)
         return
     if text.startswith("CallNextHandshakerLocked: error=") and not text.startswith("CallNextHandshakerLocked: error=OK"):
         # The handshaker trace's line for a failed handshake, with the peer's address.
         peer = _PEER.search(message)
         reason = _reason(message.removeprefix("CallNextHandshakerLocked: error="))
+        handshake_refusals[handshake_refusal(reason)] += 1
         throttled(logger, "warning", "tls_handshake_failed", key=reason, peer=peer.group(1) if peer else None,
                   reason=reason)
         return

@@ -13,16 +13,20 @@ import datetime as dt
 import os
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from orchestra import config as configuration
 from orchestra import log, sdnotify
 from orchestra.daemon import run_daemon, usage
 from orchestra.config import TLSFiles
-from orchestra.errors import StartupError
+from orchestra.errors import OrchestraError, StartupError
 from orchestra.tls import Material
 from player.runner import refuse_fork_support
 from player.session import Player
 from player.watch import SCORES_CHECK_SECONDS
+
+if TYPE_CHECKING:
+    from orchestra.metrics import MetricsServer
 
 logger = log.get("player")
 # Overrides SCORES_CHECK_SECONDS (seconds between checks of the scores directory).
@@ -45,10 +49,10 @@ def load_material(files: TLSFiles) -> Material:
     return material
 
 
-def reload_material(player: Player) -> None:
+def reload_material(player: Player) -> bool:
     """SIGHUP: the certificate and key from the same paths, for the next dial. Anything
     wrong with them (unreadable, unparseable, not a pair, expired, another certname)
-    keeps the ones in use, and the log says why."""
+    keeps the ones in use, and the log says why. True if new ones are in use."""
     files = player.config.tls
     try:
         material = load_material(files)
@@ -64,16 +68,17 @@ def reload_material(player: Player) -> None:
     except StartupError as err:
         kept = f"{player.material.certificate.serial_number:x}"
         logger.error("certificate_reload_failed", error=str(err), kept_serial=kept)
-        return
+        return False
     if material == player.material:
         logger.info("certificate_unchanged", serial=f"{cert.serial_number:x}")
-        return
+        return False
     player.use_material(material)
     logger.info("certificate_reloaded", serial=f"{cert.serial_number:x}",
                 not_after=cert.not_valid_after_utc.isoformat())
+    return True
 
 
-async def reloads(player: Player, requested: asyncio.Event) -> None:
+async def reloads(player: Player, requested: asyncio.Event, metrics: MetricsServer | None = None) -> None:
     """Carry out each SIGHUP outside the signal handler; one at a time."""
     while True:
         await requested.wait()
@@ -81,7 +86,11 @@ async def reloads(player: Player, requested: asyncio.Event) -> None:
         logger.info("reload_requested")
         sdnotify.reloading()
         try:
-            reload_material(player)
+            if reload_material(player) and metrics is not None:
+                try:  # the metrics listener serves the new certificate from its next connection
+                    metrics.reload_tls(player.config.tls)
+                except StartupError as err:
+                    logger.error("certificate_reload_failed", error=str(err), listener="metrics")
             await player.refresh_inventory("reload", force=True)
         except Exception:
             logger.exception("reload_failed")  # the next SIGHUP tries again
@@ -113,6 +122,14 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
     except OSError as err:
         raise StartupError(f"cannot use spool_dir {cfg.spool_dir}: {err.strerror}") from None
     player.scores_check_seconds = check_seconds
+    metrics: MetricsServer | None = None
+    if cfg.metrics_listen:
+        from player.metrics import serve as serve_metrics
+        try:
+            metrics = serve_metrics(cfg, player)
+        except OrchestraError:
+            player.spool.close()
+            raise
     reload_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -127,7 +144,7 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
                 pid=os.getpid())
     await player.recover()
     sdnotify.ready(f"running, conductor {cfg.conductor}")
-    helpers = [asyncio.ensure_future(reloads(player, reload_requested)),
+    helpers = [asyncio.ensure_future(reloads(player, reload_requested, metrics)),
                asyncio.ensure_future(player.watch_scores())]
     try:
         await player.serve()
@@ -135,6 +152,8 @@ async def _run(cfg: configuration.PlayerConfig) -> None:
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+        if metrics is not None:
+            await metrics.close()
         await player.close()
         logger.info("player_stopped")
 

@@ -99,6 +99,8 @@ class Player:
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.welcomed_at: float | None = None  # monotonic time of the last Welcome
+        self.connected = False  # welcomed on the session in use now
+        self.reconnects = 0  # sessions established after the first one (for the metrics)
         self.scores_check_seconds = SCORES_CHECK_SECONDS
         self.inventory_lock = asyncio.Lock()  # one scan and announcement at a time, in order
         self.scores_seen: tuple[object, ...] | None = None  # signature the last scan saw
@@ -365,6 +367,7 @@ class Player:
                 logger.exception("session_failed")
             finally:
                 self.outbox = None
+                self.connected = False
             if self.stopping.is_set():
                 break
             # A session that got going resets the backoff; refusals and outages grow it.
@@ -439,7 +442,10 @@ class Player:
     async def _handle(self, message: player_pb2.ConductorMessage) -> None:
         kind = message.WhichOneof("body")
         if kind == "welcome":
+            if self.welcomed_at is not None:
+                self.reconnects += 1
             self.welcomed_at = time.monotonic()
+            self.connected = True
             logger.info("session_established", conductor=message.welcome.conductor)
             for task_id in list(self.grants):
                 entry = await self.spool.get(task_id)

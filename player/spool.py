@@ -196,6 +196,17 @@ class Spool:
     async def get(self, task_id: str) -> Entry | None:
         return await self.db.run(_get, self.db.conn, task_id)
 
+    async def counts(self) -> dict[Step, int]:
+        """How many entries are at each step (for the metrics): the unacknowledged ones
+        and the tombstones, each counted from its own partial index."""
+        def op(conn: sqlite3.Connection) -> dict[Step, int]:
+            counts = dict.fromkeys(Step, 0)
+            for step, count in conn.execute("SELECT step, COUNT(*) FROM spool WHERE step != 'acked' GROUP BY step"):
+                counts[Step(step)] = count
+            counts[Step.ACKED] = conn.execute("SELECT COUNT(*) FROM spool WHERE step = 'acked'").fetchone()[0]
+            return counts
+        return await self.db.run(op, self.db.conn)
+
     async def pending(self) -> list[Entry]:
         """Every entry not yet acknowledged, oldest first."""
         def op(conn: sqlite3.Connection) -> list[Entry]:

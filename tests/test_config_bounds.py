@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,49 @@ def test_relative_paths_are_absolute_from_the_config_files_directory(
     bad = player_toml(etc / "bad.toml", max_concurrent=0)
     with pytest.raises(ConfigError, match=r"^\.\./etc/bad\.toml: max_concurrent: must be >= 1"):
         load_player(Path(os.path.relpath(bad)))
+
+
+def conductor_toml(path: Path, **settings: object) -> Path:
+    return write_toml(path, settings, TLS)
+
+
+@pytest.mark.parametrize("load, write", [(load_conductor, conductor_toml), (load_player, player_toml)])
+def test_metrics_are_off_unless_a_listener_is_configured(tmp_path: Path, load: Any, write: Any) -> None:
+    cfg = load(write(tmp_path / "daemon.toml"))
+    assert cfg.metrics_listen == "" and cfg.metrics_tls is False
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9258", "127.1.2.3:9258", "[::1]:9258", "localhost:9258"])
+@pytest.mark.parametrize("load, write", [(load_conductor, conductor_toml), (load_player, player_toml)])
+def test_plain_metrics_may_listen_on_loopback(tmp_path: Path, load: Any, write: Any, listen: str) -> None:
+    cfg = load(write(tmp_path / "daemon.toml", metrics_listen=listen))
+    assert cfg.metrics_listen == listen and cfg.metrics_tls is False
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9258", "[::]:9258", "10.1.2.3:9258", "metrics.example.com:9258"])
+@pytest.mark.parametrize("load, write", [(load_conductor, conductor_toml), (load_player, player_toml)])
+def test_metrics_beyond_loopback_need_tls(tmp_path: Path, load: Any, write: Any, listen: str) -> None:
+    path = write(tmp_path / "daemon.toml", metrics_listen=listen)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == (f"{path}: metrics_listen: {listen!r} is not a loopback address: serving metrics"
+                                 " beyond this host needs metrics_tls = true")
+    assert caught.value.exit_code == ExitCode.USAGE
+    cfg = load(write(path, metrics_listen=listen, metrics_tls=True))
+    assert cfg.metrics_listen == listen and cfg.metrics_tls is True
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"metrics_listen": "9258"}, "metrics_listen: must be HOST:PORT, not '9258'"),
+    ({"metrics_listen": "127.0.0.1:0"}, "metrics_listen: must be HOST:PORT, not '127.0.0.1:0'"),
+    ({"metrics_listen": 9258}, "metrics_listen: must be a string, not 9258"),
+    ({"metrics_listen": "127.0.0.1:9258", "metrics_tls": "yes"}, "metrics_tls: must be true or false, not 'yes'"),
+    ({"metrics_tls": 1}, "metrics_tls: must be true or false, not 1"),
+])
+@pytest.mark.parametrize("load, write", [(load_conductor, conductor_toml), (load_player, player_toml)])
+def test_bad_metrics_settings_are_config_errors_naming_the_key(
+        tmp_path: Path, load: Any, write: Any, settings: dict[str, object], problem: str) -> None:
+    path = write(tmp_path / "daemon.toml", **settings)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == f"{path}: {problem}"

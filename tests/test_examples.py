@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_the_example_conductor_config_loads_with_its_documented_defaults() -> None:
     cfg = config.load_conductor(EXAMPLES / "conductor.toml")
     assert cfg.listen == "0.0.0.0:2258" and cfg.handshake_timeout == 30 and cfg.max_connections == 0
+    assert cfg.metrics_listen == "" and cfg.metrics_tls is False  # metrics are off unless asked for
     assert cfg.tls.crl == Path("/etc/puppetlabs/puppet/ssl/crl.pem")
     policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
     assert [rule.name for rule in policy.rules] == ["no-reboots-on-db", "ops", "ops-admins"]
@@ -29,6 +30,16 @@ def test_the_example_player_config_loads_and_sets_every_key(tmp_path: Path) -> N
     fields = {f.name for f in dataclasses.fields(cfg)} - {"path", "tls"}
     assert fields <= documented, f"missing from the example: {sorted(fields - documented)}"
     assert cfg.conductor_name == "conductor.example.com" and cfg.max_concurrent == 1
+    assert cfg.metrics_listen == "" and cfg.metrics_tls is False
+
+
+def test_the_example_conductor_config_sets_every_top_level_key() -> None:
+    cfg = config.load_conductor(EXAMPLES / "conductor.toml")
+    text = (EXAMPLES / "conductor.toml").read_text()
+    documented = {line.lstrip("# ").split("=")[0].strip() for line in text.splitlines()
+                  if "=" in line and not line.startswith(("[", " "))}
+    fields = {f.name for f in dataclasses.fields(cfg)} - {"path", "tls", "policy", "groups", "audience"}
+    assert fields <= documented, f"missing from the example: {sorted(fields - documented)}"
 
 
 def test_the_example_audience_config_loads() -> None:

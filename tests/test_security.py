@@ -127,6 +127,8 @@ AUDIENCE_CALLS = {
     "WaitJob": audience_pb2.WaitRequest(job_id="0" * 32, timeout_seconds=1),
     "ListPlayers": audience_pb2.ListPlayersRequest(),
     "Cancel": audience_pb2.JobRef(job_id="0" * 32),
+    "ListJobs": audience_pb2.ListJobsRequest(),
+    "WatchJob": audience_pb2.WaitRequest(job_id="0" * 32, timeout_seconds=1),
 }
 
 
@@ -142,7 +144,7 @@ def _call(channel: grpc.Channel, method: str, request: object) -> grpc.StatusCod
     stub = audience_pb2_grpc.AudienceStub(channel)
     try:
         result = getattr(stub, method)(request, timeout=10)
-        if method == "WaitJob":
+        if method in ("WaitJob", "WatchJob"):
             list(result)
     except grpc.RpcError as err:
         return err.code()
