@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``conductor [--config FILE]``: the daemon holding the queue and the player sessions."""
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
-from devtools.devcluster import REPO_ROOT, Cluster
+from devtools.devcluster import REPO_ROOT, Cluster, free_port
 
 PLAYERS = ["alpha.orchestra.test", "beta.orchestra.test", "gamma.orchestra.test"]
 
@@ -35,11 +36,22 @@ def run(cluster: Cluster, *argv: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def show_metrics(address: str) -> None:
+    """What Prometheus would scrape from the conductor: its own metrics, the job counts first."""
+    say(f"\n$ curl -s http://{address}/metrics | grep ^orchestra_conductor_  (a few of them)")
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        lines = reply.read().decode().splitlines()
+    wanted = ("orchestra_conductor_jobs_", "orchestra_conductor_players_", "orchestra_conductor_tasks_ended",
+              "orchestra_conductor_queue_depth")
+    say("\n".join(line for line in lines if line.startswith(wanted) and not line.endswith(" 0.0")))
+
+
 def main() -> int:
     root = Path(os.environ.get("ORCHESTRA_DEMO_DIR", REPO_ROOT / "demo-run"))
     shutil.rmtree(root, ignore_errors=True)
     say(f"Setting up a dev PKI, a conductor and {len(PLAYERS)} players under {root}")
-    cluster = Cluster(root, PLAYERS, log_level="info")
+    metrics = f"127.0.0.1:{free_port()}"
+    cluster = Cluster(root, PLAYERS, log_level="info", conductor_settings={"metrics_listen": metrics})
     try:
         cluster.start()
         say(f"conductor listening on 127.0.0.1:{cluster.port} (mTLS), audience socket {cluster.socket}")
@@ -51,6 +63,9 @@ def main() -> int:
         run(cluster, "submitjob", "--one-of", "--wait", "--timeout", "30", "uptime", *PLAYERS)
         run(cluster, "submitjob", "--all-of", "--wait", "--timeout", "30", "fail", "code=7",
             PLAYERS[0], PLAYERS[1])
+        run(cluster, "listjobs")
+        run(cluster, "listjobs", "--state", "failed", "--state", "partial_fail")
+        show_metrics(metrics)
     finally:
         cluster.stop()
         say(f"\nStopped. Logs are in {root / 'logs'}.")

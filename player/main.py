@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
 """``player [--config FILE]``: the daemon on each host.
 
 SIGTERM/SIGINT stop it, SIGUSR1 logs its counters, SIGHUP reloads: the scores directory
