@@ -19,10 +19,9 @@ from audience.client import Client
 from audience.common import Parser, add_common, run_command, with_client
 from orchestra.cli import report, visible, write_out
 from orchestra.errors import ExitCode
-from orchestra.outcome import iso
+from orchestra.outcome import JOB_STATUSES, iso
 from orchestra.wire import audience_pb2
 
-JOB_STATUSES = ("pending", "ok", "failed", "partial_fail")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

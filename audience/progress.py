@@ -15,16 +15,13 @@ import threading
 import time
 from typing import TextIO
 
+from audience.render import state_name
 from orchestra.cli import visible
-from orchestra.wire import audience_pb2, common_pb2
+from orchestra.wire import audience_pb2
 
 TICK_SECONDS = 1.0
 CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
 ENDED = frozenset({"ok", "failed", "timed_out", "refused", "expired", "cancelled", "removed", "lost"})
-
-
-def state_name(state: int) -> str:
-    return common_pb2.TaskState.Name(state).removeprefix("TASK_STATE_").lower()
 
 
 def clock(seconds: float) -> str:

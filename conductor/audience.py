@@ -25,6 +25,7 @@ from conductor.store import JobFilter, JobProgress, JobRecord, JobSummary, Keyed
 from conductor.watchers import Watchers
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
+from orchestra.outcome import JOB_STATUSES
 from orchestra.params import (
     JOB_ID_RE, apply_decls, check_idempotency_key, check_score_name, check_targets,
     ScoreDecls, normalize_params, redact, resolve_scope,
@@ -36,7 +37,6 @@ logger = log.get("conductor")
 SUPERUSERS = frozenset({0, os.getuid()})
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
 WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
-JOB_STATUSES = frozenset({"pending", "ok", "failed", "partial_fail"})
 PROGRESS_INTERVAL = 1.0  # seconds: at most one progress update per watcher per interval
 LIST_DEFAULT, LIST_MAX = 50, 10_000  # jobs in one listing
 LIST_PAGE = 2_000  # the most jobs read from the index at a time (the first read: limit + 1)
@@ -338,10 +338,10 @@ class Audience(audience_pb2_grpc.AudienceServicer):
     def _job_filter(request: audience_pb2.ListJobsRequest, who: Requester) -> tuple[JobFilter, int]:
         """The listing asked for, checked: a bad filter is an error, not an empty list."""
         statuses = frozenset(request.statuses)
-        unknown = sorted(statuses - JOB_STATUSES)
+        unknown = sorted(statuses - set(JOB_STATUSES))
         if unknown:
             raise ValidationError(f"no such job state: {unknown[0][:40]!r}"
-                                  f" (one of {', '.join(sorted(JOB_STATUSES))})")
+                                  f" (one of {', '.join(JOB_STATUSES)})")
         limit = request.limit or LIST_DEFAULT
         if limit > LIST_MAX:
             raise ValidationError(f"limit {limit} is above {LIST_MAX}")

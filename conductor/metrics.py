@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from conductor.states import TERMINAL, TaskState
 from orchestra import log
-from orchestra.outcome import TaskOutcome
+from orchestra.outcome import FINISHED_STATUSES, TaskOutcome
 from orchestra.tls import Material
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from conductor.auth import Gate, Revocation
     from conductor.lifecycle import Lifecycle
 
-JOB_STATUSES = ("ok", "failed", "partial_fail")
 RELOADED_PARTS = ("players_file", "policy", "certificate", "crl")
 # Dispatch to result: ~10 ms for a trivial task on a quiet conductor, hours for a long score.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
@@ -85,7 +84,7 @@ class Counts:
 
     def __init__(self) -> None:
         self.jobs_submitted = 0
-        self.jobs_finished: Counter[str] = Counter(dict.fromkeys(JOB_STATUSES, 0))
+        self.jobs_finished: Counter[str] = Counter(dict.fromkeys(FINISHED_STATUSES, 0))
         self.tasks_ended: Counter[str] = Counter(dict.fromkeys(sorted(TERMINAL), 0))
         self.dispatch_to_result = Tally(LATENCY_BUCKETS)
         self.run_seconds: dict[str, Tally] = {}

@@ -16,6 +16,11 @@ from typing import Any
 from orchestra.params import OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import common_pb2
 
+# A job's status, the original Orchestra's four: pending until every task has ended, then
+# ok (every task ok), partial_fail (some) or failed (none).
+JOB_STATUSES = ("pending", "ok", "failed", "partial_fail")
+FINISHED_STATUSES = JOB_STATUSES[1:]
+
 
 def iso(ts: float | None) -> str | None:
     """Unix seconds as an ISO 8601 UTC string with milliseconds; None for 0 or None."""
