@@ -21,7 +21,6 @@ import contextvars
 import grp
 import inspect
 import pwd
-import re
 import sqlite3
 import time
 from collections import Counter
@@ -40,9 +39,6 @@ from orchestra import log
 from orchestra.errors import STORAGE_FAILURE, StartupError
 from orchestra.log import throttled
 from orchestra.tls import PeerIdentity, RevocationList, peer_identity
-
-# A PEM CRL block, as orchestra.tls finds them.
-CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 logger = log.get("conductor")
 
@@ -87,7 +83,8 @@ class Revocation:
         except StartupError as err:
             self.crl, self.broken, self.next_updates = None, str(err), ()
             raise
-        self.next_updates = crl_next_updates(self.path)
+        self.next_updates = tuple((issuer, at.timestamp() if at is not None else None)
+                                  for issuer, at in self.crl.next_updates)
 
     def changed(self) -> bool:
         if self.path is None:
@@ -119,26 +116,6 @@ class Revocation:
         if self.path is None or self.broken is not None or self.crl is None:
             return None
         return self.crl.why_revoked(identity.issuer, identity.serial)
-
-
-def crl_next_updates(path: Path) -> tuple[tuple[str, float | None], ...]:
-    """Each CRL's issuer and nextUpdate in a CRL file that has just been verified (for the
-    metrics; a file that cannot be read now gives nothing)."""
-    from cryptography import x509
-
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ()
-    found = []
-    for block in CRL_BLOCK.findall(data):
-        try:
-            crl = x509.load_pem_x509_crl(block)
-        except ValueError:
-            continue
-        found.append((crl.issuer.rfc4514_string(),
-                      crl.next_update_utc.timestamp() if crl.next_update_utc is not None else None))
-    return tuple(found)
 
 
 class LiveStreams:

@@ -197,11 +197,13 @@ class RevocationList:
     Loading fails closed: every CA in the bundle needs a current CRL signed by it.
     """
 
-    def __init__(self, revoked: frozenset[tuple[bytes, int]], next_update: dt.datetime | None,
+    def __init__(self, revoked: frozenset[tuple[bytes, int]],
+                 next_updates: tuple[tuple[str, dt.datetime | None], ...],
                  parents: dict[bytes, tuple[bytes, int]]) -> None:
-        self.revoked = revoked          # (issuer DER, serial)
-        self.next_update = next_update  # the earliest of the CRLs'
-        self.parents = parents          # CA subject DER -> (its issuer DER, its serial)
+        self.revoked = revoked            # (issuer DER, serial)
+        self.next_updates = next_updates  # each CRL's issuer (RFC 4514) and nextUpdate
+        self.parents = parents            # CA subject DER -> (its issuer DER, its serial)
+        self.next_update = min((at for _, at in next_updates if at is not None), default=None)
 
     @classmethod
     def load(cls, path: Path, ca_pem: bytes, now: dt.datetime | None = None) -> RevocationList:
@@ -220,7 +222,7 @@ class RevocationList:
         parents = {ca.subject.public_bytes(): (ca.issuer.public_bytes(), ca.serial_number) for ca in cas}
         revoked: set[tuple[bytes, int]] = set()
         covered: set[bytes] = set()
-        next_updates = []
+        next_updates: list[tuple[str, dt.datetime | None]] = []
         for number, block in enumerate(blocks, 1):
             try:
                 crl = x509.load_pem_x509_crl(block)
@@ -233,11 +235,10 @@ class RevocationList:
             if crl.last_update_utc > now + CRL_CLOCK_SKEW:
                 raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) is not valid before"
                                    f" {crl.last_update_utc.isoformat()}")
-            if crl.next_update_utc is not None:
-                if crl.next_update_utc < now:
-                    raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) expired at"
-                                       f" {crl.next_update_utc.isoformat()}")
-                next_updates.append(crl.next_update_utc)
+            if crl.next_update_utc is not None and crl.next_update_utc < now:
+                raise StartupError(f"CRL #{number} in {path} (issuer {issuer}) expired at"
+                                   f" {crl.next_update_utc.isoformat()}")
+            next_updates.append((issuer, crl.next_update_utc))
             issuer_der = crl.issuer.public_bytes()
             covered.add(issuer_der)
             revoked.update((issuer_der, entry.serial_number) for entry in crl)
@@ -245,7 +246,7 @@ class RevocationList:
         if missing:
             raise StartupError(f"CRL {path} has no CRL for CA {missing[0]}: every CA in the bundle"
                                " needs its current CRL")
-        return cls(frozenset(revoked), min(next_updates, default=None), parents)
+        return cls(frozenset(revoked), tuple(next_updates), parents)
 
     @property
     def count(self) -> int:
