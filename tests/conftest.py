@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import sqlite3
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +22,34 @@ FAST_PLAYER = {"heartbeat_seconds": 0.5, "liveness_timeout": 4, "backoff_initial
                "backoff_max": 1, "kill_grace": 1}
 
 MakeCluster = Callable[..., Cluster]
+
+
+def required_tool(command: str, package: str) -> str:
+    """The path of a real tool a test drives: CI must have it (``.ci/run`` installs the
+    Debian ``package``), so there its absence fails the test; elsewhere it is skipped."""
+    tool = shutil.which(command)
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{command} is missing: CI must install the Debian package {package}")
+        pytest.skip(f"{command} is not installed (Debian package {package})")
+    return tool
+
+
+def tls_attempt(port: int, certificate: tuple[Path, Path] | None) -> None:
+    """One TLS client (with this certificate and key, or none) that the conductor is
+    expected to refuse; returns once the refusal has arrived."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.recv(1)  # TLS 1.3: the refusal arrives after the client's last flight
+        except (ssl.SSLError, OSError):
+            pass
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -22,6 +21,7 @@ from audience.common import JOB_MEANINGS
 from devtools import manpages
 from orchestra.cli import INTERRUPTED, documented_exits
 from orchestra.errors import ExitCode
+from tests.conftest import required_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -31,14 +31,7 @@ REGENERATE = "regenerate them with: .venv/bin/python -m devtools.manpages"
 
 
 def groff() -> str:
-    """groff, which CI must have (Debian package groff-base)."""
-    tool = shutil.which("groff")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("groff is missing: CI must install the Debian package groff-base")
-        pytest.skip("groff is not installed (Debian package groff-base)")
-    return tool
-
+    return required_tool("groff", "groff-base")
 
 def flat(text: str) -> str:
     """Text with its line breaks and runs of blanks made single spaces (help is wrapped)."""

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -40,7 +39,7 @@ from orchestra import metrics
 from orchestra.log import HANDSHAKE_REFUSALS, handshake_refusal
 from orchestra.outcome import TaskOutcome
 from orchestra.tls import Material
-from tests.conftest import MakeCluster, submit
+from tests.conftest import MakeCluster, required_tool, submit, tls_attempt
 
 DAY = 86400.0
 RULES = REPO_ROOT / "packaging" / "prometheus" / "orchestra-rules.yml"
@@ -48,14 +47,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def promtool() -> str:
-    """promtool, which CI must have (Debian package ``prometheus``)."""
-    tool = shutil.which("promtool")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: CI must install the Debian package prometheus")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return tool
-
+    return required_tool("promtool", "prometheus")
 
 def lint(exposition: str) -> None:
     """``promtool check metrics``: exit 0 and nothing to say (it prints each lint problem)."""
@@ -187,20 +179,6 @@ def test_player_metrics_show_a_running_score_and_reconnects_after_a_conductor_re
     assert player("tasks_running") == 0
 
 
-def tls_attempt(port: int, certificate: tuple[Path, Path] | None) -> None:
-    """One TLS client with a certificate the conductor refuses (or none)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if certificate is not None:
-        context.load_cert_chain(*certificate)
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw) as tls:
-                tls.recv(1)  # TLS 1.3: the refusal arrives after the client's last flight
-        except (ssl.SSLError, OSError):
-            pass
 
 
 @pytest.mark.parametrize("trace", [True, False], ids=["handshaker-trace", "no-trace"])

@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from orchestra.config import load_audience, load_conductor, load_player
 from orchestra.errors import OrchestraError
 from orchestra.wire import audience_pb2
 from tests.test_units import analyze, directives
+from tests.conftest import required_tool
 
 MODULE = REPO_ROOT / "packaging" / "puppet" / "orchestra"
 VENV_BIN = Path(sys.executable).parent
@@ -49,12 +49,8 @@ SCORES: dict[str, dict[str, object]] = {
 
 
 def puppet() -> str:
-    """The puppet command, which CI must have (Debian package ``puppet``)."""
-    tool = shutil.which("puppet")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("puppet is missing: CI must install the Debian package puppet")
-        pytest.skip("puppet is not installed (Debian package puppet)")
+    """The puppet command, as root (the module makes files root's)."""
+    tool = required_tool("puppet", "puppet")
     if os.geteuid() != 0:
         if os.environ.get("CI"):
             pytest.fail("the Puppet tests must run as root: the module makes files root's")

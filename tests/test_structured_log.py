@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 from devtools import pki
 from devtools.devcluster import Cluster
 from orchestra.log import THROTTLE_BURST
-from tests.conftest import MakeCluster, submit
+from tests.conftest import MakeCluster, submit, tls_attempt
 
 
 def events(cluster: Cluster, name: str = "conductor") -> list[dict[str, object]]:
@@ -25,18 +23,7 @@ def events(cluster: Cluster, name: str = "conductor") -> list[dict[str, object]]
 
 def refused_handshake(port: int, ssl_dir: pki.SSLDir, name: str) -> None:
     """A TLS client with a certificate from a CA the conductor does not trust."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(ssl_dir.cert(name), ssl_dir.key(name))
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw) as tls:
-                tls.recv(1)  # TLS 1.3: the refusal arrives after the client's last flight
-        except (ssl.SSLError, OSError):
-            pass
-
+    tls_attempt(port, (ssl_dir.cert(name), ssl_dir.key(name)))
 
 def test_refused_handshakes_are_logged_with_their_peer_rate_limited_and_counted(
         make_cluster: MakeCluster, tmp_path: Path) -> None:

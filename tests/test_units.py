@@ -21,7 +21,7 @@ import pytest
 
 from devtools.devcluster import CONDUCTOR_NAME, REPO_ROOT, write_toml
 from orchestra.config import load_conductor, load_player
-from tests.conftest import MakeCluster, job_json, submit
+from tests.conftest import MakeCluster, job_json, required_tool, submit
 
 UNITS = REPO_ROOT / "packaging" / "systemd"
 MODULE_FILES = REPO_ROOT / "packaging" / "puppet" / "orchestra" / "files"
@@ -47,14 +47,7 @@ def directives(unit: Path) -> dict[str, list[str]]:
 
 
 def analyze() -> str:
-    """systemd-analyze, which CI must have (Debian package ``systemd``)."""
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing: CI must install the Debian package systemd")
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
-    return tool
-
+    return required_tool("systemd-analyze", "systemd")
 
 def setpriv() -> str:
     """setpriv (Debian package util-linux), run as root: it sets what systemd would."""
