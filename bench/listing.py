@@ -29,7 +29,6 @@ import os
 import pwd
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from conductor.states import TaskState  # noqa: E402
 from conductor.store import NewJob, QueuedTask, Store, open_store  # noqa: E402
 from devtools.devcluster import Cluster, Proc  # noqa: E402
-from measure import cpu_seconds  # noqa: E402
+from measure import cpu_seconds, timed_cli  # noqa: E402
 from orchestra.outcome import TaskOutcome  # noqa: E402
 
 # 50 hosts that jobs pick their targets from, as a players file would name them, and one
@@ -250,15 +249,6 @@ def figures(fill: Fill) -> list[Figure]:
     ]
 
 
-def run_cli(argv: Sequence[str], env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    result = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=120,
-                            stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[2:])} exited {result.returncode}: {result.stderr[-2000:]}")
-    return elapsed, result.stdout
-
 
 def measure(cluster: Cluster, conductor: Proc, chosen: Sequence[Figure], runs: int) -> dict[str, Sample]:
     """Each figure in turn: one warm-up call, then `runs` times the floor and the call."""
@@ -267,20 +257,20 @@ def measure(cluster: Cluster, conductor: Proc, chosen: Sequence[Figure], runs: i
     env = cluster.env()
     env["ORCHESTRA_CONFIG"] = str(cluster.audience_config)
     floor = [sys.executable, "-c", "import grpc"]
-    run_cli(floor, env)  # warm the page cache
+    timed_cli(floor, env)  # warm the page cache
     samples: dict[str, Sample] = {}
     for figure in chosen:
         argv = [sys.executable, "-m", *figure.argv]
-        _, out = run_cli(argv, env)
+        _, out = timed_cli(argv, env)
         sample = samples[figure.key] = Sample()
         if figure.listing:
             sample.rows = max(0, len(out.splitlines()) - 1)  # less the header
         ticks = 0.0
         for _ in range(runs):
-            sample.floor_seconds.append(run_cli(floor, env)[0])
+            sample.floor_seconds.append(timed_cli(floor, env)[0])
             before, ticks_before = thread_cpu(pid), cpu_seconds(pid)
-            sample.seconds.append(run_cli(argv, env)[0])
-            # The CLI has exited once run_cli returns, and the conductor answered before that.
+            sample.seconds.append(timed_cli(argv, env)[0])
+            # The CLI has exited once timed_cli returns, and the conductor answered before that.
             sample.conductor_cpu_s.append(cpu_between(before, thread_cpu(pid)))
             ticks += cpu_seconds(pid) - ticks_before
         sample.conductor_ticks_s = ticks

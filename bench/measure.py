@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -72,3 +73,15 @@ def floor_commit(path: Path, count: int) -> list[float]:
         return samples
     finally:
         conn.close()
+
+
+def timed_cli(argv: Sequence[str], env: dict[str, str]) -> tuple[float, str]:
+    """Run a command line to its end: its wall-clock seconds and its stdout; a failure
+    raises with the end of its stderr (a benchmark of a failing command measures nothing)."""
+    start = time.perf_counter()
+    result = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[2:]) or argv[0]} exited {result.returncode}: {result.stderr[-2000:]}")
+    return elapsed, result.stdout

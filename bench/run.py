@@ -28,7 +28,6 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ import grpc  # noqa: E402
 
 from devtools.devcluster import Cluster, Proc  # noqa: E402
 from orchestra.wire import audience_pb2, audience_pb2_grpc, common_pb2  # noqa: E402
-from measure import catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile  # noqa: E402
+from measure import catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile, timed_cli  # noqa: E402
 
 NOOP = "#!/bin/sh\nexit 0\n"
 # Holds a slot until the bench writes one line into the FIFO named by the GATE parameter.
@@ -125,15 +124,6 @@ def ratio(value: float | None, floor: float | None) -> float | None:
         return None
     return value / floor
 
-
-def timed_run(argv: Sequence[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=120,
-                            stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{argv[:3]} exited {result.returncode}: {result.stderr[-2000:]}")
-    return elapsed
 
 
 # ---- floors -----------------------------------------------------------------------------
@@ -415,13 +405,13 @@ def cli_medians(cluster: Cluster, job_id: str, runs: int) -> tuple[list[float], 
     env["ORCHESTRA_CONFIG"] = str(cluster.audience_config)
     getstatus = [sys.executable, "-m", "audience.getstatus", job_id]
     floor = [sys.executable, "-c", "import grpc"]
-    timed_run(getstatus, env)  # warm the page cache for both
-    timed_run(floor, env)
+    timed_cli(getstatus, env)  # warm the page cache for both
+    timed_cli(floor, env)
     floors: list[float] = []
     figures: list[float] = []
     for _ in range(runs):
-        floors.append(timed_run(floor, env))
-        figures.append(timed_run(getstatus, env))
+        floors.append(timed_cli(floor, env)[0])
+        figures.append(timed_cli(getstatus, env)[0])
     return figures, floors
 
 
@@ -479,8 +469,8 @@ def fleet_cluster(root: Path, sizes: Sizes, log_level: str) -> tuple[list[float]
         env = cluster.env()
         env["ORCHESTRA_CONFIG"] = str(cluster.audience_config)
         command = [sys.executable, "-m", "audience.submitjob", *argv]
-        timed_run(command, env)  # warm up
-        return [timed_run(command, env) for _ in range(sizes.fleet_runs)], startup
+        timed_cli(command, env)  # warm up
+        return [timed_cli(command, env)[0] for _ in range(sizes.fleet_runs)], startup
     finally:
         stop(cluster)
 
