@@ -18,8 +18,15 @@ SCOPE_ALL_OF: Scope
 SCOPE_ONE_OF: Scope
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("score", "scope", "targets", "params", "expires_seconds", "idempotency_key")
+    __slots__ = ("score", "scope", "targets", "params", "expires_seconds", "idempotency_key", "name", "labels", "priority", "rollout")
     class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -32,13 +39,61 @@ class SubmitRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     score: str
     scope: Scope
     targets: _containers.RepeatedScalarFieldContainer[str]
     params: _containers.ScalarMap[str, str]
     expires_seconds: int
     idempotency_key: str
-    def __init__(self, score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., expires_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    priority: int
+    rollout: RolloutRequest
+    def __init__(self, score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., expires_seconds: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., rollout: _Optional[_Union[RolloutRequest, _Mapping]] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("canary", "batch", "max_failures")
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    canary: int
+    batch: str
+    max_failures: str
+    def __init__(self, canary: _Optional[int] = ..., batch: _Optional[str] = ..., max_failures: _Optional[str] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("canary", "batch", "has_max_failures", "max_failures", "phase", "phase_reason", "failures")
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    HAS_MAX_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    canary: int
+    batch: int
+    has_max_failures: bool
+    max_failures: int
+    phase: str
+    phase_reason: str
+    failures: int
+    def __init__(self, canary: _Optional[int] = ..., batch: _Optional[int] = ..., has_max_failures: _Optional[bool] = ..., max_failures: _Optional[int] = ..., phase: _Optional[str] = ..., phase_reason: _Optional[str] = ..., failures: _Optional[int] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("attempt", "player", "state", "outcome")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PLAYER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    player: str
+    state: _common_pb2.TaskState
+    outcome: _common_pb2.TaskOutcome
+    def __init__(self, attempt: _Optional[int] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("job_id", "existing")
@@ -63,24 +118,37 @@ class WaitRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "player", "state", "attempt", "dispatched_at", "outcome")
+    __slots__ = ("task_id", "player", "state", "attempt", "dispatched_at", "outcome", "retries", "not_before", "history")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PLAYER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     player: str
     state: _common_pb2.TaskState
     attempt: int
     dispatched_at: float
     outcome: _common_pb2.TaskOutcome
-    def __init__(self, task_id: _Optional[str] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., dispatched_at: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ...) -> None: ...
+    retries: int
+    not_before: float
+    history: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, task_id: _Optional[str] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., dispatched_at: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ..., retries: _Optional[int] = ..., not_before: _Optional[float] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "score", "scope", "targets", "params", "requester", "created_at", "deadline_at", "finished_at", "status", "finished", "tasks")
+    __slots__ = ("job_id", "score", "scope", "targets", "params", "requester", "created_at", "deadline_at", "finished_at", "status", "finished", "tasks", "name", "labels", "priority", "rollout", "retries", "retry_delay", "concurrency", "exclusive")
     class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +167,14 @@ class Job(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     score: str
     scope: Scope
@@ -111,14 +187,64 @@ class Job(_message.Message):
     status: str
     finished: bool
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., deadline_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., finished: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    priority: int
+    rollout: Rollout
+    retries: int
+    retry_delay: float
+    concurrency: int
+    exclusive: bool
+    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., deadline_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., finished: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., retries: _Optional[int] = ..., retry_delay: _Optional[float] = ..., concurrency: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
+
+class RetryRequest(_message.Message):
+    __slots__ = ("job_id", "states")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskState]
+    def __init__(self, job_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_common_pb2.TaskState, str]]] = ...) -> None: ...
+
+class RetryReply(_message.Message):
+    __slots__ = ("job", "task_ids")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteReply(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("names", "undrain", "reason")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    UNDRAIN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    undrain: bool
+    reason: str
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., undrain: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("names", "hosts")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPlayersRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, targets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlayerInfo(_message.Message):
-    __slots__ = ("name", "connected", "connected_since", "last_seen", "running", "max_concurrent", "scores", "cert_not_after", "revoked")
+    __slots__ = ("name", "connected", "connected_since", "last_seen", "running", "max_concurrent", "scores", "cert_not_after", "revoked", "drained", "drained_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +254,8 @@ class PlayerInfo(_message.Message):
     SCORES_FIELD_NUMBER: _ClassVar[int]
     CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     connected_since: float
@@ -137,7 +265,9 @@ class PlayerInfo(_message.Message):
     scores: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoreInfo]
     cert_not_after: float
     revoked: str
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connected_since: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.ScoreInfo, _Mapping]]] = ..., cert_not_after: _Optional[float] = ..., revoked: _Optional[str] = ...) -> None: ...
+    drained: str
+    drained_reason: str
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connected_since: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.ScoreInfo, _Mapping]]] = ..., cert_not_after: _Optional[float] = ..., revoked: _Optional[str] = ..., drained: _Optional[str] = ..., drained_reason: _Optional[str] = ...) -> None: ...
 
 class PlayerList(_message.Message):
     __slots__ = ("players", "conductor_cert_not_after")
@@ -148,7 +278,7 @@ class PlayerList(_message.Message):
     def __init__(self, players: _Optional[_Iterable[_Union[PlayerInfo, _Mapping]]] = ..., conductor_cert_not_after: _Optional[float] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("statuses", "score", "requester", "target", "since", "limit", "mine")
+    __slots__ = ("statuses", "score", "requester", "target", "since", "limit", "mine", "name", "labels")
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +286,8 @@ class ListJobsRequest(_message.Message):
     SINCE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     MINE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     statuses: _containers.RepeatedScalarFieldContainer[str]
     score: str
     requester: str
@@ -163,7 +295,9 @@ class ListJobsRequest(_message.Message):
     since: float
     limit: int
     mine: bool
-    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., score: _Optional[str] = ..., requester: _Optional[str] = ..., target: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., mine: _Optional[bool] = ...) -> None: ...
+    name: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., score: _Optional[str] = ..., requester: _Optional[str] = ..., target: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., mine: _Optional[bool] = ..., name: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskCount(_message.Message):
     __slots__ = ("state", "count")
@@ -174,7 +308,14 @@ class TaskCount(_message.Message):
     def __init__(self, state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class JobSummary(_message.Message):
-    __slots__ = ("job_id", "score", "scope", "target_count", "targets", "requester", "created_at", "finished_at", "status", "counts")
+    __slots__ = ("job_id", "score", "scope", "target_count", "targets", "requester", "created_at", "finished_at", "status", "counts", "name", "labels", "priority", "phase")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +326,10 @@ class JobSummary(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     score: str
     scope: Scope
@@ -195,7 +340,11 @@ class JobSummary(_message.Message):
     finished_at: float
     status: str
     counts: _containers.RepeatedCompositeFieldContainer[TaskCount]
-    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., target_count: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ...) -> None: ...
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    priority: int
+    phase: str
+    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., target_count: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., phase: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs", "more")

@@ -69,6 +69,21 @@ class AudienceStub:
                 request_serializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
                 response_deserializer=orchestra_dot_v1_dot_audience__pb2.JobUpdate.FromString,
                 _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/orchestra.v1.Audience/Retry',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.RetryRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.RetryReply.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/orchestra.v1.Audience/Delete',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.DeleteReply.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/orchestra.v1.Audience/Drain',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.DrainRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.DrainReply.FromString,
+                _registered_method=True)
 
 
 class AudienceServicer:
@@ -123,6 +138,27 @@ class AudienceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retry(self, request, context):
+        """Re-run a job's unsuccessful tasks (those in the states asked for) as new attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Forget a finished job and its tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Mark hosts or groups drained (no new tasks) or no longer drained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +196,21 @@ def add_AudienceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.FromString,
                     response_serializer=orchestra_dot_v1_dot_audience__pb2.JobUpdate.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.RetryRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.RetryReply.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.JobRef.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.DeleteReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.DrainRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.DrainReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +402,87 @@ class Audience:
             '/orchestra.v1.Audience/WatchJob',
             orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
             orchestra_dot_v1_dot_audience__pb2.JobUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/Retry',
+            orchestra_dot_v1_dot_audience__pb2.RetryRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.RetryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/Delete',
+            orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.DeleteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/Drain',
+            orchestra_dot_v1_dot_audience__pb2.DrainRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.DrainReply.FromString,
             options,
             channel_credentials,
             insecure,

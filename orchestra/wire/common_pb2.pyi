@@ -22,6 +22,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_REMOVED: _ClassVar[TaskState]
     TASK_STATE_LOST: _ClassVar[TaskState]
     TASK_STATE_CANCELLING: _ClassVar[TaskState]
+    TASK_STATE_SKIPPED: _ClassVar[TaskState]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_QUEUED: TaskState
 TASK_STATE_DISPATCHED: TaskState
@@ -35,6 +36,7 @@ TASK_STATE_CANCELLED: TaskState
 TASK_STATE_REMOVED: TaskState
 TASK_STATE_LOST: TaskState
 TASK_STATE_CANCELLING: TaskState
+TASK_STATE_SKIPPED: TaskState
 
 class TaskOutcome(_message.Message):
     __slots__ = ("has_exit_code", "exit_code", "signal", "response", "stdout_tail", "stderr_tail", "stdout_truncated", "stderr_truncated", "response_truncated", "reason", "started_at", "finished_at")
@@ -90,20 +92,28 @@ class ParamDecl(_message.Message):
     def __init__(self, name: _Optional[str] = ..., required: _Optional[bool] = ..., pattern: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., default: _Optional[str] = ..., has_default: _Optional[bool] = ..., secret: _Optional[bool] = ...) -> None: ...
 
 class ScoreInfo(_message.Message):
-    __slots__ = ("name", "interface", "timeout_seconds", "params", "valid", "error")
+    __slots__ = ("name", "interface", "timeout_seconds", "params", "valid", "error", "retries", "retry_delay", "concurrency", "exclusive")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INTERFACE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     VALID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     interface: str
     timeout_seconds: int
     params: _containers.RepeatedCompositeFieldContainer[ParamDecl]
     valid: bool
     error: str
-    def __init__(self, name: _Optional[str] = ..., interface: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., params: _Optional[_Iterable[_Union[ParamDecl, _Mapping]]] = ..., valid: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    retries: int
+    retry_delay: float
+    concurrency: int
+    exclusive: bool
+    def __init__(self, name: _Optional[str] = ..., interface: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., params: _Optional[_Iterable[_Union[ParamDecl, _Mapping]]] = ..., valid: _Optional[bool] = ..., error: _Optional[str] = ..., retries: _Optional[int] = ..., retry_delay: _Optional[float] = ..., concurrency: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
 class Inventory(_message.Message):
     __slots__ = ("scores",)
