@@ -47,16 +47,26 @@ class ScoreEntry:
     interface: str = ""
     timeout_seconds: int = 0
     decls: ScoreDecls = field(default_factory=ScoreDecls)
+    # What the score's .conf asks of the conductor; a player older than these fields
+    # reports zeros, which ask for nothing.
+    retries: int = 0  # automatic retries of a failed or timed-out task
+    retry_delay: float = 0.0  # seconds before each automatic retry
+    concurrency: int = 0  # at most this many tasks of the score at once, fleet-wide; 0 = no limit
+    exclusive: bool = False  # never two tasks of the score at once on one host
 
     def to_wire(self) -> common_pb2.ScoreInfo:
         return common_pb2.ScoreInfo(name=self.name, valid=self.valid, error=self.error,
                                     interface=self.interface, timeout_seconds=self.timeout_seconds,
-                                    params=decls_to_wire(self.decls))
+                                    params=decls_to_wire(self.decls), retries=self.retries,
+                                    retry_delay=self.retry_delay, concurrency=self.concurrency,
+                                    exclusive=self.exclusive)
 
     @classmethod
     def from_wire(cls, info: common_pb2.ScoreInfo) -> ScoreEntry:
         return cls(name=info.name, valid=info.valid, error=info.error, interface=info.interface,
-                   timeout_seconds=info.timeout_seconds, decls=decls_from_wire(info.params))
+                   timeout_seconds=info.timeout_seconds, decls=decls_from_wire(info.params),
+                   retries=info.retries, retry_delay=info.retry_delay, concurrency=info.concurrency,
+                   exclusive=info.exclusive)
 
 
 Inventory = tuple[ScoreEntry, ...]

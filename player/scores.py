@@ -20,6 +20,15 @@ from pathlib import Path
 from orchestra.params import PARAM_KEY_RE, ParamDecl, ScoreDecls, is_score_name
 
 INTERFACES = ("env", "pipe")
+# What the conductor is asked to do with a score's tasks (README, "Scores"): bounds of the
+# .conf's retries, retry_delay and concurrency, and the words exclusive takes.
+MAX_RETRIES = 100
+MAX_RETRY_DELAY = 86400.0
+MAX_CONCURRENCY = 1_000_000
+_YES = frozenset({"yes", "true", "on"})
+_NO = frozenset({"no", "false", "off"})
+_WHOLE_RE = re.compile(r"[0-9]+")
+_DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _DIRECTIVE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=\s*|\s+|$)(.*)")
 _COMMENT_RE = re.compile(r"(^|\s)[#;].*$")
 MAX_CONF_BYTES = 64 * 1024
@@ -35,6 +44,10 @@ class ScoreConf:
     timeout: float | None = None
     workdir: str = "/"
     decls: ScoreDecls = ScoreDecls()
+    retries: int = 0  # automatic retries of a failed or timed-out task (by the conductor)
+    retry_delay: float = 0.0  # seconds before each automatic retry
+    concurrency: int = 0  # at most this many tasks at once, fleet-wide; 0 = no limit
+    exclusive: bool = False  # never two tasks at once on one host
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class Score:
 def parse_conf(text: str) -> ScoreConf:
     """Parse a .conf file; raises ValueError("line N: ...") on the first bad line."""
     interface, timeout, workdir = "env", None, "/"
+    retries, retry_delay, concurrency, exclusive = 0, 0.0, 0, False
     decls: list[ParamDecl] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _COMMENT_RE.sub("", raw).strip()
@@ -74,11 +88,40 @@ def parse_conf(text: str) -> ScoreConf:
                 if any(d.name == decl.name for d in decls):
                     raise ValueError(f"parameter {decl.name} declared twice")
                 decls.append(decl)
+            elif key == "retries":
+                retries = _whole(value, "retries", 0, MAX_RETRIES)
+            elif key == "retry_delay":
+                if _DECIMAL_RE.fullmatch(value) is None or float(value) > MAX_RETRY_DELAY:
+                    raise ValueError(f"retry_delay must be a number of seconds from 0 to"
+                                     f" {MAX_RETRY_DELAY:g}, not {value!r}")
+                retry_delay = float(value)
+            elif key == "concurrency":
+                concurrency = _whole(value, "concurrency", 1, MAX_CONCURRENCY)
+            elif key == "exclusive":
+                exclusive = _yes_or_no(value, "exclusive")
             else:
                 raise ValueError(f"unknown directive {key!r}")
         except ValueError as err:
             raise ValueError(f"line {number}: {err}") from None
-    return ScoreConf(interface, timeout, workdir, ScoreDecls(tuple(decls)))
+    return ScoreConf(interface, timeout, workdir, ScoreDecls(tuple(decls)), retries, retry_delay,
+                     concurrency, exclusive)
+
+
+def _whole(value: str, key: str, low: int, high: int) -> int:
+    """A whole number from low to high, in plain decimal digits (no sign, no exponent)."""
+    # Compared as a float: int() refuses strings of more than 4,300 digits with its own words.
+    if _WHOLE_RE.fullmatch(value) is None or not low <= float(value) <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high:,}, not {value!r}")
+    return int(float(value))
+
+
+def _yes_or_no(value: str, key: str) -> bool:
+    word = value.lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise ValueError(f"{key} must be yes or no (or true/false, on/off), not {value!r}")
 
 
 def _parse_param(spec: str) -> ParamDecl:

@@ -33,8 +33,9 @@ from orchestra.stream import Heard, send_with_heartbeats
 from orchestra.tls import MAX_MESSAGE_BYTES, Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
 from player import runner, scores
+from player.occupancy import ScoreOccupancy
 from player.watch import SCORES_CHECK_SECONDS, scan_inventory, scores_signature
-from player.spool import Entry, Spool, Step
+from player.spool import Entry, Spool, Step, Verdict
 
 SOFTWARE_VERSION = "0.1.0"
 logger = log.get("player")
@@ -95,6 +96,11 @@ class Player:
         self.executions: dict[str, runner.Execution] = {}
         # Tasks waiting for the conductor's StartGrant: True = start, False = dropped.
         self.grants: dict[str, asyncio.Future[tuple[bool, str]]] = {}
+        # The attempt of each task id the spool holds unacknowledged, as this process knows
+        # it (from its accept, or from the spool at start-up) until that attempt's ack: a
+        # grant, cancel or ack naming another attempt of the same task id is not for it.
+        self.attempts: dict[str, int] = {}
+        self.occupancy = ScoreOccupancy()  # scores with a task running here (exclusive yes)
         self.outbox: asyncio.Queue[player_pb2.PlayerMessage] | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -110,10 +116,14 @@ class Player:
 
     async def recover(self) -> None:
         """Resume what an earlier player process left in the spool; never re-run a start."""
+        # Nothing is awaited once the spool is read: every score left running occupies its
+        # score before any accepted task is looked at, so an exclusive one waits for it.
         for entry in await self.spool.pending():
+            self.attempts[entry.task_id] = entry.attempt
             if entry.step == Step.ACCEPTED:
                 self._spawn(self._run(entry))
             elif entry.step == Step.STARTED:
+                self.occupancy.occupy(entry.score)
                 self._spawn(self._outlive(entry))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -127,23 +137,35 @@ class Player:
             logger.error("task_handler_failed", error=repr(task.exception()))
 
     async def _outlive(self, entry: Entry) -> None:
-        files = runner.TaskFiles(self.files_root, entry.task_id)
-        if entry.pid is None:
-            reason = "the player stopped after recording the start, before the score was spawned"
-        else:
-            reason = await runner.outlive(entry.pid, entry.proc_start, entry.kill_at,
-                                          self.config.kill_grace)
-        logger.warning("task_lost", task_id=entry.task_id, reason=reason)
-        outcome = runner.collect(files, self._interface(entry.score), self.limits,
-                                 TaskOutcome(reason=reason))
-        await self._finish(runner.task_result(entry.task_id, entry.attempt,
-                                              player_pb2.ENDING_LOST, outcome))
+        """Watch a score an earlier player process started (its score occupied by
+        :meth:`recover`) to its end, and report it lost."""
+        try:
+            if entry.pid is None:
+                reason = "the player stopped after recording the start, before the score was spawned"
+            else:
+                reason = await runner.outlive(entry.pid, entry.proc_start, entry.kill_at,
+                                              self.config.kill_grace)
+            logger.warning("task_lost", task_id=entry.task_id, reason=reason)
+            outcome = runner.collect(runner.TaskFiles(self.files_root, entry.task_id),
+                                     self._interface(entry.score), self.limits, TaskOutcome(reason=reason))
+            await self._finish(runner.task_result(entry.task_id, entry.attempt,
+                                                  player_pb2.ENDING_LOST, outcome))
+        finally:
+            self.occupancy.vacate(entry.score)
 
     def _interface(self, score: str) -> str:
         try:
             return scores.resolve(self.config.scores_dir, score).conf.interface
         except scores.ScoreUnavailable:
             return "env"
+
+    def _exclusive(self, score: str) -> bool:
+        """Whether the score's .conf says ``exclusive yes`` now (False for a score that
+        cannot run: the check right before the run refuses it)."""
+        try:
+            return scores.resolve(self.config.scores_dir, score).conf.exclusive
+        except scores.ScoreUnavailable:
+            return False
 
     # ---- running tasks ---------------------------------------------------------------
 
@@ -154,45 +176,65 @@ class Player:
                                   TaskOutcome.ended(reason, time.time()))
 
     async def _run(self, entry: Entry) -> None:
-        async with self.slots:
-            current = await self.spool.get(entry.task_id)
-            if current is None or current.step != Step.ACCEPTED:
-                return  # cancelled while it waited for a slot
-            try:
-                score = scores.resolve(self.config.scores_dir, entry.score)
-                params = apply_decls(normalize_params(entry.params), score.conf.decls, score.name)
-            except (scores.ScoreUnavailable, ValidationError) as err:
-                logger.warning("task_refused", task_id=entry.task_id, reason=str(err))
-                await self._finish(self._simple_result(entry, player_pb2.ENDING_REFUSED, str(err)))
-                return
-            if entry.deadline_at and time.time() > entry.deadline_at:
-                await self._finish(self._simple_result(
-                    entry, player_pb2.ENDING_EXPIRED, "job deadline passed before the task could start"))
-                return
-            granted, reason = await self._ask_to_start(entry)
-            if not granted:
-                await self._finish(self._simple_result(entry, player_pb2.ENDING_CANCELLED, reason))
-                return
-            ctx = runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
-                                     entry.requester, params)
-            execution = runner.Execution(score, ctx, runner.TaskFiles(self.files_root, entry.task_id),
-                                         self.limits)
-            await self.spool.mark_started(entry.task_id, time.time() + execution.timeout)
-            faults.point("player.started")
-            self.executions[entry.task_id] = execution
-            logger.info("task_started", task_id=entry.task_id, score=score.name)
-            try:
-                # The pid is committed while the score runs, not before it is watched;
-                # it is on disk before the result is recorded.
-                noted: list[asyncio.Future[None]] = []
+        # An exclusive score's task waits for its turn before it takes a slot, so the
+        # wait holds up no other score; it asks for its grant only once it has the turn.
+        occupied = self._exclusive(entry.score)
+        if occupied:
+            if self.occupancy.busy(entry.score):
+                logger.info("task_waiting_for_exclusive_score", task_id=entry.task_id, score=entry.score)
+            await self.occupancy.take_turn(entry.score)
+        try:
+            async with self.slots:
+                current = await self.spool.get(entry.task_id)
+                if current is None or current.attempt != entry.attempt or current.step != Step.ACCEPTED:
+                    return  # cancelled (or replaced by a later attempt) while it waited
+                try:
+                    score = scores.resolve(self.config.scores_dir, entry.score)
+                    params = apply_decls(normalize_params(entry.params), score.conf.decls, score.name)
+                except (scores.ScoreUnavailable, ValidationError) as err:
+                    logger.warning("task_refused", task_id=entry.task_id, reason=str(err))
+                    await self._finish(self._simple_result(entry, player_pb2.ENDING_REFUSED, str(err)))
+                    return
+                if entry.deadline_at and time.time() > entry.deadline_at:
+                    await self._finish(self._simple_result(
+                        entry, player_pb2.ENDING_EXPIRED, "job deadline passed before the task could start"))
+                    return
+                granted, reason = await self._ask_to_start(entry)
+                if not granted:
+                    await self._finish(self._simple_result(entry, player_pb2.ENDING_CANCELLED, reason))
+                    return
+                if not occupied:
+                    self.occupancy.occupy(entry.score)
+                    occupied = True
+                await self._execute(entry, score, params)
+        finally:
+            if occupied:
+                self.occupancy.vacate(entry.score)
 
-                async def note(pid: int, start: int | None) -> None:
-                    noted.append(asyncio.ensure_future(self.spool.set_process(entry.task_id, pid, start)))
-                result = await execution.run(note)
-                await asyncio.gather(*noted)
-            finally:
-                self.executions.pop(entry.task_id, None)
-            await self._finish(result)
+    async def _execute(self, entry: Entry, score: scores.Score, params: dict[str, str]) -> None:
+        """Start a granted task and see it to its result."""
+        files = runner.TaskFiles(self.files_root, entry.task_id)
+        files.remove()  # an earlier attempt's output, if this task ran here before
+        ctx = runner.TaskContext(entry.task_id, entry.attempt, entry.job_id, self.certname,
+                                 entry.requester, params)
+        execution = runner.Execution(score, ctx, files, self.limits)
+        await self.spool.mark_started(entry.task_id, entry.attempt, time.time() + execution.timeout)
+        faults.point("player.started")
+        self.executions[entry.task_id] = execution
+        logger.info("task_started", task_id=entry.task_id, score=score.name, attempt=entry.attempt)
+        try:
+            # The pid is committed while the score runs, not before it is watched;
+            # it is on disk before the result is recorded.
+            noted: list[asyncio.Future[None]] = []
+
+            async def note(pid: int, start: int | None) -> None:
+                noted.append(asyncio.ensure_future(
+                    self.spool.set_process(entry.task_id, entry.attempt, pid, start)))
+            result = await execution.run(note)
+            await asyncio.gather(*noted)
+        finally:
+            self.executions.pop(entry.task_id, None)
+        await self._finish(result)
 
     async def _ask_to_start(self, entry: Entry) -> tuple[bool, str]:
         """Wait for the conductor's grant; asked again after every reconnect."""
@@ -225,23 +267,52 @@ class Player:
         if TASK_ID_RE.fullmatch(run.task_id) is None:
             logger.error("bad_task_id", task_id=run.task_id[:80])
             return
-        entry = await self.spool.accept(run)
-        if entry is None:  # already known: never run twice, re-announce where it stands
-            known = await self.spool.get(run.task_id)
-            logger.info("duplicate_task_ignored", task_id=run.task_id)
-            if known is not None and known.result is not None:
-                self._send_result(known.result)
+        admission = await self.spool.admit(run)
+        held = admission.entry
+        if admission.verdict == Verdict.DUPLICATE:  # never run twice: re-announce where it stands
+            logger.info("duplicate_task_ignored", task_id=run.task_id, attempt=run.attempt,
+                        held_attempt=held.attempt)
+            if held.result is not None:
+                self._send_result(held.result)
             return
+        if admission.verdict == Verdict.BUSY:
+            self._refuse_attempt(run, held)
+            return
+        self.attempts[run.task_id] = run.attempt
         faults.point("player.accepted")
-        logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt)
-        self._spawn(self._run(entry))
+        earlier = {} if admission.replaced is None else {"replaced_attempt": admission.replaced.attempt}
+        logger.info("task_accepted", task_id=run.task_id, score=run.score, attempt=run.attempt, **earlier)
+        self._spawn(self._run(held))
+
+    def _refuse_attempt(self, run: player_pb2.RunTask, held: Entry) -> None:
+        """A later attempt of a task whose earlier attempt may still run here: refused,
+        the earlier one kept as it is. The refusal is not spooled: a RunTask sent again
+        after a reconnect gets the same answer, or runs if the earlier attempt is over."""
+        where = "still running on this host" if held.step == Step.STARTED else "still waiting to start here"
+        reason = f"attempt {held.attempt} of this task is {where}"
+        logger.warning("task_attempt_refused", task_id=run.task_id, attempt=run.attempt,
+                       held_attempt=held.attempt, held_step=held.step.value)
+        self._send_result(runner.task_result(run.task_id, run.attempt, player_pb2.ENDING_REFUSED,
+                                             TaskOutcome.ended(reason, time.time())))
+
+    def _other_attempt(self, task_id: str, attempt: int) -> bool:
+        """Whether a grant, cancel or ack naming ``attempt`` is about another attempt than
+        the one this player holds of the task (an attempt not named, 0, is the one held)."""
+        held = self.attempts.get(task_id)
+        return attempt != 0 and held is not None and attempt != held
 
     def _on_grant(self, grant: player_pb2.StartGrant) -> None:
+        if self._other_attempt(grant.task_id, grant.attempt):
+            logger.info("stale_grant_ignored", task_id=grant.task_id, attempt=grant.attempt)
+            return
         waiter = self.grants.get(grant.task_id)
         if waiter is not None and not waiter.done():
             waiter.set_result((True, ""))
 
     async def _on_cancel(self, cancel: player_pb2.CancelTask) -> None:
+        if self._other_attempt(cancel.task_id, cancel.attempt):
+            logger.info("stale_cancel_ignored", task_id=cancel.task_id, attempt=cancel.attempt)
+            return
         waiter = self.grants.get(cancel.task_id)
         if waiter is not None:
             if not waiter.done():
@@ -252,7 +323,7 @@ class Player:
             execution.cancel(cancel.reason or "cancelled")
             return
         entry = await self.spool.get(cancel.task_id)
-        if entry is None:
+        if entry is None or (cancel.attempt and cancel.attempt != entry.attempt):
             return
         if entry.step == Step.ACCEPTED:
             await self._finish(self._simple_result(entry, player_pb2.ENDING_CANCELLED,
@@ -263,6 +334,11 @@ class Player:
             self._send_result(entry.result)
 
     def _on_ack(self, ack: player_pb2.ResultAck) -> None:
+        # An ack of another attempt (an earlier one acknowledged late, or a later one this
+        # player refused) concerns neither the row nor the files of the attempt held here.
+        if self._other_attempt(ack.task_id, ack.attempt):
+            return
+        self.attempts.pop(ack.task_id, None)
         self.spool.ack_later(ack.task_id, ack.attempt)
         busy = ack.task_id in self.executions or ack.task_id in self.grants
         if not busy and TASK_ID_RE.fullmatch(ack.task_id):

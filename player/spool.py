@@ -1,9 +1,13 @@
 """The player's durable record of every task it accepted, started and finished.
 
 Each step is committed (WAL, synchronous=FULL) before the conductor hears of it, so after
-any crash or reconnect the player knows exactly what it has done: a task id it already
-holds is never run again, and a finished result is re-sent until acknowledged.
+any crash or reconnect the player knows exactly what it has done: an attempt of a task it
+already holds is never run again, and a finished result is re-sent until acknowledged.
 Acknowledged entries stay as tombstones for a while so late duplicates are still refused.
+
+One entry per task id: a later attempt of the task (the conductor retried it) replaces the
+entry once the earlier attempt is over here (finished or acknowledged); while the earlier
+one is still accepted or started here, the later one is refused (:meth:`Spool.admit`).
 
 ``PRAGMA user_version`` is the layout of the stored results: a spool left by an older
 player is converted on open, so an unacknowledged result survives the upgrade.
@@ -32,6 +36,15 @@ class Step(StrEnum):
     STARTED = "started"
     FINISHED = "finished"
     ACKED = "acked"
+
+
+class Verdict(StrEnum):
+    """What :meth:`Spool.admit` made of a RunTask."""
+
+    NEW = "new"  # a task id the spool did not hold: recorded, to be run
+    NEW_ATTEMPT = "new_attempt"  # a later attempt; the earlier one is over: replaced, to be run
+    DUPLICATE = "duplicate"  # this attempt, or a later one, is held already: never run twice
+    BUSY = "busy"  # a later attempt while the earlier one is still accepted or started here
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,21 @@ class Entry:
             Step.FINISHED: player_pb2.SPOOL_STATE_FINISHED,
         }[self.step]
         return player_pb2.SpoolEntry(task_id=self.task_id, attempt=self.attempt, state=state)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A RunTask as the spool took it: ``entry`` is the one recorded for it (NEW,
+    NEW_ATTEMPT) or the one the spool holds and keeps (DUPLICATE, BUSY); ``replaced`` is
+    the earlier attempt's entry a NEW_ATTEMPT took the place of."""
+
+    verdict: Verdict
+    entry: Entry
+    replaced: Entry | None = None
+
+    @property
+    def runs(self) -> bool:
+        return self.verdict in (Verdict.NEW, Verdict.NEW_ATTEMPT)
 
 
 def _schema(conn: sqlite3.Connection) -> None:
@@ -148,44 +176,59 @@ class Spool:
     # Which records are awaited (durable before the conductor hears of the step) and
     # which are not is argued in docs/ARCHITECTURE.md, "What each side commits, and why".
 
-    async def accept(self, run: player_pb2.RunTask) -> Entry | None:
-        """Record a new task; None if this task id is already known (a duplicate).
-        Durable before the start request: a restarted player still knows it."""
-        def op(conn: sqlite3.Connection) -> Entry | None:
-            if conn.execute("SELECT 1 FROM spool WHERE task_id = ?", (run.task_id,)).fetchone():
-                return None
-            conn.execute(
-                "INSERT INTO spool (task_id, attempt, job_id, score, params, requester,"
-                " deadline_at, step, accepted_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (run.task_id, run.attempt, run.job_id, run.score,
-                 json.dumps(dict(run.params), sort_keys=True), run.requester,
-                 run.deadline_at, Step.ACCEPTED, time.time()))
-            return _get(conn, run.task_id)
+    async def admit(self, run: player_pb2.RunTask) -> Admission:
+        """Record a task to run, or say why not; one transaction, durable before the start
+        request (a restarted player still knows it).
+
+        At most once per attempt: an attempt no later than the one held is a duplicate. A
+        later attempt replaces the entry only once the earlier attempt is over here
+        (finished or acknowledged: the conductor sends a new attempt only after it has
+        committed how the earlier one ended); while the earlier one is accepted or started,
+        it may still run here, so the later one is BUSY and the entry is kept as it is."""
+        def op(conn: sqlite3.Connection) -> Admission:
+            held = _get(conn, run.task_id)
+            if held is None:
+                return Admission(Verdict.NEW, _insert(conn, run))
+            if run.attempt <= held.attempt:
+                return Admission(Verdict.DUPLICATE, held)
+            if held.step in (Step.ACCEPTED, Step.STARTED):
+                return Admission(Verdict.BUSY, held)
+            conn.execute("DELETE FROM spool WHERE task_id = ?", (run.task_id,))
+            return Admission(Verdict.NEW_ATTEMPT, _insert(conn, run), replaced=held)
         return await self.db.write(op)
 
-    async def mark_started(self, task_id: str, kill_at: float) -> None:
+    async def accept(self, run: player_pb2.RunTask) -> Entry | None:
+        """:meth:`admit`: the entry recorded for the task to run, None if it is not to run."""
+        admission = await self.admit(run)
+        return admission.entry if admission.runs else None
+
+    async def mark_started(self, task_id: str, attempt: int, kill_at: float) -> None:
         """Durable before the score is spawned: a crash after this is never re-run."""
-        await self.db.write(_update, task_id, "step = ?, started_at = ?, kill_at = ?",
+        await self.db.write(_update, task_id, attempt, "step = ?, started_at = ?, kill_at = ?",
                             (Step.STARTED, time.time(), kill_at), Step.ACCEPTED)
 
-    async def set_process(self, task_id: str, pid: int, proc_start: int | None) -> None:
+    async def set_process(self, task_id: str, attempt: int, pid: int, proc_start: int | None) -> None:
         """Durable before the result is: a restarted player finds the orphan by it,
         enforces its timeout and reports how it ended."""
-        await self.db.write(_update, task_id, "pid = ?, proc_start = ?", (pid, proc_start), Step.STARTED)
+        await self.db.write(_update, task_id, attempt, "pid = ?, proc_start = ?", (pid, proc_start),
+                            Step.STARTED)
 
     async def finish(self, result: player_pb2.TaskResult) -> bool:
-        """Record the result; False if the task was already finished (first result wins).
-        Durable before the result is sent: it is re-sent until acknowledged."""
+        """Record the result; False if that attempt was already finished (first result
+        wins) or is not the one held. Durable before the result is sent: it is re-sent
+        until acknowledged."""
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE spool SET step = ?, result = ?, finished_at = ? WHERE task_id = ?"
-                " AND step IN ('accepted', 'started')",
-                (Step.FINISHED, result.SerializeToString(), time.time(), result.task_id))
+                " AND attempt = ? AND step IN ('accepted', 'started')",
+                (Step.FINISHED, result.SerializeToString(), time.time(), result.task_id,
+                 result.attempt))
             return cur.rowcount == 1
         return await self.db.write(op)
 
     async def ack(self, task_id: str, attempt: int) -> bool:
-        """The conductor has the result: keep a tombstone only. False if not ours."""
+        """The conductor has the result: keep a tombstone only. False if not ours: an ack
+        of another attempt than the one held touches nothing."""
         return await self.db.write(_ack, task_id, attempt)
 
     def ack_later(self, task_id: str, attempt: int) -> None:
@@ -216,6 +259,18 @@ class Spool:
 
 
 
+def _insert(conn: sqlite3.Connection, run: player_pb2.RunTask) -> Entry:
+    conn.execute(
+        "INSERT INTO spool (task_id, attempt, job_id, score, params, requester,"
+        " deadline_at, step, accepted_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (run.task_id, run.attempt, run.job_id, run.score,
+         json.dumps(dict(run.params), sort_keys=True), run.requester,
+         run.deadline_at, Step.ACCEPTED, time.time()))
+    entry = _get(conn, run.task_id)
+    assert entry is not None  # inserted just now, in this transaction
+    return entry
+
+
 def _ack(conn: sqlite3.Connection, task_id: str, attempt: int) -> bool:
     now = time.time()
     cur = conn.execute("UPDATE spool SET step = ?, acked_at = ?, result = NULL, params = '{}'"
@@ -225,10 +280,12 @@ def _ack(conn: sqlite3.Connection, task_id: str, attempt: int) -> bool:
     return cur.rowcount == 1
 
 
-def _update(conn: sqlite3.Connection, task_id: str, sets: str, values: tuple[object, ...], expect: Step) -> None:
-    cur = conn.execute(f"UPDATE spool SET {sets} WHERE task_id = ? AND step = ?", (*values, task_id, expect))
+def _update(conn: sqlite3.Connection, task_id: str, attempt: int, sets: str, values: tuple[object, ...],
+            expect: Step) -> None:
+    cur = conn.execute(f"UPDATE spool SET {sets} WHERE task_id = ? AND attempt = ? AND step = ?",
+                       (*values, task_id, attempt, expect))
     if cur.rowcount != 1:
-        raise RuntimeError(f"spool entry {task_id} is not {expect}")
+        raise RuntimeError(f"spool entry {task_id} is not {expect} at attempt {attempt}")
 
 
 def _get(conn: sqlite3.Connection, task_id: str) -> Entry | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestra.inventory import decls_to_wire
+from orchestra.inventory import ScoreEntry
 from orchestra.wire import common_pb2
 from player import scores
 
@@ -41,14 +41,18 @@ def scores_signature(scores_dir: Path) -> tuple[object, ...]:
               for name in names))
 
 
+def inventory_entry(item: scores.InventoryEntry, default_timeout: float) -> ScoreEntry:
+    """One scanned score as the conductor is told of it: its .conf, with the effective
+    timeout on this player, or why it is invalid."""
+    if item.score is None:
+        return ScoreEntry(name=item.name, valid=False, error=item.error)
+    conf = item.score.conf
+    return ScoreEntry(name=item.name, valid=True, interface=conf.interface,
+                      timeout_seconds=int(conf.timeout or default_timeout), decls=conf.decls,
+                      retries=conf.retries, retry_delay=conf.retry_delay,
+                      concurrency=conf.concurrency, exclusive=conf.exclusive)
+
+
 def scan_inventory(scores_dir: Path, default_timeout: float) -> list[common_pb2.ScoreInfo]:
     """Every score in the directory as the conductor is told of it (blocking: file I/O)."""
-    infos = []
-    for item in scores.scan(scores_dir):
-        info = common_pb2.ScoreInfo(name=item.name, valid=item.score is not None, error=item.error)
-        if item.score is not None:
-            info.interface = item.score.conf.interface
-            info.timeout_seconds = int(item.score.conf.timeout or default_timeout)
-            info.params.extend(decls_to_wire(item.score.conf.decls))
-        infos.append(info)
-    return infos
+    return [inventory_entry(item, default_timeout).to_wire() for item in scores.scan(scores_dir)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import time
 import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -302,3 +303,78 @@ def test_inventory_is_sent_only_when_the_scores_directory_changed(tmp_path: Path
         [("first", False), ("second", False)],
         [("first", False), ("second", False)],
     ]
+
+
+# ---- new attempts and exclusive scores in the session ------------------------------------
+
+
+def sent(player: Player, kind: str) -> list[Any]:
+    """What the player queued for the conductor so far, of one kind (consumed)."""
+    assert player.outbox is not None
+    messages = []
+    while not player.outbox.empty():
+        messages.append(player.outbox.get_nowait())
+    return [getattr(m, kind) for m in messages if m.WhichOneof("body") == kind]
+
+
+async def settle() -> None:
+    for _ in range(20):  # let spawned handlers and spool writes run
+        await asyncio.sleep(0.01)
+
+
+def test_an_earlier_attempt_waiting_for_a_slot_never_runs_as_the_later_one(tmp_path: Path) -> None:
+    install(tmp_path / "scores", "probe")
+
+    async def use(player: Player) -> list[tuple[str, int]]:
+        player.outbox = asyncio.Queue()
+        for _ in range(player.config.max_concurrent):  # every slot taken
+            await player.slots.acquire()
+        task_id = "a" * 32 + ".0"
+        await player._on_run(player_pb2.RunTask(task_id=task_id, attempt=1, job_id="b" * 32, score="probe"))
+        await player._on_cancel(player_pb2.CancelTask(task_id=task_id, attempt=1, reason="gone"))
+        [cancelled] = sent(player, "result")
+        assert (cancelled.attempt, cancelled.ending) == (1, player_pb2.ENDING_CANCELLED)
+        await player._on_run(player_pb2.RunTask(task_id=task_id, attempt=2, job_id="b" * 32, score="probe"))
+        for _ in range(player.config.max_concurrent):
+            player.slots.release()
+        await settle()
+        return [(r.task_id, r.attempt) for r in sent(player, "start_request")]
+    assert with_player(tmp_path, use) == [("a" * 32 + ".0", 2)]
+
+
+def test_a_restarted_player_starts_no_exclusive_task_while_one_it_left_running_runs(
+        tmp_path: Path) -> None:
+    install(tmp_path / "scores", "solo", "exclusive yes\n")
+
+    async def use(player: Player) -> None:
+        player.outbox = asyncio.Queue()
+        orphan = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
+        try:
+            left, waiting = "1" * 32 + ".0", "2" * 32 + ".0"
+            for task_id in (left, waiting):
+                await player.spool.accept(player_pb2.RunTask(task_id=task_id, attempt=1,
+                                                             job_id="b" * 32, score="solo"))
+            await player.spool.mark_started(left, 1, kill_at=time.time() + 60)
+            await player.spool.set_process(left, 1, orphan.pid, runner.proc_start_time(orphan.pid))
+
+            await player.recover()
+            await settle()
+            assert sent(player, "start_request") == []
+            orphan.kill()
+            await orphan.wait()
+            for _ in range(100):
+                if not player.outbox.empty():
+                    break
+                await asyncio.sleep(0.05)
+            await settle()
+            messages = []
+            while not player.outbox.empty():
+                messages.append(player.outbox.get_nowait())
+            kinds = [(m.WhichOneof("body"), getattr(m, m.WhichOneof("body")).task_id) for m in messages]
+            assert kinds == [("result", left), ("start_request", waiting)]
+            assert messages[0].result.ending == player_pb2.ENDING_LOST
+        finally:
+            if orphan.returncode is None:
+                orphan.kill()
+                await orphan.wait()
+    with_player(tmp_path, use)

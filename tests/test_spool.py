@@ -15,7 +15,7 @@ import pytest
 from orchestra.errors import StartupError
 from orchestra.outcome import TaskOutcome
 from orchestra.wire import common_pb2, player_pb2
-from player.spool import SPOOL_VERSION, Spool, Step
+from player.spool import SPOOL_VERSION, Spool, Step, Verdict
 
 T = TypeVar("T")
 
@@ -151,16 +151,20 @@ def test_task_goes_accepted_started_finished_acked(tmp_path: Path) -> None:
         entry = await spool.accept(run_task("t1"))
         assert entry is not None and entry.step == Step.ACCEPTED
         assert entry.params == {"NAME": "world"} and entry.result is None
-        assert await spool.accept(run_task("t1", attempt=2)) is None  # duplicate refused
+        assert await spool.accept(run_task("t1")) is None  # duplicate refused
+        assert await spool.accept(run_task("t1", attempt=2)) is None  # attempt 1 still held
 
-        await spool.mark_started("t1", kill_at=123.0)
-        await spool.set_process("t1", 4242, 99)
+        with pytest.raises(RuntimeError):
+            await spool.mark_started("t1", 2, kill_at=0.0)  # not the attempt held
+        await spool.mark_started("t1", 1, kill_at=123.0)
+        await spool.set_process("t1", 1, 4242, 99)
         started = await spool.get("t1")
         assert started is not None and started.step == Step.STARTED
         assert (started.pid, started.proc_start, started.kill_at) == (4242, 99, 123.0)
         with pytest.raises(RuntimeError):
-            await spool.mark_started("t1", kill_at=0.0)  # never started twice
+            await spool.mark_started("t1", 1, kill_at=0.0)  # never started twice
 
+        assert await spool.finish(_result("t1", 2, 0)) is False  # not the attempt held
         assert await spool.finish(_result("t1", 1, 0)) is True
         assert await spool.finish(_result("t1", 1, 7)) is False  # first result wins
         [finished] = await spool.pending()
@@ -184,3 +188,127 @@ def test_finished_result_is_still_pending_after_reopen(tmp_path: Path) -> None:
     [entry] = run(tmp_path / "spool", lambda spool: spool.pending())
     assert entry.step == Step.FINISHED and entry.result == _result("t1", 1, 5)
     assert TaskOutcome.from_wire(entry.result.outcome).exit_code == 5
+
+
+# ---- a later attempt of a task the spool holds (the conductor retried it) ----------------
+
+
+def _step_to(spool: Spool, step: Step) -> Callable[[str, int], Awaitable[None]]:
+    """A coroutine function that brings task_id's attempt (just accepted) to ``step``."""
+    async def bring(task_id: str, attempt: int) -> None:
+        if step in (Step.STARTED, Step.FINISHED, Step.ACKED):
+            await spool.mark_started(task_id, attempt, kill_at=0.0)
+            await spool.set_process(task_id, attempt, 4242, 99)
+        if step in (Step.FINISHED, Step.ACKED):
+            assert await spool.finish(_result(task_id, attempt, 1))
+        if step == Step.ACKED:
+            assert await spool.ack(task_id, attempt)
+    return bring
+
+
+@pytest.mark.parametrize("step", [Step.FINISHED, Step.ACKED])
+def test_later_attempt_replaces_an_attempt_that_is_over(tmp_path: Path, step: Step) -> None:
+    async def use(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=1))
+        await _step_to(spool, step)("t1", 1)
+        later = player_pb2.RunTask(task_id="t1", attempt=3, job_id="job1", score="hello",
+                                   params={"NAME": "again"}, requester="bob", deadline_at=99.5)
+
+        admission = await spool.admit(later)
+
+        assert admission.verdict == Verdict.NEW_ATTEMPT and admission.runs
+        assert admission.replaced is not None
+        assert (admission.replaced.attempt, admission.replaced.step) == (1, step)
+        new = admission.entry
+        assert (new.task_id, new.attempt, new.step) == ("t1", 3, Step.ACCEPTED)
+        assert (new.params, new.requester, new.deadline_at) == ({"NAME": "again"}, "bob", 99.5)
+        assert (new.pid, new.proc_start, new.kill_at, new.result) == (None, None, None, None)
+        assert await spool.get("t1") == new
+        assert [entry.task_id for entry in await spool.pending()] == ["t1"]
+        # The new attempt goes through every step like a first one.
+        await spool.mark_started("t1", 3, kill_at=1.0)
+        assert await spool.finish(_result("t1", 3, 0))
+        assert await spool.ack("t1", 3)
+    run(tmp_path / "spool", use)
+
+
+def test_later_attempt_is_durable_once_admitted(tmp_path: Path) -> None:
+    async def admit(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=1))
+        await _step_to(spool, Step.FINISHED)("t1", 1)
+        assert (await spool.admit(run_task("t1", attempt=2))).verdict == Verdict.NEW_ATTEMPT
+    run(tmp_path / "spool", admit)
+
+    [entry] = run(tmp_path / "spool", lambda spool: spool.pending())
+    assert (entry.attempt, entry.step, entry.result) == (2, Step.ACCEPTED, None)
+
+
+@pytest.mark.parametrize("step", [Step.ACCEPTED, Step.STARTED])
+def test_later_attempt_is_refused_while_the_earlier_may_still_run(tmp_path: Path, step: Step) -> None:
+    async def use(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=1))
+        await _step_to(spool, step)("t1", 1)
+        before = await spool.get("t1")
+
+        admission = await spool.admit(run_task("t1", attempt=2))
+
+        assert admission.verdict == Verdict.BUSY and not admission.runs
+        assert admission.entry == before and admission.replaced is None
+        assert await spool.get("t1") == before  # the earlier attempt is kept as it was
+        assert await spool.accept(run_task("t1", attempt=5)) is None
+        # It still finishes as attempt 1, and only then may attempt 2 take its place.
+        if step == Step.ACCEPTED:
+            await spool.mark_started("t1", 1, kill_at=0.0)
+        assert await spool.finish(_result("t1", 1, 0))
+        assert (await spool.admit(run_task("t1", attempt=2))).verdict == Verdict.NEW_ATTEMPT
+    run(tmp_path / "spool", use)
+
+
+@pytest.mark.parametrize("step", list(Step))
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_same_or_earlier_attempt_is_a_duplicate_whatever_its_step(
+        tmp_path: Path, step: Step, attempt: int) -> None:
+    async def use(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=2))
+        await _step_to(spool, step)("t1", 2)
+        before = await spool.get("t1")
+
+        admission = await spool.admit(run_task("t1", attempt=attempt))
+
+        assert admission.verdict == Verdict.DUPLICATE and not admission.runs
+        assert admission.entry == before and await spool.get("t1") == before
+    run(tmp_path / "spool", use)
+
+
+def test_ack_of_the_earlier_attempt_never_touches_the_later_one(tmp_path: Path) -> None:
+    async def use(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=1))
+        await _step_to(spool, Step.FINISHED)("t1", 1)
+        await spool.admit(run_task("t1", attempt=2))
+        await spool.mark_started("t1", 2, kill_at=0.0)
+        assert await spool.finish(_result("t1", 2, 0))
+        finished = await spool.get("t1")
+
+        assert await spool.ack("t1", 1) is False  # late: attempt 1's result was replaced
+        spool.ack_later("t1", 1)
+        await spool.db.write(lambda conn: None)  # committed with the next write, in order
+        assert await spool.get("t1") == finished
+        [pending] = await spool.pending()
+        assert pending == finished and pending.result == _result("t1", 2, 0)
+        assert await spool.ack("t1", 2) is True
+        assert await spool.pending() == []
+    run(tmp_path / "spool", use)
+
+
+def test_result_of_the_earlier_attempt_never_lands_on_the_later_one(tmp_path: Path) -> None:
+    async def use(spool: Spool) -> None:
+        await spool.accept(run_task("t1", attempt=1))
+        await _step_to(spool, Step.FINISHED)("t1", 1)
+        await spool.admit(run_task("t1", attempt=2))
+
+        assert await spool.finish(_result("t1", 1, 0)) is False
+        with pytest.raises(RuntimeError):
+            await spool.mark_started("t1", 1, kill_at=0.0)
+        entry = await spool.get("t1")
+        assert entry is not None and (entry.attempt, entry.step) == (2, Step.ACCEPTED)
+    run(tmp_path / "spool", use)
