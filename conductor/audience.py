@@ -20,15 +20,20 @@ import grpc
 from conductor.auth import current_requester
 from conductor.lifecycle import KeyReused, Lifecycle
 from conductor.policy import Policy, Requester
-from conductor.states import TaskState
-from conductor.store import JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, Store
+from conductor.states import RETRYABLE, TaskState
+from conductor.store import (
+    JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, ScoreRules, Store, TaskRecord,
+)
 from conductor.watchers import Watchers
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
+from orchestra.joboptions import (
+    check_job_name, check_labels, parse_amount, parse_label, parse_priority, resolve_rollout,
+)
 from orchestra.outcome import JOB_STATUSES
 from orchestra.params import (
     JOB_ID_RE, apply_decls, check_idempotency_key, check_score_name, check_targets,
-    ScoreDecls, normalize_params, redact, resolve_scope,
+    ScoreDecls, is_group, normalize_params, redact, resolve_scope,
 )
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
@@ -140,17 +145,33 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         scope = resolve_scope(SCOPES.get(request.scope), targets)
         key = check_idempotency_key(request.idempotency_key)
         expires = request.expires_seconds or self.job_deadline
+        name = check_job_name(request.name)
+        labels = check_labels(dict(request.labels))
+        priority = parse_priority(request.priority) if request.HasField("priority") else 0
+        rollout = request.rollout
+        parse_amount(rollout.batch, "--batch")  # checked now; resolved against the targets later
+        parse_amount(rollout.max_failures, "--max-failures")
+        sent = {"name": name, "labels": labels, "priority": priority, "canary": rollout.canary,
+                "batch": rollout.batch.strip(), "max_failures": rollout.max_failures.strip()}
         return NewJob(score=score, scope=scope, targets=tuple(targets), params=params, secret_keys=(),
                       requester=who.label, deadline_at=time.time() + expires, idempotency_key=key,
-                      request_params=params)
+                      request_params=params, request_targets=tuple(targets),
+                      request_options={k: v for k, v in sent.items() if v}, name=name, labels=labels,
+                      priority=priority)
 
     def _check(self, draft: NewJob, who: Requester) -> NewJob:
-        """The request against what the conductor knows now: the players file, what the
-        targets reported (the score's declarations) and the policy."""
-        score, targets, params = draft.score, list(draft.targets), dict(draft.params)
+        """The request against what the conductor knows now: its groups and the players
+        file, what the targets reported (the score's declarations) and the policy."""
+        score, params = draft.score, dict(draft.params)
+        targets = self.lifecycle.clusters.expand(draft.targets, self.sessions.roster)
         unknown = [t for t in targets if t not in self.sessions.roster]
         if unknown:
             raise ValidationError(f"not in the players file: {', '.join(unknown[:10])}")
+        options = draft.request_options
+        canary = options.get("canary", 0)
+        assert isinstance(canary, int)
+        rollout = resolve_rollout(canary, str(options.get("batch", "")), str(options.get("max_failures", "")),
+                                  draft.scope, len(targets))
         self._check_runnable(score, targets)
         # Enforce the score's declarations as the targets last reported them; a player
         # checks again before it runs anything.
@@ -167,7 +188,24 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         decision = self.policy().decide(who, score, targets, checked)
         if not decision.allowed:
             raise PolicyDenied(decision.reason, decision.rule)
-        return dataclasses.replace(draft, params=checked, secret_keys=tuple(sorted(secret)))
+        return dataclasses.replace(draft, targets=tuple(targets), params=checked, secret_keys=tuple(sorted(secret)),
+                                   rollout=rollout, rules=self._score_rules(score, targets))
+
+    def _score_rules(self, score: str, targets: list[str]) -> ScoreRules:
+        """What the score's .conf asks of the conductor (retries, limits), as the targets
+        reported it. When they disagree, the strictest: the fewest retries with the
+        longest delay, the smallest concurrency, exclusive if any says so."""
+        entries = set()
+        for target in targets:
+            record = self.sessions.known.get(target)
+            entry = next((e for e in record.inventory if e.name == score and e.valid), None) if record else None
+            if entry is not None:
+                entries.add((entry.retries, entry.retry_delay, entry.concurrency, entry.exclusive))
+        if not entries:
+            return ScoreRules()
+        limits = [entry[2] for entry in entries if entry[2]]
+        return ScoreRules(min(entry[0] for entry in entries), max(entry[1] for entry in entries),
+                          min(limits) if limits else 0, any(entry[3] for entry in entries))
 
     def _check_runnable(self, score: str, targets: list[str]) -> None:
         """Refuse now what every target would refuse later: each has reported its scores,
@@ -322,7 +360,8 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             row = audience_pb2.JobSummary(
                 job_id=job.job_id, score=job.score, scope=WIRE_SCOPES[job.scope], target_count=len(job.targets),
                 targets=job.targets[:LIST_TARGETS], requester=job.requester, created_at=job.created_at,
-                finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id]))
+                finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id]),
+                name=job.name, labels=job.labels, priority=job.priority, phase=job.phase)
             size += row.ByteSize() + 8
             if size > LIST_BYTES:  # long names: stop short of the message limit, and say so
                 more = True
@@ -331,12 +370,13 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         reply.more = more
         self.audit.record("list", "accepted", requester=who.label, shown=len(reply.jobs), of_others=others,
                           statuses=sorted(match.statuses) or None, score=match.score,
-                          requesters=list(match.requesters) or None, target=match.target, since=match.since)
+                          requesters=list(match.requesters) or None, target=request.target or None,
+                          since=match.since, name=match.name, labels=[f"{k}={v}" for k, v in match.labels] or None)
         return reply
 
-    @staticmethod
-    def _job_filter(request: audience_pb2.ListJobsRequest, who: Requester) -> tuple[JobFilter, int]:
+    def _job_filter(self, request: audience_pb2.ListJobsRequest, who: Requester) -> tuple[JobFilter, int]:
         """The listing asked for, checked: a bad filter is an error, not an empty list."""
+        clusters, roster = self.lifecycle.clusters, self.sessions.roster
         statuses = frozenset(request.statuses)
         unknown = sorted(statuses - set(JOB_STATUSES))
         if unknown:
@@ -348,17 +388,24 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         if request.mine and request.requester:
             raise ValidationError("mine and requester cannot be used together")
         for name, value in (("score", request.score), ("requester", request.requester),
-                            ("target", request.target)):
+                            ("target", request.target), ("name", request.name)):
             if len(value) > MAX_FILTER_CHARS:
                 raise ValidationError(f"{name} filter longer than {MAX_FILTER_CHARS} characters")
+        labels = tuple(check_labels([parse_label(label) for label in request.labels]).items())
         requesters: tuple[str, ...] = ()
         if request.mine:
             requesters = (who.label,)
         elif request.requester:
             name = request.requester
             requesters = (name,) if ":" in name else (f"user:{name}", f"cert:{name}")
+        targets: tuple[str, ...] = ()
+        if request.target:
+            targets = tuple(check_targets([request.target]))
+            if is_group(request.target):  # its members now, as submitjob would expand it
+                targets = tuple(clusters.members(request.target[1:], roster)) or ("",)
         return JobFilter(statuses=statuses, score=request.score or None, requesters=requesters,
-                         target=request.target or None, since=request.since or None), limit
+                         targets=targets, since=request.since or None, name=request.name or None,
+                         labels=labels), limit
 
     async def _unchecked_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
         """Re-read a job this call already checked (the requester of a job never changes)."""
@@ -375,13 +422,98 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         await asyncio.shield(self.lifecycle.cancel(job, who.label))  # never half-done (Lifecycle._apply)
         return job_to_wire(await self._unchecked_job(request.job_id, context))
 
+    async def Retry(self, request: audience_pb2.RetryRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> audience_pb2.RetryReply:
+        """retryjob: the job's unsuccessful tasks in the states asked for run again as new
+        attempts. One's own job needs the policy still to allow running it; another
+        requester's a rule granting ``retry``."""
+        who = self.requester()
+        try:
+            wanted = frozenset(TaskState.from_wire(state) for state in request.states) or \
+                frozenset({TaskState.FAILED, TaskState.TIMED_OUT})
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        refused = sorted(state.value for state in wanted - RETRYABLE)
+        if refused:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"tasks that ended {refused[0]} cannot be retried (only"
+                                f" {', '.join(sorted(state.value for state in RETRYABLE))})")
+        job = await self._job(request.job_id, context, "retry")
+        if job.requester == who.label:
+            decision = self.policy().decide(who, job.score, job.targets, job.params)
+            if not decision.allowed:
+                self.audit.record("retry", "denied", requester=who.label, job_id=job.job_id, reason=decision.reason,
+                                  rule=decision.rule or None)
+                await _deny_by_policy(context, decision.reason)
+        try:
+            retried = await self.lifecycle.retry(job, wanted, who.label)
+        except ValidationError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        return audience_pb2.RetryReply(job=job_to_wire(await self._unchecked_job(job.job_id, context)),
+                                       task_ids=[task.task_id for task in retried.queued])
+
+    async def Delete(self, request: audience_pb2.JobRef,  # noqa: N802
+                     context: grpc.aio.ServicerContext) -> audience_pb2.DeleteReply:
+        """deletejob: a finished job is forgotten (its requester's, or by a ``delete`` grant)."""
+        job = await self._job(request.job_id, context, "delete")
+        deleted = await asyncio.shield(self.lifecycle.delete(job, self.requester().label))
+        if deleted is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such job {job.job_id}")
+        if not deleted:
+            open_tasks = sum(1 for task in job.tasks if not task.state.terminal)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {job.job_id} is not finished ({open_tasks} tasks not ended);"
+                                " cancel it first, or use deletejob --cancel")
+        return audience_pb2.DeleteReply(job_id=job.job_id)
+
+    async def Drain(self, request: audience_pb2.DrainRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> audience_pb2.DrainReply:
+        """drain / undrain: hosts and @groups that get no new tasks, durably."""
+        who = self.requester()
+        clusters, lifecycle = self.lifecycle.clusters, self.lifecycle
+        try:
+            if len(request.reason) > 500 or not request.reason.isprintable():
+                raise ValidationError("the reason must be printable and at most 500 characters")
+            if request.undrain:  # what is drained may be undrained, even if gone from the file
+                names = check_targets(request.names)
+                unknown = [name for name in names if name not in lifecycle.drains]
+                if unknown:
+                    raise ValidationError(f"not drained: {', '.join(unknown[:10])}")
+            else:
+                names = clusters.check_names(request.names, self.sessions.roster | set(self.sessions.known))
+            hosts = [host for name in names for host in
+                     (clusters.members(name[1:], self.sessions.roster) if is_group(name) and name[1:] in
+                      clusters.groups else [] if is_group(name) else [name])]
+        except ValidationError as err:
+            self.audit.record("undrain" if request.undrain else "drain", "rejected", requester=who.label,
+                              reason=str(err))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        decision = self.policy().may_drain(who, hosts or names, SUPERUSERS)
+        if not decision.allowed:
+            self.audit.record("undrain" if request.undrain else "drain", "denied", requester=who.label,
+                              names=names, reason=decision.reason, rule=decision.rule or None)
+            await _deny_by_policy(context, decision.reason)
+        drains = await asyncio.shield(lifecycle.drain(names, not request.undrain, who.label, request.reason))
+        return audience_pb2.DrainReply(names=[drain.name for drain in drains], hosts=sorted(lifecycle.drained))
+
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:
         reply = audience_pb2.PlayerList(conductor_cert_not_after=self.cert_not_after)
-        for name in sorted(self.sessions.roster | {s.name for s in self.sessions}):
+        names = sorted(self.sessions.roster | {s.name for s in self.sessions})
+        if request.targets:
+            try:
+                wanted = set(self.lifecycle.clusters.expand(check_targets(request.targets),
+                                                            self.sessions.roster | set(names)))
+            except ValidationError as err:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            names = [name for name in names if name in wanted]
+        for name in names:
             session = self.sessions.get(name)
+            drain = self.lifecycle.drained.get(name)
             info = audience_pb2.PlayerInfo(name=name, connected=session is not None,
-                                           revoked=self.lifecycle.revoked_players.get(name, ""))
+                                           revoked=self.lifecycle.revoked_players.get(name, ""),
+                                           drained=drain.name if drain else "",
+                                           drained_reason=drain.reason if drain else "")
             known = self.sessions.known.get(name)
             if known is not None:
                 info.last_seen = known.last_seen
@@ -423,10 +555,24 @@ def job_to_wire(job: JobRecord) -> audience_pb2.Job:
         scope=WIRE_SCOPES[job.scope],
         targets=job.targets, params=redact(dict(job.params), job.secret_keys), requester=job.requester,
         created_at=job.created_at, deadline_at=job.deadline_at, finished_at=job.finished_at or 0.0,
-        status=job.status, finished=job.finished_at is not None)
-    for task in job.tasks:
-        wire.tasks.append(audience_pb2.Task(
-            task_id=task.task_id, player=task.player or "", state=task.state.to_wire(),  # type: ignore[arg-type]
-            attempt=task.attempt, dispatched_at=task.dispatched_at or 0.0,
-            outcome=task.outcome.to_wire()))
+        status=job.status, finished=job.finished_at is not None, name=job.name, labels=job.labels,
+        priority=job.priority, retries=job.rules.retries, retry_delay=job.rules.retry_delay,
+        concurrency=job.rules.concurrency, exclusive=job.rules.exclusive)
+    if job.phase:
+        plan = job.rollout
+        wire.rollout.CopyFrom(audience_pb2.Rollout(
+            canary=plan.canary, batch=plan.batch, has_max_failures=plan.max_failures is not None,
+            max_failures=plan.max_failures or 0, phase=job.phase, phase_reason=job.phase_reason,
+            failures=job.failures))
+    wire.tasks.extend(task_to_wire(task) for task in job.tasks)
     return wire
+
+
+def task_to_wire(task: TaskRecord) -> audience_pb2.Task:
+    return audience_pb2.Task(
+        task_id=task.task_id, player=task.player or "", state=task.state.to_wire(),  # type: ignore[arg-type]
+        attempt=task.attempt, dispatched_at=task.dispatched_at or 0.0, outcome=task.outcome.to_wire(),
+        retries=task.retries, not_before=task.not_before or 0.0,
+        history=[audience_pb2.Attempt(attempt=earlier.attempt, player=earlier.player or "",
+                                      state=earlier.state.to_wire(),  # type: ignore[arg-type]
+                                      outcome=earlier.outcome.to_wire()) for earlier in task.history])

@@ -6,11 +6,16 @@ for the players whose slots grew since the last pass (or all players with work, 
 change that may affect anyone), places the one-of tasks on the least busy target, and
 hands the whole plan to the lifecycle, which claims it in one commit before anything is
 sent. One-of tasks are placed before all-of ones in each pass.
+
+A drained player takes nothing new (its all-of tasks wait; a one-of task goes to another
+target), and a task whose score is at its fleet-wide ``concurrency`` or, on that host,
+``exclusive`` limit waits for one of that score's tasks to end (conductor.limits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import sqlite3
 import time
@@ -18,6 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from conductor.lifecycle import Lifecycle
+from conductor.limits import Reservations
 from conductor.sessions import PlayerSession
 from conductor.store import QueuedTask
 from orchestra import log
@@ -77,10 +83,15 @@ class Dispatcher:
         plan: list[tuple[PlayerSession, QueuedTask]] = []
         planned: Counter[str] = Counter()
         takers: dict[str, PlayerSession] = {}
+        drained = self.lifecycle.drained
+        limits, reserved = self.lifecycle.limits, Reservations()
+
+        def admitted(task: QueuedTask, player: str) -> bool:
+            return limits.admits(task, player, reserved)
 
         def taker(name: str) -> PlayerSession | None:
             session = self.sessions.get(name)
-            if session is None or not self.sessions.can_take(session):
+            if session is None or name in drained or not self.sessions.can_take(session):
                 return None
             takers[name] = session
             return session
@@ -90,8 +101,13 @@ class Dispatcher:
             if task.deadline_at <= now:
                 continue  # the deadline timer expires it
             candidates = task.candidates()
-            session = pick(candidates, {n: s for n in candidates if (s := takers.get(n) or taker(n))},
-                           planned=planned)
+            ready = {n: s for n in candidates if (s := takers.get(n) or taker(n))}
+            session = pick(candidates, ready, planned=planned)
+            while session is not None and not limits.admits(task, session.name, reserved):
+                # The score runs there already (exclusive): another target, unless the
+                # score is at its fleet-wide limit, which no target changes.
+                del ready[session.name]
+                session = None if limits.fleet_full(task, reserved) else pick(candidates, ready, planned=planned)
             if session is not None:
                 placed.append(task)
                 plan.append((session, task))
@@ -105,7 +121,7 @@ class Dispatcher:
                 continue
             room = session.free_slots - planned[name]
             if room > 0:
-                for task in self.index.take(name, room, now):
+                for task in self.index.take(name, room, now, functools.partial(admitted, player=name)):
                     plan.append((session, task))
                     planned[name] += 1
         return plan

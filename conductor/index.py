@@ -4,23 +4,32 @@ The store stays the source of truth: the index is rebuilt from it at start-up an
 changed only after a commit, by the lifecycle, from what the store returned. It holds
 
 * every queued task, by id;
-* per player, a heap of its queued all-of tasks, oldest first, and which players have
-  any (so a pass looks only at players with work);
+* per player, a heap of its queued all-of tasks in dispatch order (QueuedTask.order:
+  first in, first out, each point of priority worth PRIORITY_STEP_SECONDS of waiting), and
+  which players have any (so a pass looks only at players with work);
 * the queued one-of tasks, which any of their untried targets may take;
+* a heap of (not before, task) for the retries that wait for their delay: such a task
+  is queued but placed only once its time has come (:meth:`release_due`);
 * a heap of (deadline, job) for every unfinished job, so the deadline timer sleeps until
   the next one and expires only the jobs that are due.
 
-A pass costs what it dispatches, not what is queued. :meth:`snapshot` is what the tests
-compare with the store after random operations and restarts.
+Tasks a rollout holds back (conductor.rollout) are not in the index at all until they
+are released. A pass costs what it dispatches, not what is queued. :meth:`snapshot` is
+what the tests compare with the store after random operations and restarts.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from conductor.store import QueuedTask, Store
+from conductor.store import QueuedTask
+
+# A pass looks this many entries past the ones it takes on a player's queue for tasks a
+# score's limit lets through, before it leaves the rest for the next pass.
+TAKE_LOOKAHEAD = 256
 
 
 @dataclass
@@ -34,22 +43,20 @@ class DispatchIndex:
     # Taken out for a pass and not yet claimed: put back only if still here (a discard
     # while a pass held it means it left the queue meanwhile).
     _taken: set[str] = field(default_factory=set)
-
-    @classmethod
-    async def rebuild(cls, store: Store) -> DispatchIndex:
-        """The index as the store says it must be: every queued task, every open job."""
-        index = cls()
-        for task in await store.queued():
-            index.add(task)
-        for job_id, deadline_at in await store.open_jobs():
-            index.job_opened(job_id, deadline_at)
-        return index
+    _delayed: list[tuple[float, str]] = field(default_factory=list)
 
     # ---- queued tasks ------------------------------------------------------------------
 
     def add(self, task: QueuedTask) -> None:
-        """A task (back) in the queue: after a submit or a requeue was committed."""
+        """A task (back) in the queue: after a submit or a requeue was committed, or
+        released by its rollout. A retry waiting for its delay is placed when it is due."""
         self.queued[task.task_id] = task
+        if task.not_before is not None and task.not_before > time.time():
+            heapq.heappush(self._delayed, (task.not_before, task.task_id))
+            return
+        self._place(task)
+
+    def _place(self, task: QueuedTask) -> None:
         if task.scope == "all" and task.player is not None:
             heapq.heappush(self._all_of.setdefault(task.player, []), (task.order, task.task_id))
         else:
@@ -73,19 +80,38 @@ class DispatchIndex:
     def has_work(self, player: str) -> bool:
         return player in self._all_of
 
-    def take(self, player: str, count: int, now: float) -> list[QueuedTask]:
-        """Up to ``count`` of the player's all-of tasks, oldest first, removed from the
+    def release_due(self, now: float) -> list[QueuedTask]:
+        """Retries whose delay has passed, placed now (returned, to wake their players)."""
+        due = []
+        while self._delayed and self._delayed[0][0] <= now:
+            _, task_id = heapq.heappop(self._delayed)
+            task = self.queued.get(task_id)
+            if task is not None and task.not_before is not None and task.not_before <= now:
+                self._place(task)
+                due.append(task)
+        return due
+
+    def next_retry(self) -> float | None:
+        """When the next delayed retry is due (None: none waits)."""
+        while self._delayed and self._delayed[0][1] not in self.queued:
+            heapq.heappop(self._delayed)
+        return self._delayed[0][0] if self._delayed else None
+
+    def take(self, player: str, count: int, now: float,
+             admits: Callable[[QueuedTask], bool] | None = None) -> list[QueuedTask]:
+        """Up to ``count`` of the player's all-of tasks in dispatch order, removed from the
         index (the caller claims them, or puts them back with :meth:`add`). Tasks past
-        their deadline stay: the deadline timer expires them."""
+        their deadline stay: the deadline timer expires them. So do tasks ``admits``
+        refuses (a score's limit), looking at most TAKE_LOOKAHEAD of them."""
         heap = self._all_of.get(player)
         taken: list[QueuedTask] = []
         late: list[tuple[tuple[float, str, int], str]] = []
-        while heap and len(taken) < count:
+        while heap and len(taken) < count and len(late) < TAKE_LOOKAHEAD:
             entry = heapq.heappop(heap)
             task = self.queued.get(entry[1])
             if task is None or task.player != player or task.scope != "all":
                 continue  # stale: it left the queue since
-            if task.deadline_at <= now:
+            if task.deadline_at <= now or (admits is not None and not admits(task)):
                 late.append(entry)
                 continue
             del self.queued[task.task_id]
@@ -115,7 +141,8 @@ class DispatchIndex:
         while the pass held it."""
         if task.task_id in self._taken:
             self._taken.discard(task.task_id)
-            self.add(task)
+            self.queued[task.task_id] = task
+            self._place(task)
 
     # ---- deadlines ---------------------------------------------------------------------
 
@@ -142,12 +169,12 @@ class DispatchIndex:
 
     def due(self, now: float) -> list[str]:
         """Unfinished jobs whose deadline has come: each is handed out once."""
-        jobs = []
+        jobs: dict[str, None] = {}  # a job reopened by a retry may have two entries
         while self._deadlines and self._deadlines[0][0] <= now:
             _, job_id = heapq.heappop(self._deadlines)
             if self._unfinished.get(job_id, now + 1) <= now:
-                jobs.append(job_id)
-        return jobs
+                jobs[job_id] = None
+        return list(jobs)
 
     # ---- for tests and operators -------------------------------------------------------
 
@@ -161,22 +188,25 @@ class DispatchIndex:
 
     def oldest_created_at(self) -> float | None:
         """When the job of the longest-waiting queued task was submitted (None: nothing is
-        queued). Looks at the head of each player's heap, dropping stale heads as
+        queued; the head of each player's queue stands for it, which is its oldest task
+        unless a younger one of higher priority is ahead). Looks at the head of each player's heap, dropping stale heads as
         :meth:`take` would, and at the oldest one-of task: the cost of a dispatch pass,
         not of the backlog."""
         oldest: float | None = None
         emptied = []
         queued = self.queued
         for player, heap in self._all_of.items():
+            task = None
             while heap:
                 task = queued.get(heap[0][1])
                 if task is not None and task.player == player and task.scope == "all":
                     break
                 heapq.heappop(heap)
-            if not heap:
+                task = None
+            if task is None:
                 emptied.append(player)
-            elif oldest is None or heap[0][0][0] < oldest:
-                oldest = heap[0][0][0]
+            elif oldest is None or task.created_at < oldest:
+                oldest = task.created_at
         for player in emptied:
             del self._all_of[player]
         if self._one_of:

@@ -20,14 +20,17 @@ from typing import Any
 
 import grpc
 
-from conductor import reconcile
+from conductor import reconcile, rollout
 from conductor.audit import AuditLog
+from conductor.clusters import Clusters
 from conductor.index import DispatchIndex
+from conductor.limits import Limits
 from conductor.metrics import Counts
+from conductor.rollout import Rollouts
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
 from conductor.store import (
-    Change, JobRecord, NewJob, QueuedTask, Store, Submitted, TaskRecord, TaskRef,
+    Change, Drain, JobRecord, NewJob, QueuedTask, Retried, Store, Submitted, TaskRecord, TaskRef,
 )
 from conductor.watchers import Watchers
 from orchestra import faults, log
@@ -67,21 +70,81 @@ class KeyReused(ValidationError):
 
 
 class Lifecycle:
-    def __init__(self, store: Store, sessions: Sessions, audit: AuditLog,
-                 index: DispatchIndex | None = None) -> None:
+    def __init__(self, store: Store, sessions: Sessions, audit: AuditLog) -> None:
         self.store = store
         self.sessions = sessions
         self.audit = audit
-        self.index = index if index is not None else DispatchIndex()
+        self.index = DispatchIndex()
+        self.rollouts = Rollouts()  # the queued tasks rollouts hold back from the index
+        self.limits = Limits()  # the scores' concurrency and exclusive limits
+        self.clusters = Clusters()  # conductor.toml [groups], set (and reloaded) by main
+        self.drains: dict[str, Drain] = {}
+        self.drained: dict[str, Drain] = {}  # each drained player, with the drain covering it
         self.watchers = Watchers()
         self.dispatch_wanted = asyncio.Event()
         self.deadlines_changed = asyncio.Event()
+        self.retries_changed = asyncio.Event()
         # Players whose free slots grew since the last dispatch pass; None: look at all.
         self.freed: set[str] | None = None
         # Players whose certificate the CRL revokes, with why (until one connects again).
         self.revoked_players: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.counts = Counts()  # for the metrics; plain numbers, changed here only
+
+    @classmethod
+    async def restore(cls, store: Store, sessions: Sessions, audit: AuditLog,
+                      clusters: Clusters | None = None) -> Lifecycle:
+        """The lifecycle of a conductor starting on this queue: dispatch's index of the
+        queued tasks, each open job's deadline, rollout and score limits, the tasks in
+        flight they count, and the drained hosts. A rollout releases its tasks again
+        into the window its tasks in flight leave."""
+        lifecycle = cls(store, sessions, audit)
+        if clusters is not None:
+            lifecycle.clusters = clusters
+        in_flight: dict[str, list[str]] = {}
+        flying = await store.in_flight()
+        for task in flying:
+            in_flight.setdefault(task.job_id, []).append(task.task_id)
+        for job in await store.open_jobs():
+            lifecycle.index.job_opened(job.job_id, job.deadline_at)
+            lifecycle.rollouts.track(job.job_id, job.rollout, job.phase, in_flight.get(job.job_id, ()))
+            lifecycle.limits.track(job.job_id, job.score, job.rules)
+        lifecycle.limits.restore((task.task_id, task.job_id, task.player) for task in flying)
+        for queued in await store.queued():
+            lifecycle._enqueue(queued)
+        for job_id in lifecycle.rollouts.jobs():
+            lifecycle._release(job_id)
+        lifecycle.drains = {drain.name: drain for drain in await store.drains()}
+        lifecycle.refresh_drained()
+        return lifecycle
+
+    def _enqueue(self, task: QueuedTask) -> None:
+        """A task committed as queued: into the dispatch index, unless its rollout holds
+        it back for now."""
+        if self.rollouts.offer(task):
+            self.index.add(task)
+            if task.not_before is not None:
+                self.retries_changed.set()
+
+    def _release(self, job_id: str) -> None:
+        """Whatever of the job's held tasks its rollout lets go now, into the index."""
+        released = self.rollouts.release(job_id, lambda task: task.player in self.sessions)
+        for task in released:
+            self.index.add(task)
+        if released:
+            self.wake()
+
+    def _left_flight(self, task_id: str) -> None:
+        """The task no longer counts against its score's limits: wake whoever waited."""
+        waiting = self.limits.left(task_id)
+        if None in waiting:
+            self.wake()
+        elif waiting:
+            self.wake(*(player for player in waiting if player is not None))
+
+    def refresh_drained(self) -> None:
+        """Which players the drains cover now (groups and the players file may have changed)."""
+        self.drained = self.clusters.drained(self.drains.values(), self.sessions.roster)
 
     async def restore_counts(self) -> None:
         """At start-up: how the tasks of each job still open ended so far, so the status
@@ -122,18 +185,45 @@ class Lifecycle:
         the waiters of a job that just finished are woken."""
         if change.applied and change.task_id:
             if change.queued is not None:
-                self.index.add(change.queued)
+                self._enqueue(change.queued)
             else:
                 self.index.discard(change.task_id)
+            if change.ended is not None:  # an attempt ended, and the task was queued again
+                self.counts.attempt_ended(change.ended)
+                logger.info("task_retrying", task_id=change.task_id, ended=change.ended.value,
+                            not_before=change.queued.not_before if change.queued else None)
             if change.state is not None:
                 self.counts.task_moved(change.job_id, change.task_id, change.state)
+                if change.state not in IN_FLIGHT:
+                    self._left_flight(change.task_id)
+                if change.state.terminal:
+                    self.rollouts.ended(change.job_id, change.task_id)
+                    self._release(change.job_id)
             self.watchers.task_changed(change.job_id)
+        if change.phase is not None:
+            self._phase_moved(change)
         if change.job_finished:
             logger.info("job_finished", job_id=change.job_id)
             self.counts.job_finished(change.job_id)
             self.index.job_finished(change.job_id)
+            self.rollouts.forget(change.job_id)
+            self.limits.forget(change.job_id)
             self.watchers.job_finished(change.job_id)
         return change
+
+    def _phase_moved(self, change: Change) -> None:
+        """The store moved a rollout on (canary passed, or stopped and its queued tasks
+        skipped in the same commit)."""
+        phase = change.phase or ""
+        self.rollouts.moved(change.job_id, phase)
+        for task_id in change.skipped:
+            self.index.discard(task_id)
+            self.counts.task_moved(change.job_id, task_id, TaskState.SKIPPED)
+        if change.skipped:
+            self.watchers.task_changed(change.job_id)
+        logger.info("rollout_phase", job_id=change.job_id, phase=phase, skipped=len(change.skipped))
+        self.audit.record("rollout", phase, job_id=change.job_id, skipped=len(change.skipped) or None)
+        self._release(change.job_id)
 
     async def _end(self, task: TaskRecord, new: TaskState, reason: str, **expect: Any) -> Change:
         """End a task the player cannot report on (expired, removed, lost, cancelled)."""
@@ -178,8 +268,11 @@ class Lifecycle:
         faults.point("submit.committed")
         if not existing:
             self.counts.job_submitted(job_id)
+            self.rollouts.track(job_id, job.rollout, rollout.first_phase(job.rollout))
+            self.limits.track(job_id, job.score, job.rules)
             for task in submitted.queued:
-                self.index.add(task)
+                self._enqueue(task)
+            self._release(job_id)
             earliest = self.index.next_deadline()
             self.index.job_opened(job_id, job.deadline_at)
             if earliest is None or job.deadline_at < earliest:
@@ -224,6 +317,7 @@ class Lifecycle:
                 gone.add(session.name)  # it went away while we committed
                 continue
             session.in_flight.add(sent.task_id)
+            self.limits.claimed(sent.task_id, sent.job_id, session.name)
             self.counts.dispatched(sent.task_id, sent.score)
             self.watchers.task_changed(sent.job_id)
             session.send(run=player_pb2.RunTask(
@@ -511,8 +605,11 @@ class Lifecycle:
         if expiry.expired:
             self.wake()  # slots may have been planned for tasks that are now gone
         for task_id in expiry.expired:
+            job_id = task_id.rpartition(".")[0]
             self.index.discard(task_id)
-            self.counts.task_moved(task_id.rpartition(".")[0], task_id, TaskState.EXPIRED)
+            self.counts.task_moved(job_id, task_id, TaskState.EXPIRED)
+            self._left_flight(task_id)
+            self.rollouts.ended(job_id, task_id)
         for change in expiry.changes:
             self._committed(change)
         for ref in expiry.dropped:
@@ -559,3 +656,71 @@ class Lifecycle:
         if purged:
             logger.info("jobs_purged", count=purged, older_than_seconds=keep_seconds)
         return purged
+
+    async def release_retries(self, now: float) -> None:
+        """Retries whose delay has passed go to dispatch."""
+        due = self.index.release_due(now)
+        if due:
+            self.wake(*(task.player for task in due if task.player is not None))
+            if any(task.player is None for task in due):
+                self.wake()
+
+    async def retry(self, job: JobRecord, wanted: frozenset[TaskState], requester: str) -> Retried:
+        """retryjob: the job's tasks that ended in ``wanted`` are queued again, as new
+        attempts, in one commit (one shielded step, see :meth:`_apply`). Raises
+        ValidationError when there is nothing to retry or it cannot be."""
+        retried = await asyncio.shield(self._retry(job, wanted))
+        if retried.refused:
+            self.audit.record("retry", "rejected", requester=requester, job_id=job.job_id, reason=retried.refused)
+            raise ValidationError(retried.refused)
+        self.audit.record("retry", "accepted", requester=requester, job_id=job.job_id,
+                          tasks=len(retried.queued), states=sorted(state.value for state in wanted))
+        logger.info("job_retried", job_id=job.job_id, tasks=len(retried.queued), requester=requester)
+        return retried
+
+    async def _retry(self, job: JobRecord, wanted: frozenset[TaskState]) -> Retried:
+        retried = await self.store.retry(job.job_id, wanted)
+        if retried.refused:
+            return retried
+        job_id = job.job_id
+        if job.finished_at is not None:  # open again: counted, timed and gated as a new one
+            self.counts.job_restored(job_id, (await self.store.task_counts([job_id]))[job_id])
+        earliest = self.index.next_deadline()
+        self.index.job_opened(job_id, retried.deadline_at)
+        if earliest is None or retried.deadline_at < earliest:
+            self.deadlines_changed.set()
+        if self.rollouts.gated(job_id):
+            self.rollouts.moved(job_id, retried.phase)
+        else:
+            in_flight = [task.task_id for task in job.tasks if task.state in IN_FLIGHT]
+            self.rollouts.track(job_id, retried.rollout, retried.phase, in_flight)
+        self.limits.track(job_id, retried.score, retried.rules)
+        for task in retried.queued:
+            self.counts.task_moved(job_id, task.task_id, TaskState.QUEUED)
+            self._enqueue(task)
+        self._release(job_id)
+        self.watchers.task_changed(job_id)
+        self.wake()
+        return retried
+
+    async def delete(self, job: JobRecord, requester: str) -> bool | None:
+        """deletejob: a finished job and its history are forgotten. False: not finished."""
+        deleted = await self.store.delete_job(job.job_id)
+        self.audit.record("delete", "accepted" if deleted else "rejected", requester=requester, job_id=job.job_id,
+                          owner=job.requester, reason=None if deleted else "not finished")
+        if deleted:
+            logger.info("job_deleted", job_id=job.job_id, requester=requester)
+        return deleted
+
+    async def drain(self, names: list[str], drained: bool, requester: str, reason: str = "") -> list[Drain]:
+        """Drain (or undrain) hosts and @groups, durably; a drained host gets no new task.
+        Returns every drain now."""
+        drains = await self.store.set_drains(names, drained, requester, reason)
+        self.drains = {drain.name: drain for drain in drains}
+        self.refresh_drained()
+        self.audit.record("drain" if drained else "undrain", "accepted", requester=requester, names=names,
+                          reason=reason or None)
+        logger.info("hosts_drained" if drained else "hosts_undrained", names=names, requester=requester,
+                    drained=len(self.drained))
+        self.wake()
+        return drains

@@ -32,7 +32,7 @@ from conductor.audit import AuditLog
 from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
 from conductor import health
 from conductor.dispatch import Dispatcher
-from conductor.index import DispatchIndex
+from conductor.clusters import Clusters
 from conductor.lifecycle import Lifecycle
 from conductor.link import PlayerLink
 from conductor.localsock import LocalSocket
@@ -41,7 +41,7 @@ from conductor.players import load_players
 from conductor.policy import parse_policy
 from conductor.sessions import Sessions
 from conductor.store import open_store
-from conductor.timers import run_deadlines, run_retention, run_startup_grace
+from conductor.timers import run_deadlines, run_retention, run_retries, run_startup_grace
 from orchestra import config as configuration
 from orchestra import log, sdnotify
 from orchestra.daemon import raise_fd_limit, run_daemon, usage
@@ -131,7 +131,7 @@ class Conductor:
         store = open_store(cfg.state_dir)
         audit = AuditLog(cfg.audit_log)
         sessions = Sessions(roster, await store.players())
-        lifecycle = Lifecycle(store, sessions, audit, await DispatchIndex.rebuild(store))
+        lifecycle = await Lifecycle.restore(store, sessions, audit, Clusters(self.policy.groups))
         self.lifecycle = lifecycle
         local = LocalSocket(cfg.audience_socket, 0)
         self.health = await health.starting()
@@ -148,6 +148,7 @@ class Conductor:
         loop.add_signal_handler(signal.SIGUSR1, self.log_stats)
         background = [asyncio.ensure_future(Dispatcher(lifecycle).run()),
                       asyncio.ensure_future(run_deadlines(lifecycle)),
+                      asyncio.ensure_future(run_retries(lifecycle)),
                       asyncio.ensure_future(self._reloads()),
                       asyncio.ensure_future(self._watch_crl()),
                       asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
@@ -286,10 +287,13 @@ class Conductor:
         try:
             cfg = configuration.load_conductor(self.cfg.path)
             self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
+            self.lifecycle.clusters = Clusters(self.policy.groups)
             logger.info("policy_reloaded", rules=len(self.policy.rules), audience=len(self.policy.audience))
         except ConfigError as err:
             self.reload_failures["policy"] += 1
             logger.error("policy_reload_failed", error=str(err))
+        self.lifecycle.refresh_drained()  # the players file or the groups may have changed
+        self.lifecycle.wake()
         self._reload_crl()
         try:
             material = Material.load(self.cfg.tls)

@@ -119,6 +119,11 @@ class Counts:
         elif state == TaskState.QUEUED:
             self._sent.pop(task_id, None)  # back in the queue: timed again from its next dispatch
 
+    def attempt_ended(self, state: TaskState) -> None:
+        """An attempt ended so and its task was queued again (the score's retries): the
+        ending is counted, but not for its job's status, which the retry decides."""
+        self.tasks_ended[state.value] += 1
+
     def job_finished(self, job_id: str) -> None:
         bits = self._jobs.pop(job_id, None)
         if bits is not None:
@@ -178,6 +183,8 @@ class Snapshot:
     players_expiring: int
     # None: no CRL configured; else whether it is usable and each CRL's next update.
     crl: tuple[bool, tuple[tuple[str, float | None], ...]] | None = None
+    players_drained: int = 0
+    tasks_held: int = 0  # queued tasks a rollout holds back
     taken_at: float = field(default_factory=time.time)
 
 
@@ -219,7 +226,9 @@ async def take_snapshot(watched: Watched) -> Snapshot:
         handshakes_refused=dict(log.handshake_refusals), calls_refused=dict(watched.gate.refusals),
         audit_write_failures=lifecycle.audit.write_failures, audit_pending=len(lifecycle.audit.backlog),
         reload_failures=dict(watched.reload_failures), material=watched.material,
-        first_player_expiry=first, players_expiring=expiring, crl=crl)
+        first_player_expiry=first, players_expiring=expiring, crl=crl,
+        players_drained=sum(1 for name in lifecycle.drained if name in sessions.roster),
+        tasks_held=lifecycle.rollouts.holding())
 
 
 def families(snapshot: Snapshot) -> list[Metric]:
@@ -238,8 +247,12 @@ def families(snapshot: Snapshot) -> list[Metric]:
                           value=snapshot.players_offline),
         m.gauges(f"{p}_open_tasks", "Tasks not ended, by state, as the queue has them.", "state",
                  snapshot.open_tasks),
+        GaugeMetricFamily(f"{p}_players_drained", "Players in the players file that are drained (no new tasks).",
+                          value=snapshot.players_drained),
         GaugeMetricFamily(f"{p}_queue_depth", "Tasks waiting to be dispatched (the in-memory dispatch index).",
                           value=snapshot.queue_depth),
+        GaugeMetricFamily(f"{p}_tasks_held", "Queued tasks their rollout holds back (canary, batch window).",
+                          value=snapshot.tasks_held),
         GaugeMetricFamily(f"{p}_queue_oldest_age_seconds", "Seconds since the job of the longest-waiting queued"
                           " task was submitted (0: none queued).", value=oldest),
         m.counter(f"{p}_jobs_submitted_total", "Jobs queued (a repeated idempotency key queues none).",

@@ -5,6 +5,11 @@ Pure logic, configured in conductor.toml::
     [groups]
     web = ["web1.example.com", "web*.example.com"]
 
+    [[policy]]                           # the operators: drain hosts, retry and delete any job
+    name = "ops-admin"
+    requesters = ["group:ops"]
+    actions = ["drain", "read", "cancel", "retry", "delete"]
+
     [[policy]]
     name = "ops-deploys"
     effect = "allow"                     # or "deny"
@@ -12,8 +17,9 @@ Pure logic, configured in conductor.toml::
     scores = ["deploy", "hello*"]        # globs
     targets = ["@web", "db1.example.com"] # names, globs, @group
     params = { VERSION = "^[0-9.]+$" }   # each given param must match (full match)
-    actions = ["run"]                    # the default; "read" and "cancel" are over
-                                         # OTHER requesters' jobs of these scores/targets
+    actions = ["run"]                    # the default; "read", "cancel", "retry" and
+                                         # "delete" are over OTHER requesters' jobs of these
+                                         # scores/targets; "drain" is over these targets
 
     [audience."ci.example.com"]          # remote audience certificates (default deny)
     scores = ["deploy"]
@@ -24,10 +30,13 @@ the actions it lists. A request no rule matches is denied -- except that with no
 ``[[policy]]`` at all, local socket users may run anything (the socket's file mode is
 then the only gate, as before a policy is written).
 
-Jobs belong to their requester, who may always read, wait for and cancel them. Reading
-or cancelling another requester's job needs a rule granting ``read`` or ``cancel`` for
+Jobs belong to their requester, who may always read, wait for, cancel, retry and delete
+them (retrying also needs ``run`` still to allow the job). Doing so with another
+requester's job needs a rule granting ``read``, ``cancel``, ``retry`` or ``delete`` for
 that job's score and targets, whatever else the policy says -- except for root and the
-conductor's own user on the local socket, who can read the queue file anyway.
+conductor's own user on the local socket, who can read the queue file anyway. Draining
+hosts needs a rule granting ``drain`` for them (or, with no ``[[policy]]`` at all, the
+local socket).
 """
 
 from __future__ import annotations
@@ -40,10 +49,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.errors import ConfigError
-from orchestra.params import CERTNAME_RE, PARAM_KEY_RE
+from orchestra.params import CERTNAME_RE, GROUP_NAME_RE, PARAM_KEY_RE
 
 
-ACTIONS = frozenset({"run", "read", "cancel"})
+# run: submit; read, cancel, retry and delete: over OTHER requesters' jobs (one's own
+# jobs one may always do all four with); drain: drain and undrain hosts and groups.
+ACTIONS = frozenset({"run", "read", "cancel", "retry", "delete", "drain"})
+DOING = {"run": "running", "read": "reading jobs of", "cancel": "cancelling jobs of",
+         "retry": "retrying jobs of", "delete": "deleting jobs of", "drain": "draining hosts for"}
+TO_DO = {"run": "to run", "read": "to read jobs of", "cancel": "to cancel jobs of", "retry": "to retry jobs of",
+         "delete": "to delete jobs of", "drain": "to drain"}
 
 
 @dataclass(frozen=True)
@@ -121,9 +136,10 @@ class Policy:
         rules = [*self.rules]
         if who.kind == "cert" and who.name in self.audience:
             rules.append(self.audience[who.name])
-        doing = {"run": "running", "read": "reading jobs of", "cancel": "cancelling jobs of"}[action]
+        doing = DOING[action]
         for rule in rules:
-            if action not in rule.actions or not rule.matches_requester(who) or not rule.matches_score(score):
+            if action not in rule.actions or not rule.matches_requester(who) or \
+                    (action != "drain" and not rule.matches_score(score)):
                 continue
             if rule.effect == "deny":
                 if not rule.targets or self._targets_match(rule, targets, every=False):
@@ -136,10 +152,10 @@ class Policy:
                    for key, pattern in rule.params):
                 continue
             return Decision(True, rule.name, "")
-        if action == "run" and who.kind == "user" and not self.rules:
+        if action in ("run", "drain") and who.kind == "user" and not self.rules:
             return Decision(True, "", "no policy configured; the local socket's mode is the gate")
-        verb = {"run": "to run", "read": "to read jobs of", "cancel": "to cancel jobs of"}[action]
-        return Decision(False, "", f"no policy rule allows {who.label} {verb} {score} on"
+        what = "hosts" if action == "drain" else score
+        return Decision(False, "", f"no policy rule allows {who.label} {TO_DO[action]} {what} on"
                                    f" {', '.join(targets[:5])}{' ...' if len(targets) > 5 else ''}")
 
     def reads_others(self, who: Requester, superusers: frozenset[int]) -> bool:
@@ -153,9 +169,17 @@ class Policy:
         return any(rule.effect == "allow" and rule.actions & {"read", "cancel"} and rule.matches_requester(who)
                    for rule in rules)
 
+    def may_drain(self, who: Requester, targets: Iterable[str], superusers: frozenset[int]) -> Decision:
+        """May ``who`` drain or undrain these hosts (and @groups)? A rule granting the
+        ``drain`` action for them (its ``scores`` are not looked at), root or the
+        conductor's own user, or any local user while no policy is written."""
+        if who.kind == "user" and who.uid in superusers:
+            return Decision(True, "", f"{who.label} may change the queue itself")
+        return self.decide(who, "*", targets, {}, "drain")
+
     def may_touch(self, who: Requester, action: str, owner: str, score: str, targets: Iterable[str],
                   params: Mapping[str, str], superusers: frozenset[int]) -> Decision:
-        """May ``who`` read (see, wait for) or cancel a job its ``owner`` submitted?"""
+        """May ``who`` read (see, wait for), cancel, retry or delete a job its ``owner`` submitted?"""
         if owner == who.label:
             return Decision(True, "", "own job")
         if who.kind == "user" and who.uid in superusers:
@@ -231,6 +255,8 @@ def parse_policy(policy: Any, groups: Any, audience: Any, source: Path) -> Polic
     rules = tuple(_rule(raw, f"policy[{n}]", source, f"#{n + 1}") for n, raw in enumerate(policy))
     group_map: dict[str, tuple[str, ...]] = {}
     for name, members in (groups or {}).items():
+        if GROUP_NAME_RE.fullmatch(name) is None:
+            raise ConfigError(f"{source}: groups.{name}: a group name must match {GROUP_NAME_RE.pattern}")
         group_map[name] = _strings(members, f"groups.{name}", source)
     for rule in rules:
         for target in rule.targets:

@@ -1,4 +1,4 @@
-"""What happens with time: job deadlines, the grace after a restart, and retention.
+"""What happens with time: job deadlines, delayed retries, the grace after a restart, and retention.
 
 Each loop only decides *when*; what the event does to tasks is the lifecycle's.
 """
@@ -31,6 +31,26 @@ async def run_deadlines(lifecycle: Lifecycle) -> None:
             next_at = time.time() + 1
         except Exception:
             logger.exception("deadline_check_failed")
+            next_at = None
+        delay = MAX_DEADLINE_SLEEP if next_at is None else \
+            min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), delay)
+        except TimeoutError:
+            pass
+
+
+async def run_retries(lifecycle: Lifecycle) -> None:
+    """Hand retries to dispatch once their delay (the score's retry_delay) has passed;
+    woken early when a retry is queued."""
+    changed = lifecycle.retries_changed
+    while True:
+        try:
+            await lifecycle.release_retries(time.time())
+            next_at = lifecycle.index.next_retry()
+        except Exception:
+            logger.exception("retry_release_failed")
             next_at = None
         delay = MAX_DEADLINE_SLEEP if next_at is None else \
             min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))

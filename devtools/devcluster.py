@@ -111,6 +111,16 @@ class Proc:
         return self.popen.returncode
 
 
+# Each audience command as its console script runs it (pyproject.toml [project.scripts]).
+AUDIENCE_COMMANDS = {
+    "submitjob": ("audience.submitjob", "main"), "getstatus": ("audience.getstatus", "main"),
+    "canceljob": ("audience.canceljob", "main"), "listplayers": ("audience.listplayers", "main"),
+    "listjobs": ("audience.listjobs", "main"), "retryjob": ("audience.retryjob", "main"),
+    "deletejob": ("audience.deletejob", "main"), "drain": ("audience.drain", "main"),
+    "undrain": ("audience.drain", "main_undrain"),
+}
+
+
 @dataclass
 class Cluster:
     root: Path
@@ -271,12 +281,11 @@ class Cluster:
     def cli(self, command: str, *args: str, timeout: float = 120,
             config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run an audience command (submitjob, getstatus, ...) as a real process."""
-        module = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
-                  "canceljob": "audience.canceljob", "listplayers": "audience.listplayers",
-                  "listjobs": "audience.listjobs"}[command]
+        module, function = AUDIENCE_COMMANDS[command]
         env = self.env()
         env["ORCHESTRA_CONFIG"] = str(config or self.audience_config)
-        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+        call = f"import sys; from {module} import {function}; sys.exit({function}())"
+        return subprocess.run([sys.executable, "-c", call, *args], capture_output=True, text=True,
                               env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def players(self) -> list[audience_pb2.PlayerInfo] | None:

@@ -17,6 +17,9 @@ PARAM_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # Certnames as Puppet makes them: DNS-like, no path separators, bounded.
 CERTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+# A group of hosts (conductor.toml [groups]) is named as a target with this prefix.
+GROUP_PREFIX = "@"
+GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TASK_ID_RE = re.compile(r"[0-9a-f]{32}\.[0-9]{1,6}")
 
 # One NAME=VALUE string must stay far below Linux MAX_ARG_STRLEN (128 KiB) and the whole
@@ -90,11 +93,26 @@ def check_certname(name: str, what: str = "host") -> str:
     return name
 
 
+def is_group(target: str) -> bool:
+    """``@name``: a named group of hosts (conductor.toml's [groups]), expanded by the conductor."""
+    return target.startswith(GROUP_PREFIX)
+
+
+def check_target(target: str) -> str:
+    """A host's certname, or ``@name`` for a group of hosts."""
+    if is_group(target):
+        if GROUP_NAME_RE.fullmatch(target[1:]) is None:
+            raise ValidationError(f"invalid group name {target!r}: must be @ and match {GROUP_NAME_RE.pattern}")
+        return target
+    return check_certname(target)
+
+
 def check_targets(targets: Iterable[str]) -> list[str]:
-    """Validate target certnames and drop repeats, keeping the order they were given in."""
+    """Validate target certnames (and @groups) and drop repeats, keeping the order they
+    were given in."""
     unique: dict[str, None] = {}
     for target in targets:
-        unique[check_certname(target)] = None
+        unique[check_target(target)] = None
     if not unique:
         raise ValidationError("no target hosts given")
     if len(unique) > MAX_TARGETS:
@@ -113,6 +131,8 @@ def resolve_scope(requested: str | None, targets: Sequence[str]) -> str:
         if requested not in SCOPES:
             raise ValidationError(f"invalid scope {requested!r}: must be all or one")
         return requested
+    if any(is_group(target) for target in targets):
+        raise ValidationError("a group may name several hosts: choose --all-of or --one-of")
     if len(set(targets)) > 1:
         raise ValidationError("more than one target: choose --all-of or --one-of")
     return "all"

@@ -111,11 +111,12 @@ def test_metrics_count_jobs_tasks_players_queue_and_certificates(make_cluster: M
         frozenset({("status", "partial_fail")}): 1}
     ended = {dict(labels)["state"]: number for labels, number in labelled(found, f"{p}_tasks_ended_total").items()}
     assert ended == {"ok": 2, "failed": 1, "expired": 1, "timed_out": 0, "refused": 0, "cancelled": 0,
-                     "removed": 0, "lost": 0}
+                     "removed": 0, "lost": 0, "skipped": 0}
     assert value(found, f"{p}_open_tasks", state="queued") == 1
     assert value(found, f"{p}_open_tasks", state="running") == 0
     assert value(found, f"{p}_players_connected") == 1 and value(found, f"{p}_players_offline") == 1
     assert value(found, f"{p}_queue_depth") == 1
+    assert value(found, f"{p}_players_drained") == 0 and value(found, f"{p}_tasks_held") == 0
     assert 1 < at - after - 0.5 <= value(found, f"{p}_queue_oldest_age_seconds") <= at - before + 0.5
     # Three results came from the player; each score's run time is labelled by its name.
     assert value(found, f"{p}_dispatch_to_result_seconds_count") == 3

@@ -251,8 +251,31 @@ def test_read_and_cancel_grants_cover_their_scores_and_targets() -> None:
 
 
 def test_unknown_action_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="actions: 'delete' is not one of cancel, read, run"):
-        policy([{"requesters": ["*"], "actions": ["read", "delete"]}])
+    with pytest.raises(ConfigError, match="actions: 'destroy' is not one of cancel, delete, drain, read, retry, run"):
+        policy([{"requesters": ["*"], "actions": ["read", "destroy"]}])
+
+
+def test_retry_delete_and_drain_need_their_own_grants() -> None:
+    rules = policy([
+        {"name": "ops-admin", "requesters": ["user:alice"], "actions": ["retry", "delete", "drain"],
+         "targets": ["@web"]},
+        {"name": "run-all", "requesters": ["*"]},
+    ], groups={"web": ["web*.example.com"]})
+    for action in ("retry", "delete"):
+        assert allowed(rules.may_touch(ALICE, action, "user:carol", "deploy", WEB, {}, SUPER), "ops-admin")
+        assert not rules.may_touch(BOB, action, "user:carol", "deploy", WEB, {}, SUPER).allowed
+        assert rules.may_touch(BOB, action, BOB.label, "deploy", WEB, {}, SUPER).allowed  # one's own job
+    assert allowed(rules.may_drain(ALICE, WEB, SUPER), "ops-admin")
+    assert not rules.may_drain(ALICE, ["db1"], SUPER).allowed  # outside the rule's targets
+    refused = rules.may_drain(BOB, WEB, SUPER)
+    assert not refused.allowed and "to drain hosts" in refused.reason
+    # With no policy at all, a local user may drain, as it may run anything.
+    assert policy([]).may_drain(BOB, WEB, SUPER).allowed
+
+
+def test_group_names_are_checked() -> None:
+    with pytest.raises(ConfigError, match="groups.bad name: a group name must match"):
+        parse_policy([], {"bad name": ["a"]}, {}, Path("conductor.toml"))
 
 
 def test_a_deny_rule_without_actions_denies_everything() -> None:

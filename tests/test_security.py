@@ -129,6 +129,9 @@ AUDIENCE_CALLS = {
     "Cancel": audience_pb2.JobRef(job_id="0" * 32),
     "ListJobs": audience_pb2.ListJobsRequest(),
     "WatchJob": audience_pb2.WaitRequest(job_id="0" * 32, timeout_seconds=1),
+    "Retry": audience_pb2.RetryRequest(job_id="0" * 32),
+    "Delete": audience_pb2.JobRef(job_id="0" * 32),
+    "Drain": audience_pb2.DrainRequest(names=["p1.test"]),
 }
 
 

@@ -13,11 +13,23 @@ from conductor.states import TERMINAL, TaskState, job_status
 from conductor.store import NewJob, open_store
 
 
-def test_terminal_states_have_no_way_out() -> None:
+def test_terminal_states_have_no_way_out_but_a_retry() -> None:
     for state in TERMINAL:
         for new in TaskState:
+            if new == TaskState.QUEUED and state in states.RETRYABLE:
+                states.check(state, new)  # a new attempt of the same task
+                continue
             with pytest.raises(states.IllegalTransition):
                 states.check(state, new)
+
+
+def test_what_may_be_retried_and_what_retries_itself() -> None:
+    assert states.RETRYABLE == {TaskState.FAILED, TaskState.TIMED_OUT, TaskState.LOST, TaskState.EXPIRED,
+                                TaskState.SKIPPED}
+    # Never lost: it may have run, or may still be running, where nobody can see.
+    assert states.AUTO_RETRIED == {TaskState.FAILED, TaskState.TIMED_OUT}
+    assert TaskState.SKIPPED in states.ALLOWED[TaskState.QUEUED]
+    assert TaskState.SKIPPED not in states.ALLOWED[TaskState.DISPATCHED]
 
 
 def test_started_tasks_are_never_moved_back() -> None:

@@ -67,8 +67,8 @@ def test_listing_filters_and_pages_newest_first(tmp_path: Path) -> None:
         assert await listed(statuses=frozenset({"failed", "pending"})) == [ids["pending"], ids["failed"]]
         assert await listed(score="hello") == [ids["partial"], ids["ok"]]
         assert await listed(requesters=("cert:bob.test",)) == [ids["pending"]]
-        assert await listed(target="p2") == [ids["partial"], ids["failed"]]
-        assert await listed(target="p") == []  # a whole name, not a prefix
+        assert await listed(targets=("p2",)) == [ids["partial"], ids["failed"]]
+        assert await listed(targets=("p",)) == []  # a whole name, not a prefix
         assert await listed(since=time.time() + 60) == []
         summaries = {j.job_id: j for j in await store.list_jobs(JobFilter(), 100)}
         assert {k: summaries[v].status for k, v in ids.items()} == {
@@ -89,7 +89,7 @@ def test_listing_filters_and_pages_newest_first(tmp_path: Path) -> None:
     (JobFilter(since=1.0, statuses=frozenset({"ok", "failed"})), "jobs_by_created"),
     (JobFilter(statuses=frozenset({"failed"})), "jobs_by_status"),
     (JobFilter(statuses=frozenset({"pending"})), "jobs_by_status"),
-    (JobFilter(target="p2", statuses=frozenset({"failed"})), "SEARCH t USING PRIMARY KEY (target=?"),
+    (JobFilter(targets=("p2",), statuses=frozenset({"failed"})), "SEARCH t USING PRIMARY KEY (target=?"),
     (JobFilter(requesters=("user:alice",)), "jobs_by_requester"),
     (JobFilter(score="hello"), "jobs_by_score"),
 ])
@@ -145,7 +145,7 @@ def test_a_version_4_queue_gets_the_status_of_its_finished_jobs(tmp_path: Path) 
         statuses = {j.job_id: j.status for j in await store.list_jobs(JobFilter(), 10)}
         assert statuses == {ids["ok"]: "ok", ids["failed"]: "failed", ids["partial"]: "partial_fail",
                             ids["pending"]: "pending"}
-        on_p2 = await store.list_jobs(JobFilter(target="p2"), 10)
+        on_p2 = await store.list_jobs(JobFilter(targets=("p2",)), 10)
         assert [j.job_id for j in on_p2] == [ids["partial"], ids["failed"]]
         store.close()
     run(after())
@@ -161,8 +161,8 @@ def test_retention_forgets_a_purged_job_under_every_target(tmp_path: Path) -> No
         assert isinstance(store, SqliteStore)
         ids = await fill(store)
         assert await store.purge_finished(time.time() + 1) == 3  # all but the pending one
-        assert [j.job_id for j in await store.list_jobs(JobFilter(target="p2"), 10)] == []
-        assert [j.job_id for j in await store.list_jobs(JobFilter(target="p3"), 10)] == [ids["pending"]]
+        assert [j.job_id for j in await store.list_jobs(JobFilter(targets=("p2",)), 10)] == []
+        assert [j.job_id for j in await store.list_jobs(JobFilter(targets=("p3",)), 10)] == [ids["pending"]]
         store.close()
     run(scenario())
     conn = sqlite3.connect(tmp_path / "queue.db")

@@ -20,14 +20,15 @@ from typing import Protocol
 
 from conductor.states import TaskState
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, PendingTask,
-    PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
+    AttemptRecord, Change, Claimed, Drain, Expiry, InFlight, JobFilter, JobProgress, JobRecord, JobSummary,
+    KeyedJob, NewJob, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScoreRules, Submitted, TaskRecord,
+    TaskRef,
 )
 from orchestra.outcome import TaskOutcome
 
-__all__ = ["Change", "Claimed", "Expiry", "JobFilter", "JobProgress", "JobRecord", "JobSummary", "KeyedJob",
-           "NewJob", "PendingTask", "PlayerRecord", "QueuedTask", "Store", "Submitted", "TaskRecord", "TaskRef",
-           "open_store"]
+__all__ = ["AttemptRecord", "Change", "Claimed", "Drain", "Expiry", "InFlight", "JobFilter", "JobProgress",
+           "JobRecord", "JobSummary", "KeyedJob", "NewJob", "OpenJob", "PendingTask", "PlayerRecord", "QueuedTask",
+           "Retried", "ScoreRules", "Store", "Submitted", "TaskRecord", "TaskRef", "open_store"]
 
 
 class Store(Protocol):
@@ -39,8 +40,13 @@ class Store(Protocol):
     async def get_job(self, job_id: str) -> JobRecord | None: ...
     async def purge_finished(self, before: float) -> int:
         """Forget jobs finished before ``before``; returns how many."""
-    async def open_jobs(self) -> list[tuple[str, float]]:
-        """(job_id, deadline_at) of every job not finished: the deadline heap's source."""
+    async def delete_job(self, job_id: str) -> bool | None:
+        """Forget one finished job: True; False: it is not finished; None: no such job."""
+    async def open_jobs(self) -> list[OpenJob]:
+        """Every job not finished, with its deadline (the deadline heap's source), its
+        rollout and its score's limits."""
+    async def retry(self, job_id: str, wanted: Collection[TaskState], extend: bool = True) -> Retried:
+        """Queue the job's tasks that ended in ``wanted`` again, as new attempts."""
     async def list_jobs(self, match: JobFilter, limit: int,
                         before: tuple[float, str] | None = None) -> list[JobSummary]:
         """Up to ``limit`` jobs that match, newest first, from an index; only those created
@@ -56,6 +62,8 @@ class Store(Protocol):
     async def queued(self) -> list[QueuedTask]:
         """Every queued task, oldest first: the dispatch index's source."""
     async def players_with(self, state: TaskState) -> list[str]: ...
+    async def in_flight(self) -> list[InFlight]:
+        """Every task dispatched and not ended: the score limits' and rollouts' source."""
     async def open_task_counts(self) -> dict[TaskState, int]:
         """How many tasks are in each open state (queued, dispatched, running, cancelling)."""
     async def claim(self, task_id: str, player: str) -> Claimed | None:
@@ -72,6 +80,11 @@ class Store(Protocol):
         """dispatched -> queued: never started, so it may be sent again."""
     async def expire_due(self, now: float, job_ids: Collection[str] | None = None) -> Expiry:
         """Tasks not started by their job's deadline -> expired (of job_ids, or of all jobs)."""
+
+    # ---- drained hosts and groups
+    async def drains(self) -> list[Drain]: ...
+    async def set_drains(self, names: Sequence[str], drained: bool, by: str, reason: str = "") -> list[Drain]:
+        """Drain or undrain hosts and @groups; returns every drain now."""
 
     # ---- players
     async def record_player(self, player: PlayerRecord) -> None: ...

@@ -10,7 +10,23 @@ from dataclasses import dataclass, field
 from conductor import states
 from conductor.states import TaskState
 from orchestra.inventory import Inventory
+from orchestra.joboptions import PRIORITY_STEP_SECONDS, Rollout
 from orchestra.outcome import TaskOutcome
+
+
+@dataclass(frozen=True)
+class ScoreRules:
+    """What a score's .conf asks of the conductor, as its targets reported it when the
+    job was submitted (kept with the job, so a restart enforces the same)."""
+
+    retries: int = 0  # automatic retries of a failed or timed-out task
+    retry_delay: float = 0.0
+    concurrency: int = 0  # at most this many in flight fleet-wide (0: no limit)
+    exclusive: bool = False  # at most one in flight per host
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.concurrency or self.exclusive)
 
 
 @dataclass(frozen=True)
@@ -26,17 +42,29 @@ class NewJob:
     # The parameters as the requester sent them (normalized, before the score's defaults
     # were applied): what a retry with the same key sends again. None: ``params``.
     request_params: Mapping[str, str] | None = None
+    request_targets: tuple[str, ...] | None = None  # as sent, @groups not expanded
+    # The job options as sent (name, labels, priority, rollout), those given only.
+    request_options: Mapping[str, object] = field(default_factory=dict)
+    name: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    rollout: Rollout = Rollout()
+    rules: ScoreRules = ScoreRules()
 
     def digest(self, secret_keys: Iterable[str]) -> str:
         """What an idempotency key promises stays the same: score, scope, targets and the
-        parameters as sent, so a retry matches whatever the players' inventories say by
-        then. The values of ``secret_keys`` (the first job's) are left out: the queue
-        keeps no trace of them once the job ends, so they could not be compared."""
+        parameters as sent (and the job options, when any were given), so a retry matches
+        whatever the players' inventories and groups say by then. The values of
+        ``secret_keys`` (the first job's) are left out: the queue keeps no trace of them
+        once the job ends, so they could not be compared."""
         secret = set(secret_keys)
         sent = self.params if self.request_params is None else self.request_params
         shown = {k: v for k, v in sent.items() if k not in secret}
-        canonical = json.dumps([self.score, self.scope, list(self.targets), shown],
-                               sort_keys=True, separators=(",", ":"))
+        targets = self.targets if self.request_targets is None else self.request_targets
+        request: list[object] = [self.score, self.scope, list(targets), shown]
+        if self.request_options:  # left out when none: digests of older jobs still match
+            request.append(dict(self.request_options))
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -53,6 +81,16 @@ class KeyedJob:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """An earlier attempt of a task, kept when the task was retried."""
+
+    attempt: int
+    player: str | None
+    state: TaskState
+    outcome: TaskOutcome
+
+
+@dataclass(frozen=True)
 class TaskRecord:
     task_id: str
     job_id: str
@@ -62,6 +100,13 @@ class TaskRecord:
     tried: tuple[str, ...]
     dispatched_at: float | None
     outcome: TaskOutcome
+    retries: int = 0
+    not_before: float | None = None  # a retry waits until then
+    history: tuple[AttemptRecord, ...] = ()
+
+    @property
+    def number(self) -> int:
+        return task_number(self.task_id)
 
 
 @dataclass(frozen=True)
@@ -77,10 +122,50 @@ class JobRecord:
     deadline_at: float
     finished_at: float | None
     tasks: tuple[TaskRecord, ...] = ()
+    name: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    rollout: Rollout = Rollout()
+    phase: str = ""  # "" (no rollout) | canary | rolling | stopped | done
+    phase_reason: str = ""
+    failures: int = 0
+    rules: ScoreRules = ScoreRules()
 
     @property
     def status(self) -> str:
         return states.job_status(task.state for task in self.tasks)
+
+
+@dataclass(frozen=True)
+class OpenJob:
+    """An unfinished job as dispatch needs it after a restart: its deadline, and what
+    holds its tasks back (rollout, the score's limits)."""
+
+    job_id: str
+    deadline_at: float
+    score: str = ""
+    rollout: Rollout = Rollout()
+    phase: str = ""
+    rules: ScoreRules = ScoreRules()
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A task dispatched to a player and not ended (dispatched, running or cancelling)."""
+
+    task_id: str
+    job_id: str
+    player: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A host or @group marked drained: no new task goes to it."""
+
+    name: str
+    at: float
+    by: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,8 +175,10 @@ class JobFilter:
     statuses: frozenset[str] = frozenset()  # pending | ok | failed | partial_fail
     score: str | None = None
     requesters: tuple[str, ...] = ()  # exact requester labels; any of them
-    target: str | None = None
+    targets: tuple[str, ...] = ()  # jobs with any of these hosts among their targets
     since: float | None = None
+    name: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # every one of these
 
 
 @dataclass(frozen=True)
@@ -108,6 +195,10 @@ class JobSummary:
     finished_at: float | None
     status: str
     counts: Mapping[TaskState, int] = field(default_factory=dict)
+    name: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    phase: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +226,14 @@ def task_id(job_id: str, number: int) -> str:
     return f"{job_id}.{number}"
 
 
+def task_number(task_id: str) -> int:
+    return int(task_id.rpartition(".")[2])
+
+
+def job_of(task_id: str) -> str:
+    return task_id.rpartition(".")[0]
+
+
 @dataclass(frozen=True)
 class QueuedTask:
     """A queued task as dispatch sees it: who may take it, until when, and its place in
@@ -147,12 +246,24 @@ class QueuedTask:
     tried: tuple[str, ...]
     deadline_at: float
     created_at: float = 0.0
+    priority: int = 0
+    not_before: float | None = None  # a retry waits until then
+    score: str = ""
 
     @property
     def order(self) -> tuple[float, str, int]:
-        """FIFO key: the same at run time and when rebuilt from the store."""
+        """Dispatch order, the same at run time and when rebuilt from the store: first in,
+        first out, each point of priority counting as PRIORITY_STEP_SECONDS of waiting."""
         job_id, _, number = self.task_id.rpartition(".")
-        return self.created_at, job_id, int(number)
+        return self.created_at - self.priority * PRIORITY_STEP_SECONDS, job_id, int(number)
+
+    @property
+    def job_id(self) -> str:
+        return job_of(self.task_id)
+
+    @property
+    def number(self) -> int:
+        return task_number(self.task_id)
 
     def candidates(self) -> list[str]:
         """The players that may take it: its own (all-of), or each target not yet tried."""
@@ -213,6 +324,25 @@ class Change:
     player: str | None = None
     attempt: int = 0
     queued: QueuedTask | None = None
+    # The attempt ended so (before an automatic retry queued the task again).
+    ended: TaskState | None = None
+    # The job's rollout moved to this phase; the tasks it skipped when it stopped.
+    phase: str | None = None
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What retryjob queued again (or why it queued nothing)."""
+
+    job_id: str
+    queued: tuple[QueuedTask, ...] = ()
+    deadline_at: float = 0.0
+    phase: str = ""  # the rollout's phase now ("" = no rollout)
+    rollout: Rollout = Rollout()
+    score: str = ""
+    rules: ScoreRules = ScoreRules()
+    refused: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The partial index's WHERE must be a literal: the open states, quoted. A query uses the
 # index only when its own WHERE spells the same literal (IS_OPEN), not bound parameters.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
@@ -28,6 +28,50 @@ JOB_TARGETS_TABLE = """CREATE TABLE IF NOT EXISTS job_targets (
         job_id TEXT NOT NULL,
         PRIMARY KEY (target, created_at, job_id)
     ) WITHOUT ROWID"""
+
+# Version 6: names, labels and priorities of jobs, rollouts, retries, the score's limits,
+# and drained hosts. Columns added to jobs and tasks (also by _upgrade_from_5).
+JOB_COLUMNS_6 = """name TEXT NOT NULL DEFAULT '',
+        labels TEXT NOT NULL DEFAULT '{}' /* JSON object */,
+        priority INTEGER NOT NULL DEFAULT 0,
+        canary INTEGER NOT NULL DEFAULT 0 /* the first N tasks run first, and must all succeed */,
+        batch INTEGER NOT NULL DEFAULT 0 /* at most N tasks in progress at once; 0 = any */,
+        max_failures INTEGER /* stop starting tasks after N failed; NULL = never */,
+        phase TEXT NOT NULL DEFAULT '' /* '' (no rollout), canary, rolling, stopped, done */,
+        phase_reason TEXT NOT NULL DEFAULT '',
+        failures INTEGER NOT NULL DEFAULT 0 /* tasks that failed for good (states.FAILURES) */,
+        canary_left INTEGER NOT NULL DEFAULT 0 /* canary tasks that have not succeeded yet */,
+        retries INTEGER NOT NULL DEFAULT 0 /* the score's automatic retries per task */,
+        retry_delay REAL NOT NULL DEFAULT 0,
+        concurrency INTEGER NOT NULL DEFAULT 0 /* the score's fleet-wide limit; 0 = none */,
+        exclusive INTEGER NOT NULL DEFAULT 0 /* the score runs once at a time per host */"""
+TASK_COLUMNS_6 = """retries INTEGER NOT NULL DEFAULT 0 /* times it was queued again after an ending */,
+        not_before REAL /* a retry waits until then */"""
+# Each job under each of its labels, newest last: listjobs --label walks it in order.
+TABLES_6 = """CREATE TABLE IF NOT EXISTS job_labels (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (key, value, created_at, job_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS jobs_by_name ON jobs(name, created_at, id);
+    -- every earlier attempt of a retried task, as it ended
+    CREATE TABLE IF NOT EXISTS task_attempts (
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        player TEXT,
+        state TEXT NOT NULL,
+        outcome BLOB NOT NULL /* orchestra.v1.TaskOutcome */,
+        PRIMARY KEY (task_id, attempt)
+    ) WITHOUT ROWID;
+    -- hosts and @groups that get no new tasks
+    CREATE TABLE IF NOT EXISTS drains (
+        name TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        by TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT ''
+    );"""
 
 TABLES = f"""
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +89,8 @@ TABLES = f"""
         finished_at REAL,
         open_tasks INTEGER NOT NULL DEFAULT 0, -- tasks not ended yet: 0 means finished
         request_digest TEXT /* NewJob.digest, when it has an idempotency key */,
-        status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or partial_fail */
+        status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or partial_fail */,
+        {JOB_COLUMNS_6}
         /* Block comments here: SQLite's DROP COLUMN of the last column trips over a
            line comment after the comma before it. */
     );
@@ -69,7 +114,8 @@ TABLES = f"""
         reason TEXT NOT NULL DEFAULT '',
         started_at REAL,
         finished_at REAL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL,
+        {TASK_COLUMNS_6}
     );
     CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
     CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs(finished_at);
@@ -79,6 +125,7 @@ TABLES = f"""
     CREATE INDEX IF NOT EXISTS jobs_by_score ON jobs(score, created_at, id);
     CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created_at, id);
     {JOB_TARGETS_TABLE};
+    {TABLES_6}
     CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
     CREATE TABLE IF NOT EXISTS task_events (
         id INTEGER PRIMARY KEY,
@@ -173,6 +220,14 @@ def _upgrade_from_4(conn: sqlite3.Connection) -> None:
                  " SELECT json_each.value, jobs.created_at, jobs.id FROM jobs, json_each(jobs.targets)")
 
 
+def _upgrade_from_5(conn: sqlite3.Connection) -> None:
+    """Version 6: the columns of names, labels, priorities, rollouts, retries and the
+    score's limits (every existing job has none of them), and the new tables."""
+    for table, columns in (("jobs", JOB_COLUMNS_6), ("tasks", TASK_COLUMNS_6)):
+        for column in columns.split(",\n"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.strip()}")
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, then load the state table into the guard trigger."""
     with Transaction(conn):
@@ -184,6 +239,8 @@ def install(conn: sqlite3.Connection) -> None:
             _upgrade_from_3(conn)
         if row is not None and "status" not in columns:
             _upgrade_from_4(conn)
+        if row is not None and "phase" not in columns:
+            _upgrade_from_5(conn)
     conn.executescript(TABLES)
     with Transaction(conn):
         conn.execute("DELETE FROM allowed_transitions")

@@ -17,18 +17,21 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from conductor import states
+from conductor import rollout, states
 from conductor.states import TaskState
 from conductor.store import schema
 from conductor.store.records import (
-    Change, Claimed, Expiry, JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, PendingTask,
-    PlayerRecord, QueuedTask, Submitted, TaskRecord, TaskRef,
+    AttemptRecord, Change, Claimed, Drain, Expiry, InFlight, JobFilter, JobProgress, JobRecord, JobSummary,
+    KeyedJob, NewJob, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScoreRules, Submitted,
+    TaskRecord, TaskRef, task_number,
 )
 from conductor.store.records import task_id as make_task_id
 from orchestra.db import Database
 from orchestra.inventory import decode_inventory, encode_inventory
+from orchestra.joboptions import Rollout
 from orchestra.outcome import TaskOutcome
 from orchestra.params import redact
+from orchestra.wire import common_pb2
 
 _OUTCOME_FIELDS = dataclasses.fields(TaskOutcome)
 
@@ -74,17 +77,58 @@ def _outcome(row: sqlite3.Row) -> TaskOutcome:
     return TaskOutcome(**values)
 
 
-def _task(row: sqlite3.Row) -> TaskRecord:
+def _task(row: sqlite3.Row, history: Sequence[AttemptRecord] = ()) -> TaskRecord:
     return TaskRecord(row["id"], row["job_id"], row["player"], TaskState(row["state"]),
                       row["attempt"], tuple(json.loads(row["tried"])), row["dispatched_at"],
-                      _outcome(row))
+                      _outcome(row), row["retries"], row["not_before"], tuple(history))
+
+
+def _rollout(row: sqlite3.Row) -> Rollout:
+    return Rollout(row["canary"], row["batch"], row["max_failures"])
+
+
+def _rules(row: sqlite3.Row) -> ScoreRules:
+    return ScoreRules(row["retries"], row["retry_delay"], row["concurrency"], bool(row["exclusive"]))
 
 
 def _job(row: sqlite3.Row, tasks: Sequence[TaskRecord]) -> JobRecord:
     return JobRecord(row["id"], row["score"], row["scope"], tuple(json.loads(row["targets"])),
                      json.loads(row["params"]), tuple(json.loads(row["secret_keys"])),
                      row["requester"], row["created_at"], row["deadline_at"], row["finished_at"],
-                     tuple(tasks))
+                     tuple(tasks), row["name"], json.loads(row["labels"]), row["priority"], _rollout(row),
+                     row["phase"], row["phase_reason"], row["failures"], _rules(row))
+
+
+def _attempt(row: sqlite3.Row) -> AttemptRecord:
+    outcome = common_pb2.TaskOutcome.FromString(row["outcome"])
+    return AttemptRecord(row["attempt"], row["player"], TaskState(row["state"]), TaskOutcome.from_wire(outcome))
+
+
+def _archive_attempt(conn: sqlite3.Connection, task_id: str) -> None:
+    """Keep the attempt that just ended, before the task is queued again."""
+    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    conn.execute("INSERT OR REPLACE INTO task_attempts (task_id, attempt, player, state, outcome)"
+                 " VALUES (?,?,?,?,?)", (task_id, row["attempt"], row["player"], row["state"],
+                                         _outcome(row).to_wire().SerializeToString()))
+
+
+# The outcome columns of a task queued again: its new attempt has no outcome yet.
+_FRESH_OUTCOME = {name: value for name, value in _outcome_columns(TaskOutcome()).items()}
+
+
+def _queued_again(conn: sqlite3.Connection, task_id: str, job: sqlite3.Row, old: TaskState, detail: str,
+                  not_before: float | None) -> QueuedTask:
+    """An ended task back in the queue as a new attempt (retryjob, or the score's
+    retries): the ending is archived, the history row says why, the job counts it open."""
+    _archive_attempt(conn, task_id)
+    row = conn.execute("SELECT player, tried FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    one_of = job["scope"] == "one"
+    _move(conn, task_id, job["id"], old, TaskState.QUEUED, detail, not_before=not_before,
+          player=None if one_of else row["player"], tried="[]", **_FRESH_OUTCOME)
+    conn.execute("UPDATE tasks SET retries = retries + 1 WHERE id = ?", (task_id,))
+    return QueuedTask(task_id, job["scope"], None if one_of else row["player"],
+                      tuple(json.loads(job["targets"])) if one_of else (), (),
+                      job["deadline_at"], job["created_at"], job["priority"], not_before, job["score"])
 
 
 def _keyed(conn: sqlite3.Connection, key: str) -> KeyedJob | None:
@@ -114,6 +158,56 @@ def _move(conn: sqlite3.Connection, task_id: str, job_id: str, old: TaskState, n
                  (time.time(), old.value, new.value, detail, task_id))
     if old in states.OPEN and new not in states.OPEN:
         conn.execute("UPDATE jobs SET open_tasks = open_tasks - 1 WHERE id = ?", (job_id,))
+    elif new in states.OPEN and old not in states.OPEN:
+        conn.execute("UPDATE jobs SET open_tasks = open_tasks + 1 WHERE id = ?", (job_id,))
+
+
+def _retry_automatically(conn: sqlite3.Connection, job: sqlite3.Row, task_id: str, old: TaskState,
+                         new: TaskState) -> QueuedTask | None:
+    """The score's ``retries``: a task that failed or timed out while running (not while
+    being cancelled) is queued again as a new attempt, after ``retry_delay``, while it
+    has retries left, its job's deadline is ahead and its rollout has not stopped."""
+    if new not in states.AUTO_RETRIED or old != TaskState.RUNNING or not job["retries"]:
+        return None
+    retries = conn.execute("SELECT retries FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+    now = time.time()
+    not_before = now + job["retry_delay"] if job["retry_delay"] else None
+    if retries >= job["retries"] or job["phase"] == rollout.STOPPED or (not_before or now) >= job["deadline_at"]:
+        return None
+    detail = f"retry {retries + 1} of {job['retries']} (the score's retries)"
+    if not_before is not None:
+        detail += f" in {job['retry_delay']:g} s"
+    return _queued_again(conn, task_id, job, new, detail, not_before)
+
+
+def _standing(job: sqlite3.Row) -> rollout.Standing:
+    return rollout.Standing(job["phase"], job["canary_left"], job["failures"], job["phase_reason"])
+
+
+def _after_endings(conn: sqlite3.Connection, job: sqlite3.Row, ended: Sequence[tuple[int, TaskState]]) -> \
+        tuple[str | None, tuple[str, ...]]:
+    """Apply the rollout rule (rollout.after_ending) for tasks of the job that ended for
+    good; a stop skips every task of the job still queued, in the same transaction.
+    Returns the new phase (None: unchanged) and the skipped tasks."""
+    before = _standing(job)
+    if before.phase not in (rollout.CANARY, rollout.ROLLING):
+        return None, ()
+    plan, standing = _rollout(job), before
+    for number, state in ended:
+        standing = rollout.after_ending(plan, standing, number, state)
+    if standing == before:
+        return None, ()
+    conn.execute("UPDATE jobs SET phase = ?, canary_left = ?, failures = ?, phase_reason = ? WHERE id = ?",
+                 (standing.phase, standing.canary_left, standing.failures, standing.reason, job["id"]))
+    skipped: tuple[str, ...] = ()
+    if standing.phase == rollout.STOPPED:
+        reason = f"rollout stopped: {standing.reason}"
+        columns = _outcome_columns(TaskOutcome.ended(reason, time.time()))
+        skipped = tuple(r[0] for r in conn.execute(
+            "SELECT id FROM tasks WHERE job_id = ? AND state = 'queued'", (job["id"],)))
+        for task_id in skipped:
+            _move(conn, task_id, job["id"], TaskState.QUEUED, TaskState.SKIPPED, reason, not_before=None, **columns)
+    return (standing.phase if standing.phase != before.phase else None), skipped
 
 
 def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
@@ -127,24 +221,55 @@ def _finish_job_if_done(conn: sqlite3.Connection, job_id: str) -> bool:
     secrets = json.loads(row["secret_keys"])
     if secrets:
         params = json.dumps(redact(json.loads(params), secrets), sort_keys=True)
-    conn.execute("UPDATE jobs SET finished_at = ?, params = ?, status = ? WHERE id = ?",
-                 (time.time(), params, schema.finished_status(conn, job_id), job_id))
+    conn.execute("UPDATE jobs SET finished_at = ?, params = ?, status = ?,"
+                 " phase = CASE WHEN phase IN (?, ?) THEN ? ELSE phase END WHERE id = ?",
+                 (time.time(), params, schema.finished_status(conn, job_id), rollout.CANARY, rollout.ROLLING,
+                  rollout.DONE, job_id))
     return True
+
+
+def _forget_job(conn: sqlite3.Connection, job_id: str) -> None:
+    """Delete a job, its tasks, their history and its index rows, each index row by its
+    whole key (no walk of a host's or a label's jobs)."""
+    job = conn.execute("SELECT targets, labels, created_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    conn.execute("DELETE FROM job_targets WHERE target IN (SELECT value FROM json_each(?))"
+                 " AND created_at = ? AND job_id = ?", (job["targets"], job["created_at"], job_id))
+    conn.executemany("DELETE FROM job_labels WHERE key = ? AND value = ? AND created_at = ? AND job_id = ?",
+                     [(k, v, job["created_at"], job_id) for k, v in json.loads(job["labels"]).items()])
+    conn.execute("DELETE FROM task_events WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
+    conn.execute("DELETE FROM task_attempts WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
+    conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
+    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
 def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, tuple[object, ...]]:
     """The query of a job listing (its LIMIT the last argument, left to the caller):
     newest first along an index, so it reads only as many rows as it returns when the
-    filter names a target (job_targets), one state, a score or a requester; other
-    filters (several states, --since) are checked on the rows it walks."""
+    filter names one target (job_targets), a label (job_labels), one state, a score, a
+    name or a requester; other filters (several states or targets, more labels, --since)
+    are checked on the rows it walks."""
     where: list[str] = []
     args: list[object] = []
-    if match.target is not None:
+    labels = list(match.labels)
+    if len(match.targets) == 1:
         source, key = "job_targets AS t JOIN jobs ON jobs.id = t.job_id", "t.created_at, t.job_id"
         where.append("t.target = ?")
-        args.append(match.target)
+        args += match.targets
+    elif labels:
+        source, key = "job_labels AS l JOIN jobs ON jobs.id = l.job_id", "l.created_at, l.job_id"
+        where.append("l.key = ? AND l.value = ?")
+        args += labels.pop(0)
     else:
         source, key = "jobs", "jobs.created_at, jobs.id"
+    if len(match.targets) > 1:
+        where.append("EXISTS (SELECT 1 FROM job_targets AS o WHERE o.target IN"
+                     f" ({','.join('?' * len(match.targets))}) AND o.created_at = jobs.created_at"
+                     " AND o.job_id = jobs.id)")
+        args += match.targets
+    for label in labels:
+        where.append("EXISTS (SELECT 1 FROM job_labels AS o WHERE o.key = ? AND o.value = ?"
+                     " AND o.created_at = jobs.created_at AND o.job_id = jobs.id)")
+        args += label
     if len(match.statuses) == 1:
         where.append("jobs.status = ?")
         args += match.statuses
@@ -154,6 +279,9 @@ def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, t
     if match.score is not None:
         where.append("jobs.score = ?")
         args.append(match.score)
+    if match.name is not None:
+        where.append("jobs.name = ?")
+        args.append(match.name)
     if match.requesters:
         where.append(f"jobs.requester IN ({','.join('?' * len(match.requesters))})")
         args += match.requesters
@@ -165,13 +293,14 @@ def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, t
         args += before
     order = ", ".join(f"{column} DESC" for column in key.split(", "))
     return ("SELECT jobs.id, jobs.score, jobs.scope, jobs.targets, jobs.params, jobs.requester,"
-            f" jobs.created_at, jobs.finished_at, jobs.status FROM {source}"
-            f" {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT ?"), tuple(args)
+            " jobs.created_at, jobs.finished_at, jobs.status, jobs.name, jobs.labels, jobs.priority, jobs.phase"
+            f" FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT ?"), tuple(args)
 
 
 def _queued(row: sqlite3.Row, targets: tuple[str, ...]) -> QueuedTask:
     return QueuedTask(row["id"], row["scope"], row["player"], targets if row["scope"] == "one" else (),
-                      tuple(json.loads(row["tried"])), row["deadline_at"], row["created_at"])
+                      tuple(json.loads(row["tried"])), row["deadline_at"], row["created_at"], row["priority"],
+                      row["not_before"], row["score"])
 
 
 class SqliteStore:
@@ -196,23 +325,29 @@ class SqliteStore:
                     return Submitted(keyed.job_id, True, conflict=not keyed.matches(job))
             job_id, now = new_job_id(), time.time()
             players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
+            plan, rules = job.rollout, job.rules
             conn.execute(
                 "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
-                " created_at, deadline_at, idempotency_key, request_digest, open_tasks)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, deadline_at, idempotency_key, request_digest, open_tasks, name, labels, priority,"
+                " canary, batch, max_failures, phase, canary_left, retries, retry_delay, concurrency, exclusive)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, job.score, job.scope, json.dumps(list(job.targets)),
                  json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
                  job.requester, now, job.deadline_at, key, job.digest(job.secret_keys) if key else None,
-                 len(players)))
+                 len(players), job.name, json.dumps(dict(job.labels), sort_keys=True), job.priority,
+                 plan.canary, plan.batch, plan.max_failures, rollout.first_phase(plan), plan.canary,
+                 rules.retries, rules.retry_delay, rules.concurrency, int(rules.exclusive)))
             ids = [make_task_id(job_id, n) for n in range(len(players))]
             conn.executemany("INSERT OR IGNORE INTO job_targets (target, created_at, job_id) VALUES (?,?,?)",
                              [(target, now, job_id) for target in job.targets])
+            conn.executemany("INSERT INTO job_labels (key, value, created_at, job_id) VALUES (?,?,?,?)",
+                             [(k, v, now, job_id) for k, v in job.labels.items()])
             conn.executemany(
                 "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
                 [(tid, job_id, player, TaskState.QUEUED, now) for tid, player in zip(ids, players, strict=True)])
             targets = tuple(job.targets) if job.scope == "one" else ()
             return Submitted(job_id, False, tuple(
-                QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now)
+                QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now, job.priority, None, job.score)
                 for tid, player in zip(ids, players, strict=True)))
         return await self.db.write(op)
 
@@ -226,7 +361,12 @@ class SqliteStore:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            tasks = [_task(r) for r in
+            history: dict[str, list[AttemptRecord]] = {}
+            for attempt in conn.execute("SELECT * FROM task_attempts WHERE task_id IN"
+                                        " (SELECT id FROM tasks WHERE job_id = ? AND retries > 0)"
+                                        " ORDER BY task_id, attempt", (job_id,)):
+                history.setdefault(attempt["task_id"], []).append(_attempt(attempt))
+            tasks = [_task(r, history.get(r["id"], ())) for r in
                      conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY rowid", (job_id,))]
             return _job(row, tasks)
         return await self.db.run(op, self.db.conn)
@@ -234,23 +374,37 @@ class SqliteStore:
     async def purge_finished(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
             old = conn.execute(
-                "SELECT id, targets, created_at FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
-                " LIMIT 10000", (before,)).fetchall()
-            for job_id, targets, created_at in old:  # each row by its whole key: no walk of a host's jobs
-                conn.execute("DELETE FROM job_targets WHERE target IN (SELECT value FROM json_each(?))"
-                             " AND created_at = ? AND job_id = ?", (targets, created_at, job_id))
-                conn.execute("DELETE FROM task_events WHERE task_id IN"
-                             " (SELECT id FROM tasks WHERE job_id = ?)", (job_id,))
-                conn.execute("DELETE FROM tasks WHERE job_id = ?", (job_id,))
-                conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
+                (before,)).fetchall()
+            for row in old:
+                _forget_job(conn, row[0])
             return len(old)
         return await self.db.write(op)
 
-    async def open_jobs(self) -> list[tuple[str, float]]:
-        """(job_id, deadline_at) of every job not finished yet."""
-        def op(conn: sqlite3.Connection) -> list[tuple[str, float]]:
-            return [(r[0], r[1]) for r in conn.execute(
-                "SELECT id, deadline_at FROM jobs WHERE finished_at IS NULL")]
+    async def delete_job(self, job_id: str) -> bool | None:
+        """Forget one finished job and its history. None: no such job; False: not finished."""
+        def op(conn: sqlite3.Connection) -> bool | None:
+            row = conn.execute("SELECT finished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] is None:
+                return False
+            _forget_job(conn, job_id)
+            return True
+        return await self.db.write(op)
+
+    async def open_jobs(self) -> list[OpenJob]:
+        """Every job not finished yet, with its deadline, rollout and the score's limits."""
+        def op(conn: sqlite3.Connection) -> list[OpenJob]:
+            return [OpenJob(r["id"], r["deadline_at"], r["score"], _rollout(r), r["phase"], _rules(r))
+                    for r in conn.execute("SELECT * FROM jobs WHERE finished_at IS NULL")]
+        return await self.db.run(op, self.db.conn)
+
+    async def in_flight(self) -> list[InFlight]:
+        def op(conn: sqlite3.Connection) -> list[InFlight]:
+            in_flight, names = _in_cached("state", states.IN_FLIGHT)
+            return [InFlight(r[0], r[1], r[2]) for r in conn.execute(
+                f"SELECT id, job_id, player FROM tasks WHERE {in_flight}", names)]
         return await self.db.run(op, self.db.conn)
 
     async def list_jobs(self, match: JobFilter, limit: int,
@@ -260,7 +414,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> list[JobSummary]:
             return [JobSummary(r["id"], r["score"], r["scope"], tuple(json.loads(r["targets"])),
                                json.loads(r["params"]), r["requester"], r["created_at"], r["finished_at"],
-                               r["status"])
+                               r["status"], {}, r["name"], json.loads(r["labels"]), r["priority"], r["phase"])
                     for r in conn.execute(sql, (*args, limit))]
         return await self.db.run(op, self.db.conn)
 
@@ -314,8 +468,8 @@ class SqliteStore:
         job's target list is decoded once, and only for one-of jobs."""
         def op(conn: sqlite3.Connection) -> list[QueuedTask]:
             rows = conn.execute(
-                "SELECT t.id, t.job_id, j.scope, t.player, t.tried, j.deadline_at, j.created_at"
-                " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued'"
+                "SELECT t.id, t.job_id, j.scope, t.player, t.tried, j.deadline_at, j.created_at, j.priority,"
+                " t.not_before, j.score FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued'"
                 " ORDER BY j.created_at, t.rowid")
             targets: dict[str, tuple[str, ...]] = {}
             result = []
@@ -366,7 +520,7 @@ class SqliteStore:
                         (row["job_id"],)).fetchone()
                 attempt = row["attempt"] + 1
                 _move(conn, tid, row["job_id"], TaskState.QUEUED, TaskState.DISPATCHED, f"sent to {player}",
-                      player=player, attempt=attempt, dispatched_at=now)
+                      player=player, attempt=attempt, dispatched_at=now, not_before=None)
                 claimed.append(Claimed(tid, row["job_id"], attempt, player, job["score"],
                                        json.loads(job["params"]), job["requester"], job["deadline_at"]))
             return claimed
@@ -393,10 +547,18 @@ class SqliteStore:
             stale = ((expect_attempt is not None and row["attempt"] != expect_attempt)
                      or (expect_player is not None and row["player"] != expect_player)
                      or (expect_state is not None and old != expect_state))
-            if stale or not states.allowed(old, new):
+            if stale or not states.allowed(old, new) or (old.terminal and new == TaskState.QUEUED):
                 return Change(False, row["job_id"], state=old, **found)
             _move(conn, task_id, row["job_id"], old, new, detail, **columns)
-            return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), new, **found)
+            if not new.terminal:
+                return Change(True, row["job_id"], False, new, **found)
+            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
+            queued = _retry_automatically(conn, job, task_id, old, new)
+            if queued is not None:
+                return Change(True, row["job_id"], False, TaskState.QUEUED, **found, queued=queued, ended=new)
+            phase, skipped = _after_endings(conn, job, [(task_number(task_id), new)])
+            return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), new, **found,
+                          phase=phase, skipped=skipped)
         return await self.db.write(op)
 
     async def requeue(self, task: TaskRef, *, detail: str, one_of_only: bool = False,
@@ -407,8 +569,8 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Change:
             row = conn.execute(
                 "SELECT t.id, t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets,"
-                " j.deadline_at, j.created_at FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
-                (task.task_id,)).fetchone()
+                " j.deadline_at, j.created_at, j.priority, j.score FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                " WHERE t.id = ?", (task.task_id,)).fetchone()
             if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != task.attempt
                     or row["player"] != task.player):
                 return Change(False, row["job_id"] if row else "", task_id=task.task_id)
@@ -425,7 +587,7 @@ class SqliteStore:
             _move(conn, task.task_id, row["job_id"], TaskState.DISPATCHED, TaskState.QUEUED, detail, **columns)
             queued = QueuedTask(task.task_id, row["scope"], None if one_of else row["player"],
                                 tuple(json.loads(row["targets"])) if one_of else (), tuple(tried),
-                                row["deadline_at"], row["created_at"])
+                                row["deadline_at"], row["created_at"], row["priority"], None, row["score"])
             return Change(True, row["job_id"], state=TaskState.QUEUED, task_id=task.task_id,
                           player=queued.player, attempt=row["attempt"], queued=queued)
         return await self.db.write(op)
@@ -443,16 +605,83 @@ class SqliteStore:
             if job_ids is None:
                 rows = conn.execute(select, (*names, now)).fetchall()
             else:
-                rows = [row for job_id in job_ids
+                rows = [row for job_id in dict.fromkeys(job_ids)
                         for row in conn.execute(select + " AND t.job_id = ?", (*names, now, job_id))]
             for row in rows:
                 _move(conn, row["id"], row["job_id"], TaskState(row["state"]), TaskState.EXPIRED, reason,
                       **columns)
             dropped = tuple(TaskRef(row["id"], row["player"], row["attempt"]) for row in rows
                             if row["state"] == TaskState.DISPATCHED)
-            changes = tuple(Change(True, job_id, _finish_job_if_done(conn, job_id))
-                            for job_id in dict.fromkeys(row["job_id"] for row in rows))
-            return Expiry(changes, dropped, tuple(row["id"] for row in rows))
+            changes = []
+            for job_id in dict.fromkeys(row["job_id"] for row in rows):
+                job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                phase, skipped = _after_endings(conn, job, [(task_number(row["id"]), TaskState.EXPIRED)
+                                                            for row in rows if row["job_id"] == job_id])
+                changes.append(Change(True, job_id, _finish_job_if_done(conn, job_id), phase=phase,
+                                      skipped=skipped))
+            return Expiry(tuple(changes), dropped, tuple(row["id"] for row in rows))
+        return await self.db.write(op)
+
+    async def retry(self, job_id: str, wanted: Collection[TaskState], extend: bool = True) -> Retried:
+        """Queue the job's tasks that ended in one of ``wanted`` (each in states.RETRYABLE)
+        again as new attempts, in one commit: their endings are kept as history, a
+        finished job is open again (with a new deadline as long as its first, counted
+        from now, when the old one has passed), and a rollout resumes with a fresh failure
+        budget. Refused (with why) when there is nothing to retry, or when the job
+        finished with secret parameters (their values are forgotten by then)."""
+        def op(conn: sqlite3.Connection) -> Retried:
+            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None:
+                return Retried(job_id, refused="no such job")
+            chosen, names = _in("state", wanted)
+            rows = conn.execute(f"SELECT id, state FROM tasks WHERE job_id = ? AND {chosen} ORDER BY rowid",
+                                (job_id, *names)).fetchall()
+            shown = ", ".join(sorted(str(state) for state in wanted))
+            if not rows:
+                return Retried(job_id, refused=f"job {job_id} has no tasks that ended {shown}")
+            if job["finished_at"] is not None and json.loads(job["secret_keys"]):
+                return Retried(job_id, refused=f"job {job_id} finished, and its secret parameters were forgotten"
+                                               " then; submit it again")
+            now = time.time()
+            deadline = job["deadline_at"]
+            if extend and deadline <= now:
+                deadline = now + max(60.0, job["deadline_at"] - job["created_at"])
+            conn.execute("UPDATE jobs SET finished_at = NULL, status = 'pending', deadline_at = ? WHERE id = ?",
+                         (deadline, job_id))
+            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            queued = tuple(_queued_again(conn, row["id"], job, TaskState(row["state"]), "retried by request",
+                                         None) for row in rows)
+            phase = ""
+            if job["phase"]:
+                plan = _rollout(job)
+                canary_left = conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state != 'ok' AND"
+                    " CAST(substr(id, 34) AS INTEGER) < ?", (job_id, plan.canary)).fetchone()[0]
+                standing = rollout.after_retry(plan, canary_left)
+                phase = standing.phase
+                conn.execute("UPDATE jobs SET phase = ?, canary_left = ?, failures = 0, phase_reason = ''"
+                             " WHERE id = ?", (phase, canary_left, job_id))
+            return Retried(job_id, queued, deadline, phase, _rollout(job), job["score"], _rules(job))
+        return await self.db.write(op)
+
+    # ---- drains ----------------------------------------------------------------------
+
+    async def drains(self) -> list[Drain]:
+        def op(conn: sqlite3.Connection) -> list[Drain]:
+            return [Drain(r["name"], r["at"], r["by"], r["reason"]) for r in
+                    conn.execute("SELECT * FROM drains ORDER BY name")]
+        return await self.db.run(op, self.db.conn)
+
+    async def set_drains(self, names: Sequence[str], drained: bool, by: str, reason: str = "") -> list[Drain]:
+        """Drain (or undrain) these hosts and @groups; returns every drain now."""
+        def op(conn: sqlite3.Connection) -> list[Drain]:
+            if drained:
+                conn.executemany("INSERT OR REPLACE INTO drains (name, at, by, reason) VALUES (?,?,?,?)",
+                                 [(name, time.time(), by, reason) for name in names])
+            else:
+                conn.executemany("DELETE FROM drains WHERE name = ?", [(name,) for name in names])
+            return [Drain(r["name"], r["at"], r["by"], r["reason"]) for r in
+                    conn.execute("SELECT * FROM drains ORDER BY name")]
         return await self.db.write(op)
 
     # ---- players ---------------------------------------------------------------------
