@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -14,7 +14,7 @@ from orchestra.errors import (
     UnreachableError, ValidationError,
 )
 from orchestra.tls import MESSAGE_LIMITS, Material, channel_credentials, channel_options
-from orchestra.wire import audience_pb2, audience_pb2_grpc
+from orchestra.wire import audience_pb2, audience_pb2_grpc, common_pb2
 
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
@@ -47,7 +47,9 @@ class Client:
 
     def translate(self, err: grpc.RpcError) -> OrchestraError:
         code, details = err.code(), err.details() or ""
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
+        # A request the conductor refuses as it stands (exit 2, nothing changed): invalid,
+        # or not possible in the job's state (delete an unfinished job, nothing to retry).
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
             return ValidationError(details)
         if code == grpc.StatusCode.NOT_FOUND:
             return NoSuchJobError(details)
@@ -122,9 +124,26 @@ class Client:
                                                                    timeout=CALL_TIMEOUT))
         return job
 
-    def players(self) -> audience_pb2.PlayerList:
+    def retry(self, job_id: str, states: Sequence[common_pb2.TaskState]) -> audience_pb2.RetryReply:
+        request = audience_pb2.RetryRequest(job_id=job_id, states=states)
+        reply: audience_pb2.RetryReply = self.call(lambda: self.stub.Retry(request, timeout=CALL_TIMEOUT))
+        return reply
+
+    def delete(self, job_id: str) -> audience_pb2.DeleteReply:
+        reply: audience_pb2.DeleteReply = self.call(
+            lambda: self.stub.Delete(audience_pb2.JobRef(job_id=job_id), timeout=CALL_TIMEOUT))
+        return reply
+
+    def drain(self, names: Sequence[str], undrain: bool, reason: str = "") -> audience_pb2.DrainReply:
+        request = audience_pb2.DrainRequest(names=names, undrain=undrain, reason=reason)
+        reply: audience_pb2.DrainReply = self.call(lambda: self.stub.Drain(request, timeout=CALL_TIMEOUT))
+        return reply
+
+    def players(self, targets: Sequence[str] = ()) -> audience_pb2.PlayerList:
+        """The players (only those named, or in the @groups named, when targets are given)."""
+        request = audience_pb2.ListPlayersRequest(targets=targets)
         players: audience_pb2.PlayerList = self.call(
-            lambda: self.stub.ListPlayers(audience_pb2.ListPlayersRequest(), timeout=CALL_TIMEOUT))
+            lambda: self.stub.ListPlayers(request, timeout=CALL_TIMEOUT))
         return players
 
     def jobs(self, request: audience_pb2.ListJobsRequest) -> audience_pb2.JobList:

@@ -41,6 +41,11 @@ def job_exits(command: str) -> ExitMeanings:
     meanings = dict(JOB_MEANINGS)
     if command == "submitjob":
         meanings[ExitCode.OK] = f"without --wait: the job is queued; with --wait: {meanings[ExitCode.OK]}"
+        meanings[ExitCode.USAGE] = (
+            "usage error or rejected input (bad parameter, unknown host or group, invalid score name,"
+            " a job file or parameter file that cannot be read or is invalid, an environment"
+            " variable not set, a score no target can run, denied by policy, an idempotency key"
+            " reused for another request): nothing was queued")
         meanings[ExitCode.PENDING] = "with --wait: --timeout passed before the job finished"
     else:
         refused = ", or the policy does not let this requester cancel it" if command == "canceljob" else ""
@@ -53,7 +58,7 @@ def job_exits(command: str) -> ExitMeanings:
 # ... and of the commands that list what the conductor knows (listplayers, listjobs).
 LIST_EXITS: ExitMeanings = (
     (ExitCode.OK, "the list is printed"),
-    (ExitCode.USAGE, "usage error"),
+    (ExitCode.USAGE, "usage error, or a filter the conductor refuses (an unknown @group)"),
     (ExitCode.UNREACHABLE, "cannot reach or authenticate to the conductor"),
     INTERRUPTED_MEANING,
 )

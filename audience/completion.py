@@ -52,18 +52,61 @@ def job_words(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[st
     """submitjob's words after SCORE: ``KEY=`` for each parameter the score declares (then
     its choices, if it has any, after the '='), and hosts; none already on the line."""
     given = list(getattr(parsed_args, "words", None) or [])
-    declared = _params(_players(parsed_args), getattr(parsed_args, "score", None) or "")
     key, equals, value = prefix.partition("=")
     if equals:
-        decl = declared.get(key.upper())
+        decl = _declared(parsed_args).get(key.upper())
         return [f"{key}={choice}" for choice in (decl.choices if decl else ()) if choice.startswith(value)]
     taken = {word.partition("=")[0].upper() for word in given if "=" in word}
-    # Keys are case-insensitive (the conductor upper-cases them): offered as the word
-    # so far spells them, lower-case when it has no capitals (who=ops).
+    return _keys(prefix, parsed_args, taken) + [name for name in hosts(prefix, parsed_args)
+                                                if name not in given]
+
+
+def param_files(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """--param-file KEY=PATH: the score's declared ``KEY=``, then file names after the '='."""
+    key, equals, value = prefix.partition("=")
+    if not equals:
+        return _keys(prefix, parsed_args, set())
+    import glob
+    import os
+
+    return sorted(f"{key}={path}{os.sep if os.path.isdir(path) else ''}"
+                  for path in glob.glob(glob.escape(value) + "*"))
+
+
+def param_envs(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """--param-env KEY=VAR: the score's declared ``KEY=``, then environment variables."""
+    key, equals, value = prefix.partition("=")
+    if not equals:
+        return _keys(prefix, parsed_args, set())
+    import os
+
+    return sorted(f"{key}={name}" for name in os.environ if name.startswith(value))
+
+
+def priorities(prefix: str, **_: Any) -> list[str]:
+    """--priority's names (a number is typed)."""
+    from orchestra.joboptions import PRIORITIES
+
+    return sorted(name for name in PRIORITIES if name.startswith(prefix))
+
+
+def drained(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """What undrain can lift: the drains (names and @groups) covering some player now."""
+    return sorted({player.drained for player in _players(parsed_args)
+                   if player.drained and player.drained.startswith(prefix)})
+
+
+def _keys(prefix: str, parsed_args: argparse.Namespace, taken: set[str]) -> list[str]:
+    """``KEY=`` for each parameter the score on the line declares, except those taken.
+    Keys are case-insensitive (the conductor upper-cases them): offered as the word so
+    far spells them, lower-case when it has no capitals (who=ops)."""
     spell = str.upper if any(c.isupper() for c in prefix) else str.lower
-    keys = [f"{spell(name)}=" for name in sorted(declared)
+    return [f"{spell(name)}=" for name in sorted(_declared(parsed_args))
             if name not in taken and spell(name).startswith(prefix)]
-    return keys + [name for name in hosts(prefix, parsed_args) if name not in given]
+
+
+def _declared(parsed_args: argparse.Namespace) -> dict[str, common_pb2.ParamDecl]:
+    return _params(_players(parsed_args), getattr(parsed_args, "score", None) or "")
 
 
 def _params(players: Iterable[audience_pb2.PlayerInfo], score: str) -> dict[str, common_pb2.ParamDecl]:

@@ -1,6 +1,6 @@
 # PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
-"""``listjobs [--state S] [--score S] [--requester R] [--target H] [--since W] [--limit N]
-[--mine] [--json]``: recent and open jobs, newest first.
+"""``listjobs [--state S] [--score S] [--requester R] [--target H|@G] [--name N]
+[--label K=V] [--since W] [--limit N] [--mine] [--json]``: recent and open jobs, newest first.
 
 The conductor answers from its job index, a page at a time, and shows each caller only the
 jobs ``getstatus`` would show them (CONTRACT.md §6).
@@ -19,6 +19,7 @@ from audience.client import Client
 from audience.common import Parser, add_common, run_command, with_client
 from orchestra.cli import report, visible, write_out
 from orchestra.errors import ExitCode
+from orchestra.joboptions import check_job_name, check_labels, parse_label
 from orchestra.outcome import JOB_STATUSES, iso
 from orchestra.wire import audience_pb2
 
@@ -63,8 +64,15 @@ def build_parser() -> Parser:
     completion.attach(parser.add_argument("--score", help="only jobs of this score"), completion.scores)
     parser.add_argument("--requester", help="only jobs submitted by this requester: user:NAME (a local user),"
                                              " cert:NAME (a remote certificate), or a bare NAME for either")
-    completion.attach(parser.add_argument("--target", metavar="HOST", help="only jobs with this host among their targets"),
+    completion.attach(parser.add_argument("--target", metavar="HOST|@GROUP",
+                                          help="only jobs with this host (or @group) among their targets"),
                       completion.hosts)
+    completion.attach(parser.add_argument("--name", help="only jobs of this name (submitjob --name)"),
+                      completion.nothing)
+    completion.attach(parser.add_argument("--label", action="append", metavar="KEY=VALUE",
+                                          help="only jobs with this label; repeat for jobs with all of"
+                                               " several"),
+                      completion.nothing)
     parser.add_argument("--since", type=since_time, metavar="WHEN",
                         help="only jobs submitted since WHEN: an age (30m, 12h, 7d) or an ISO 8601 time")
     parser.add_argument("--limit", type=limit, default=DEFAULT_LIMIT, metavar="N",
@@ -80,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.mine and args.requester:
             parser.error("--mine and --requester cannot be used together")
+        if args.name is not None:
+            check_job_name(args.name)
+        check_labels([parse_label(word) for word in args.label or []])
         return with_client(args.config, lambda client: show(client, args))
     return run_command("listjobs", body)
 
@@ -87,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def request_of(args: argparse.Namespace) -> audience_pb2.ListJobsRequest:
     return audience_pb2.ListJobsRequest(
         statuses=args.state or [], score=args.score or "", requester=args.requester or "",
-        target=args.target or "", since=args.since or 0.0, limit=args.limit, mine=args.mine)
+        target=args.target or "", since=args.since or 0.0, limit=args.limit, mine=args.mine,
+        name=args.name or "", labels=args.label or [])
 
 
 def age(seconds: float) -> str:
@@ -111,6 +123,19 @@ def scope_text(job: audience_pb2.JobSummary) -> str:
     return f"{scope} {job.target_count} hosts"
 
 
+NAME_WIDTH = 32
+
+
+def short(text: str, width: int = NAME_WIDTH) -> str:
+    """Text cut to width (a job name may be 200 characters: the table stays readable)."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def status_text(job: audience_pb2.JobSummary) -> str:
+    """``pending``, or ``pending (canary)`` while a rollout is under way or stopped."""
+    return visible(job.status) + (f" ({visible(job.phase)})" if job.phase else "")
+
+
 def show(client: Client, args: argparse.Namespace) -> int:
     """One line per job (or one JSON object); a note on stderr when the limit cut it short."""
     reply = client.jobs(request_of(args))
@@ -122,12 +147,17 @@ def show(client: Client, args: argparse.Namespace) -> int:
             "target_count": j.target_count, "targets": list(j.targets), "requester": j.requester,
             "created_at": iso(j.created_at), "finished_at": iso(j.finished_at), "status": j.status,
             "counts": {render.state_name(c.state): c.count for c in j.counts},
+            "name": j.name or None, "labels": dict(sorted(j.labels.items())), "priority": j.priority,
+            "phase": j.phase or None,
         } for j in reply.jobs], "more": reply.more}, indent=2) + "\n")
         return int(ExitCode.OK)
     now = time.time()
-    rows = [("JOB", "AGE", "REQUESTER", "SCORE", "SCOPE", "TASKS", "STATUS")]
-    rows += [(visible(j.job_id), age(now - j.created_at), visible(j.requester), visible(j.score),
-              scope_text(j), counts_text(j), visible(j.status)) for j in reply.jobs]
+    # A NAME column only when some job listed has a name: most lists stay as they were.
+    named = any(j.name for j in reply.jobs)
+    rows = [("JOB", "AGE", "REQUESTER", *(("NAME",) if named else ()), "SCORE", "SCOPE", "TASKS", "STATUS")]
+    rows += [(visible(j.job_id), age(now - j.created_at), visible(j.requester),
+              *((short(visible(j.name)) or "-",) if named else ()), visible(j.score),
+              scope_text(j), counts_text(j), status_text(j)) for j in reply.jobs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     write_out("".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
                       + "  " + row[-1] + "\n" for row in rows))

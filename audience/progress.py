@@ -21,7 +21,8 @@ from orchestra.wire import audience_pb2
 
 TICK_SECONDS = 1.0
 CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
-ENDED = frozenset({"ok", "failed", "timed_out", "refused", "expired", "cancelled", "removed", "lost"})
+ENDED = frozenset({"ok", "failed", "timed_out", "refused", "expired", "cancelled", "removed", "lost",
+                   "skipped"})
 
 
 def clock(seconds: float) -> str:

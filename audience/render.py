@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestra.cli import visible
 from orchestra.errors import ExitCode
+from orchestra.joboptions import PRIORITIES
 from orchestra.outcome import TaskOutcome, iso
 from orchestra.wire import audience_pb2, common_pb2
 
@@ -38,6 +39,43 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+def rollout_dict(job: audience_pb2.Job) -> dict[str, Any] | None:
+    """The job's rollout as ``--json`` shows it; None when it has none."""
+    if not job.HasField("rollout"):
+        return None
+    rollout = job.rollout
+    return {
+        "canary": rollout.canary,
+        "batch": rollout.batch,
+        "max_failures": rollout.max_failures if rollout.has_max_failures else None,
+        "phase": rollout.phase,
+        "phase_reason": rollout.phase_reason,
+        "failures": rollout.failures,
+    }
+
+
+def task_dict(task: audience_pb2.Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "player": task.player or None,
+        "state": state_name(task.state),
+        "attempt": task.attempt,
+        "dispatched_at": iso(task.dispatched_at),
+        **TaskOutcome.from_wire(task.outcome).to_json(),
+        "retries": task.retries,
+        "not_before": iso(task.not_before),
+        "history": [
+            {
+                "attempt": earlier.attempt,
+                "player": earlier.player or None,
+                "state": state_name(earlier.state),
+                **TaskOutcome.from_wire(earlier.outcome).to_json(),
+            }
+            for earlier in task.history
+        ],
+    }
+
+
 def job_dict(job: audience_pb2.Job) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
@@ -51,17 +89,15 @@ def job_dict(job: audience_pb2.Job) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "finished": job.finished,
         "status": job.status,
-        "tasks": [
-            {
-                "task_id": t.task_id,
-                "player": t.player or None,
-                "state": state_name(t.state),
-                "attempt": t.attempt,
-                "dispatched_at": iso(t.dispatched_at),
-                **TaskOutcome.from_wire(t.outcome).to_json(),
-            }
-            for t in job.tasks
-        ],
+        "name": job.name or None,
+        "labels": dict(sorted(job.labels.items())),
+        "priority": job.priority,
+        "rollout": rollout_dict(job),
+        "retries": job.retries,
+        "retry_delay": job.retry_delay,
+        "concurrency": job.concurrency,
+        "exclusive": job.exclusive,
+        "tasks": [task_dict(t) for t in job.tasks],
     }
 
 
@@ -80,7 +116,8 @@ def output_lines(data: bytes) -> list[str]:
     return [visible(line.removesuffix("\r")) for line in lines]
 
 
-def _tasks(count: int) -> str:
+def tasks_text(count: int) -> str:
+    """1 task, 3 tasks."""
     return f"{count} task{'' if count == 1 else 's'}"
 
 
@@ -93,16 +130,16 @@ def cancel_summary(job: audience_pb2.Job) -> str:
     stopping = sum(state in ("running", "cancelling") for state in states)
     waiting = sum(state in ("queued", "dispatched") for state in states)
     ended = len(states) - cancelled - stopping - waiting
-    parts = [f"{_tasks(cancelled)} cancelled"]
+    parts = [f"{tasks_text(cancelled)} cancelled"]
     if ended:
-        parts.append(f"{_tasks(ended)} had already ended")
+        parts.append(f"{tasks_text(ended)} had already ended")
     if stopping:
         # "Being stopped", not "stopped": a player that is offline hears of it when it is back.
         where = "its player" if stopping == 1 else "their players"
-        parts.append(f"{_tasks(stopping)} still running (being stopped on {where};"
+        parts.append(f"{tasks_text(stopping)} still running (being stopped on {where};"
                      " canceljob --wait waits for that)")
     if waiting:
-        parts.append(f"{_tasks(waiting)} not ended yet")
+        parts.append(f"{tasks_text(waiting)} not ended yet")
     return f"cancel requested for job {visible(job.job_id)}: {', '.join(parts)}"
 
 
@@ -120,25 +157,69 @@ def _tail(label: str, data: bytes, truncated: bool) -> list[str]:
     return [f"    {label}{more}:"] + [f"      | {line}" for line in shown]
 
 
+def priority_text(priority: int) -> str:
+    """``10 (high)``, ``-3``: the number, and its name when it has one."""
+    names = [name for name, value in PRIORITIES.items() if value == priority]
+    return f"{priority}{f' ({names[0]})' if names else ''}"
+
+
+def rollout_text(rollout: audience_pb2.Rollout) -> str:
+    """``canary 2, batch 5, max failures 3: rolling, 1 failure``."""
+    limits = [f"canary {rollout.canary}" if rollout.canary else "",
+              f"batch {rollout.batch}" if rollout.batch else "",
+              f"max failures {rollout.max_failures}" if rollout.has_max_failures else ""]
+    phase = visible(rollout.phase) or "?"
+    if rollout.phase_reason:
+        phase += f" ({visible(rollout.phase_reason)})"
+    failures = f"{rollout.failures} failure{'' if rollout.failures == 1 else 's'}"
+    return f"{', '.join(part for part in limits if part) or 'no limits'}: {phase}, {failures}"
+
+
+def settings_text(job: audience_pb2.Job) -> str:
+    """What the score's .conf asks of the conductor: ``retries 2 (30s apart), concurrency 5,
+    exclusive``; "" when nothing."""
+    parts = []
+    if job.retries:
+        parts.append(f"retries {job.retries}" + (f" ({job.retry_delay:g}s apart)" if job.retry_delay else ""))
+    if job.concurrency:
+        parts.append(f"concurrency {job.concurrency}")
+    if job.exclusive:
+        parts.append("exclusive")
+    return ", ".join(parts)
+
+
 def job_text(job: audience_pb2.Job) -> str:
     states = [state_name(t.state) for t in job.tasks]
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
     params = " ".join(f"{k}={v}" for k, v in sorted(job.params.items()))
-    lines = [
-        f"job        {visible(job.job_id)}",
+    labels = " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))
+    lines = [f"job        {visible(job.job_id)}"]
+    if job.name:
+        lines.append(f"name       {visible(job.name)}")
+    lines += [
         f"score      {visible(job.score)} ({scope_name(job.scope)}: {visible(' '.join(job.targets))})",
         f"params     {visible(params) or '-'}",
+    ]
+    # What a job may have is shown only when it has it.
+    for title, text in (("labels", visible(labels)),
+                        ("priority", priority_text(job.priority) if job.priority else ""),
+                        ("rollout", rollout_text(job.rollout) if job.HasField("rollout") else ""),
+                        ("settings", settings_text(job))):
+        if text:
+            lines.append(f"{title:<10} {text}")
+    lines += [
         f"requester  {visible(job.requester)}",
         f"created    {iso(job.created_at)}   deadline {iso(job.deadline_at)}",
         f"status     {visible(job.status)}   ({counts})"
         + (f"   finished {iso(job.finished_at)}" if job.finished else ""),
     ]
     for task in job.tasks:
-        lines += _task_text(task.player, state_name(task.state), TaskOutcome.from_wire(task.outcome))
+        lines += _task_text(task)
     return "\n".join(lines) + "\n"
 
 
-def _task_text(player: str, state: str, outcome: TaskOutcome) -> list[str]:
+def _outcome_facts(outcome: TaskOutcome) -> list[str]:
+    """``exit 1``, ``signal 9``, ``1.25s``: how an attempt ended, in short."""
     facts = []
     if outcome.exit_code is not None:
         facts.append(f"exit {outcome.exit_code}")
@@ -146,7 +227,28 @@ def _task_text(player: str, state: str, outcome: TaskOutcome) -> list[str]:
         facts.append(f"signal {outcome.signal}")
     if outcome.started_at and outcome.finished_at:
         facts.append(f"{outcome.finished_at - outcome.started_at:.2f}s")
+    return facts
+
+
+def _attempt_text(earlier: audience_pb2.Attempt) -> str:
+    """One earlier attempt on one line: ``attempt 1 on p1: failed, exit 1 (reason)``."""
+    outcome = TaskOutcome.from_wire(earlier.outcome)
+    facts = ", ".join([state_name(earlier.state), *_outcome_facts(outcome)])
+    where = f" on {visible(earlier.player)}" if earlier.player else ""
+    reason = f" ({visible(outcome.reason)})" if outcome.reason else ""
+    return f"    attempt {earlier.attempt}{where}: {facts}{reason}"
+
+
+def _task_text(task: audience_pb2.Task) -> list[str]:
+    outcome = TaskOutcome.from_wire(task.outcome)
+    facts = _outcome_facts(outcome)
+    if task.retries:
+        facts.append(f"retried {task.retries} time{'' if task.retries == 1 else 's'}")
+    player, state = task.player, state_name(task.state)
     lines = [f"  {visible(player) or '(not chosen yet)':<24} {state:<10} {'  '.join(facts)}".rstrip()]
+    if task.not_before:
+        lines.append(f"    retry waits until {iso(task.not_before)}")
+    lines += [_attempt_text(earlier) for earlier in task.history]
     if outcome.reason:
         lines.append(f"    reason: {visible(outcome.reason)}")
     if outcome.response:

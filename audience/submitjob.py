@@ -1,5 +1,6 @@
 # PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
-"""``submitjob [--all-of | --one-of] [--wait [--timeout S]] [--json] SCORE [KEY=VALUE ...] HOST...``
+"""``submitjob [--all-of | --one-of] [--wait [--timeout S]] [--json] [--file JOB.TOML] [options]
+SCORE [KEY=VALUE ...] HOST|@GROUP...``
 
 Also accepts the original Orchestra form ``submitjob [-all-of] SCORE HOST... [! KEY VALUE ...]``
 (one-of unless ``-all-of``), so existing scripts keep working (CONTRACT.md §6). The command
@@ -33,11 +34,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def request_of(sub: Submission) -> audience_pb2.SubmitRequest:
-    """The wire request; a fractional --expires rounds up, so it never becomes 0 (= default)."""
-    return audience_pb2.SubmitRequest(
+    """The wire request; a fractional --expires rounds up, so it never becomes 0 (= default).
+    The priority is set only when given, and the rollout only when asked for: the
+    conductor tells "not given" from a value."""
+    request = audience_pb2.SubmitRequest(
         score=sub.score, scope=WIRE_SCOPES[sub.scope], targets=sub.targets,
         params=sub.params, expires_seconds=math.ceil(sub.expires or 0),
-        idempotency_key=sub.idempotency_key or "")
+        idempotency_key=sub.idempotency_key or "", name=sub.name, labels=sub.labels)
+    if sub.priority is not None:
+        request.priority = sub.priority
+    if sub.canary or sub.batch or sub.max_failures:
+        request.rollout.CopyFrom(audience_pb2.RolloutRequest(
+            canary=sub.canary, batch=sub.batch, max_failures=sub.max_failures))
+    return request
 
 
 def submit(client: Client, sub: Submission) -> int:

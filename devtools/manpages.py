@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MAN_DIR = ROOT / "man" / "man1"
 
 # Every console script of pyproject.toml's [project.scripts]: where its parser is built,
-# and the arguments that build it (the daemons share one parser; submitjob's page shows
-# the modern form, and its notes the original one).
+# and the arguments that build it (the daemons share one parser, and so do drain and
+# undrain; submitjob's page shows the modern form, and its notes the original one).
 PARSERS: dict[str, tuple[str, tuple[object, ...]]] = {
     "conductor": ("orchestra.daemon", ("conductor",)),
     "player": ("orchestra.daemon", ("player",)),
@@ -35,6 +35,10 @@ PARSERS: dict[str, tuple[str, tuple[object, ...]]] = {
     "canceljob": ("audience.canceljob", ()),
     "listplayers": ("audience.listplayers", ()),
     "listjobs": ("audience.listjobs", ()),
+    "retryjob": ("audience.retryjob", ()),
+    "deletejob": ("audience.deletejob", ()),
+    "drain": ("audience.drain", (False,)),
+    "undrain": ("audience.drain", (True,)),
     "orchestra-pki": ("devtools.pki", ()),
 }
 # Help text is wrapped to the terminal's width; pages must not depend on who made them.

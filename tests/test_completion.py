@@ -67,8 +67,9 @@ def test_without_a_conductor_completion_offers_options_and_no_names_at_once(tmp_
     options, asking_nobody = complete("submitjob --w", config)
     assert options == ["--wait"]
     assert complete("submitjob --", config)[0] == [
-        "--all-of", "--config", "--expires", "--help", "--idempotency-key", "--json", "--one-of",
-        "--timeout", "--wait"]
+        "--all-of", "--batch", "--canary", "--config", "--expires", "--file", "--help",
+        "--idempotency-key", "--json", "--label", "--max-failures", "--name", "--one-of",
+        "--param-env", "--param-file", "--priority", "--timeout", "--wait"]
     names, elapsed = complete("submitjob ", config)
     assert names == []
     # Refused at once: the lookup budget is not spent (the rest is starting the processes).
@@ -78,6 +79,23 @@ def test_without_a_conductor_completion_offers_options_and_no_names_at_once(tmp_
     assert complete("getstatus ", config)[0] == []  # a job id: neither names nor file names
     assert complete("canceljob --w", config)[0] == ["--wait"]
     assert complete("listplayers --j", config)[0] == ["--json"]
+
+
+def test_the_new_options_and_commands_complete_without_a_conductor(tmp_path: Path) -> None:
+    config = audience_config(tmp_path, tmp_path / "no-conductor.sock")
+    assert complete("submitjob --priority ", config)[0] == ["high", "low", "normal"]
+    assert complete("submitjob --canary ", config)[0] == []  # a number: neither names nor files
+    assert complete("submitjob hello p1 --param-env ", config)[0] == []  # no declared keys known
+    assert complete("retryjob --", config)[0] == [
+        "--config", "--expired", "--failed", "--help", "--json", "--lost", "--skipped", "--timeout",
+        "--wait"]
+    assert complete("retryjob ", config)[0] == []  # a job id
+    assert complete("deletejob --", config)[0] == ["--cancel", "--config", "--help", "--json", "--timeout"]
+    assert complete("drain --", config)[0] == ["--config", "--help", "--json", "--reason"]
+    assert complete("drain ", config)[0] == []  # host names, from the conductor: none here
+    assert complete("undrain --", config)[0] == ["--config", "--help", "--json"]
+    assert complete("listjobs --l", config)[0] == ["--label", "--limit"]
+    assert complete("listplayers ", config)[0] == []
 
 
 def test_a_conductor_that_never_answers_holds_completion_up_no_longer_than_the_budget(
@@ -139,6 +157,13 @@ def test_submitjob_completes_scores_hosts_and_parameters_from_the_conductor(
     assert complete("submitjob deploy ENV=s", config)[0] == ["staging"]
     # A score that declares no parameters: hosts only.
     assert complete("submitjob showenv ", config)[0] == ["p1.test", "p2.test"]
+    # Secret parameters: the declared keys, then files or variables after the '='.
+    assert complete("submitjob deploy p1.test --param-env e", config)[0] == ["env="]
+    assert complete("submitjob --param-file V", config)[0] == []  # no SCORE yet: no keys
+    # Hosts for the other commands that name players.
+    assert complete("drain ", config)[0] == ["p1.test", "p2.test"]
+    assert complete("drain p1.test p", config)[0] == ["p1.test", "p2.test"]
+    assert complete("listplayers p2", config)[0] == ["p2.test"]
 
 
 def test_completion_asks_the_conductor_named_by_config_on_the_line(

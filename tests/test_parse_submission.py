@@ -6,6 +6,8 @@ parser is pure, so thousands of examples run in a second or two.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -14,9 +16,10 @@ from audience import submitjob
 from audience.common import HelpRequested
 from audience.parse import Submission, parse_submission
 from orchestra.errors import ExitCode, OrchestraError, UsageError, ValidationError
+from orchestra.joboptions import MAX_PRIORITY, MIN_PRIORITY, parse_amount
 from orchestra.params import (
-    CERTNAME_RE, MAX_TARGETS, PARAM_KEY_RE, check_idempotency_key, check_targets, is_score_name,
-    normalize_params, resolve_scope,
+    MAX_TARGETS, MAX_VALUE_BYTES, PARAM_KEY_RE, check_idempotency_key, check_target, check_targets,
+    is_score_name, normalize_params, resolve_scope,
 )
 
 MANY = settings(max_examples=2000, deadline=None, database=None,
@@ -175,7 +178,9 @@ def test_fractional_expiry_is_rounded_up_not_dropped() -> None:
 HOSTS = ["p1.test", "p2.test", "web-1.example.com"]
 TOKENS = ["hello", *HOSTS, "who=ops", "=x", "a-b=1", "job_id=1", "x=\n", "!", "-all-of",
           "--all-of", "--one-of", "--all", "--wait", "--timeout", "3", "--json", "--expires",
-          "0.5", "--idempotency-key", "--config", "--", "-h", "-x", "", "../x", ".hidden"]
+          "0.5", "--idempotency-key", "--config", "--", "-h", "-x", "", "../x", ".hidden",
+          "@web", "@", "--name", "--label", "team=web", "--priority", "high", "-101", "--canary",
+          "1", "--batch", "10%", "0%", "--max-failures", "--param"]
 word = st.one_of(st.sampled_from(TOKENS), st.text(max_size=12))
 
 
@@ -192,11 +197,15 @@ def test_any_argv_is_accepted_with_valid_fields_or_refused_cleanly(argv: list[st
         assert err.exit_code == ExitCode.USAGE and str(err).strip()
         return
     assert is_score_name(sub.score)
-    assert sub.targets and all(CERTNAME_RE.fullmatch(t) for t in sub.targets)
+    assert sub.targets and all(check_target(t) == t for t in sub.targets)
     assert len(set(sub.targets)) == len(sub.targets)
     assert all(PARAM_KEY_RE.fullmatch(k) and k == k.upper() for k in sub.params)
     assert sub.scope in ("all", "one")
     assert sub.timeout is None or sub.wait
+    assert sub.priority is None or MIN_PRIORITY <= sub.priority <= MAX_PRIORITY
+    assert all(parse_amount(amount, "x") is not None for amount in (sub.batch, sub.max_failures) if amount)
+    assert not (sub.canary or sub.batch or sub.max_failures) or sub.scope == "all"
+    submitjob.request_of(sub)  # always fits the wire
 
 
 def plain(text: str) -> bool:
@@ -366,3 +375,178 @@ def test_original_form_takes_options_anywhere_even_after_its_pairs(
     argv = [*(word for part in head for word in part), "!", *(word for part in tail for word in part)]
     scope = "all" if ("-all-of",) in groups else "one"
     assert parse_submission(argv) == expected_submission(score, scope, hosts, pairs, groups), argv
+
+
+# ---- the job's name, labels, priority and rollout --------------------------------------------
+
+def test_new_options_are_carried_into_the_submission_and_the_request() -> None:
+    sub = parse_submission(["--all-of", "deploy", "web1.test", "@db", "--name", "deploy 2.1",
+                            "--label", "team=web", "--label", "change=CHG-1", "--priority", "high",
+                            "--canary", "1", "--batch", " 25 %", "--max-failures", "3"])
+    assert sub == Submission(score="deploy", scope="all", targets=("web1.test", "@db"), params={},
+                             name="deploy 2.1", labels={"team": "web", "change": "CHG-1"}, priority=10,
+                             canary=1, batch="25%", max_failures="3")
+    request = submitjob.request_of(sub)
+    assert (request.name, dict(request.labels), request.priority) == (
+        "deploy 2.1", {"team": "web", "change": "CHG-1"}, 10)
+    assert (request.rollout.canary, request.rollout.batch, request.rollout.max_failures) == (1, "25%", "3")
+
+
+def test_priority_and_rollout_are_set_on_the_wire_only_when_given() -> None:
+    request = submitjob.request_of(parse_submission(["hello", "p1.test"]))
+    assert not request.HasField("priority") and not request.HasField("rollout")
+    request = submitjob.request_of(parse_submission(["hello", "p1.test", "--priority", "normal"]))
+    assert request.HasField("priority") and request.priority == 0
+
+
+@pytest.mark.parametrize("given, value", [("low", -10), ("normal", 0), ("HIGH", 10), ("-100", -100),
+                                          ("100", 100), ("7", 7)])
+def test_priority_takes_a_name_or_a_number(given: str, value: int) -> None:
+    assert parse_submission(["--priority", given, "hello", "p1.test"]).priority == value
+
+
+def test_a_group_target_needs_a_scope_and_may_have_a_canary() -> None:
+    with pytest.raises(ValidationError, match="^a group may name several hosts: choose --all-of or --one-of$"):
+        parse_submission(["hello", "@web"])
+    assert parse_submission(["--one-of", "hello", "@web"]).targets == ("@web",)
+    # The conductor knows how many hosts a group has: the CLI lets a canary through.
+    assert parse_submission(["--all-of", "hello", "@web", "--canary", "5"]).canary == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--priority", "urgent"], "invalid priority 'urgent': low, normal, high or an integer from -100 to 100"),
+    (["--priority", "101"], "priority 101 is out of range -100 to 100"),
+    (["--name", "a\nb"], "job name must be printable and at most 200 characters"),
+    (["--name", "x" * 201], "job name must be printable and at most 200 characters"),
+    (["--label", "team"], "a label is KEY=VALUE, not 'team'"),
+    (["--label", "1x=a"], "invalid label name '1x'"),
+    (["--label", "a=1", "--label", "a=2"], "label a given twice"),
+    (["--label", "a=\x1b"], "label a: value must be printable text"),
+    (["--canary", "x"], "argument --canary: not a whole number: 'x'"),
+    (["--canary", "-1"], "--canary must be a number of targets"),
+    (["--canary", "2"], "--canary 2 leaves no other target: the job has 2"),
+    (["--batch", "ten"], "invalid --batch 'ten': a number of tasks or a percentage such as 10%"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--max-failures", "101%"], "--max-failures '101%': a percentage must be from 1% to 100%"),
+    (["--one-of", "--batch", "1"], "--canary, --batch and --max-failures apply to all-of jobs only"),
+    (["--param", "x=1"], "ambiguous option: --param could match --param-file, --param-env"),
+    (["@bad/name"], "invalid group name '@bad/name'"),
+])
+def test_bad_new_options_are_one_line_errors(argv: list[str], message: str) -> None:
+    line = ["--all-of", "hello", "p1.test", "p2.test"] if "--one-of" not in argv else ["hello", "p1.test", "p2.test"]
+    with pytest.raises(OrchestraError) as caught:
+        parse_submission([*line, *argv])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_the_original_form_refuses_a_rollout_unless_all_of() -> None:
+    with pytest.raises(ValidationError, match="apply to all-of jobs only"):
+        parse_submission(["hello", "p1.test", "p2.test", "!", "who", "x", "--canary", "1"])
+    sub = parse_submission(["-all-of", "hello", "p1.test", "p2.test", "!", "who", "x", "--canary", "1"])
+    assert (sub.scope, sub.canary) == ("all", 1)
+
+
+# ---- secret parameters: --param-file and --param-env ------------------------------------------
+
+def test_param_file_reads_the_value_with_one_trailing_newline_stripped(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cr3t\n\n")
+    (tmp_path / "key").write_text("line1\nline2")
+    sub = parse_submission(["hello", "p1.test", "--param-file", f"token={tmp_path / 'token'}",
+                            "--param-file", f"KEY={tmp_path / 'key'}", "who=ops"])
+    assert sub.params == {"WHO": "ops", "TOKEN": "s3cr3t\n", "KEY": "line1\nline2"}
+
+
+def test_param_env_reads_the_value_from_the_environment() -> None:
+    sub = parse_submission(["hello", "p1.test", "--param-env", "password=DB_PW", "--param-env", "e=EMPTY"],
+                           environ={"DB_PW": "hunter2", "EMPTY": ""})
+    assert sub.params == {"PASSWORD": "hunter2", "E": ""}
+
+
+def test_param_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORC_TEST_PW", "pw")
+    assert parse_submission(["hello", "p1.test", "--param-env", "pw=ORC_TEST_PW"]).params == {"PW": "pw"}
+
+
+def test_a_key_given_twice_across_words_files_and_variables_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "v").write_text("x")
+    for extra in (["--param-file", f"who={tmp_path / 'v'}"], ["--param-env", "WHO=V"]):
+        with pytest.raises(ValidationError, match="^parameter WHO given twice$"):
+            parse_submission(["hello", "p1.test", "who=ops", *extra], environ={"V": "v"})
+    with pytest.raises(ValidationError, match="^parameter WHO given twice$"):
+        parse_submission(["hello", "p1.test", "--param-file", f"who={tmp_path / 'v'}",
+                          "--param-env", "Who=V"], environ={"V": "v"})
+
+
+def secret_error(tmp_path: Path, argv: list[str]) -> str:
+    with pytest.raises(OrchestraError) as caught:
+        parse_submission(["hello", "p1.test", *argv], environ={"SET": "x"})
+    assert caught.value.exit_code == ExitCode.USAGE and "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_every_way_a_secret_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    missing, big, latin1 = tmp_path / "missing", tmp_path / "big", tmp_path / "latin1"
+    big.write_bytes(b"x" * (MAX_VALUE_BYTES + 1))
+    latin1.write_bytes(b"caf\xe9")
+    assert secret_error(tmp_path, ["--param-file", f"k={missing}"]) == \
+        f"--param-file k: cannot read {missing}: No such file or directory"
+    assert secret_error(tmp_path, ["--param-file", f"k={tmp_path}"]) == \
+        f"--param-file k: cannot read {tmp_path}: Is a directory"
+    assert secret_error(tmp_path, ["--param-file", f"k={big}"]) == \
+        f"--param-file k: {big} is larger than {MAX_VALUE_BYTES} bytes, the most a value may be"
+    assert secret_error(tmp_path, ["--param-file", f"k={latin1}"]) == f"--param-file k: {latin1} is not UTF-8 text"
+    assert secret_error(tmp_path, ["--param-file", "k"]) == "--param-file takes KEY=PATH, not 'k'"
+    assert secret_error(tmp_path, ["--param-file", "=x"]) == "--param-file takes KEY=PATH, not '=x'"
+    assert secret_error(tmp_path, ["--param-env", "k="]) == "--param-env takes KEY=VAR, not 'k='"
+    assert secret_error(tmp_path, ["--param-env", "k=UNSET"]) == \
+        "--param-env k: environment variable UNSET is not set"
+    assert secret_error(tmp_path, ["--param-env", "job_id=SET"]).startswith("parameter 'job_id' is reserved")
+
+
+def test_a_secret_file_of_the_largest_value_with_its_newline_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "v").write_bytes(b"x" * MAX_VALUE_BYTES + b"\n")
+    sub = parse_submission(["hello", "p1.test", "--param-file", f"v={tmp_path / 'v'}"])
+    assert sub.params["V"] == "x" * MAX_VALUE_BYTES
+
+
+def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
+    (tmp_path / "v").write_text("s3cr3t\x00")
+    message = secret_error(tmp_path, ["--param-file", f"v={tmp_path / 'v'}"])
+    assert message == "parameter V: value contains a NUL byte" and "s3cr3t" not in message
+
+
+def test_main_reports_an_unreadable_secret_in_one_line_before_dialling(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submitjob, "with_client", lambda *_: pytest.fail("dialled the conductor"))
+    monkeypatch.delenv("ORC_TEST_UNSET", raising=False)
+    assert submitjob.main(["hello", "p1.test", "--param-env", "pw=ORC_TEST_UNSET"]) == 2
+    assert capsys.readouterr() == ("", "submitjob: --param-env pw: environment variable ORC_TEST_UNSET"
+                                       " is not set\n")
+    assert submitjob.main(["hello", "p1.test", "--file", str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err == (f"submitjob: {tmp_path / 'none.toml'}: cannot read job file:"
+                                       " No such file or directory\n")
+
+
+@SOME
+@given(data=st.data(), score=score_name, hosts=st.lists(host_name, min_size=1, max_size=3),
+       values=st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"),
+                               max_size=20), min_size=3, max_size=3))
+def test_a_parameter_is_the_same_from_a_word_a_file_or_a_variable(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, score: str, hosts: list[str],
+        values: list[str]) -> None:
+    """However a value is given, the job is the same: a file's one trailing newline aside."""
+    folder = tmp_path_factory.mktemp("values")
+    argv_word = ["--all-of", score, *hosts]
+    argv_secret = list(argv_word)
+    environ = {}
+    for index, value in enumerate(values):
+        argv_word.append(f"k{index}={value}")
+        how = data.draw(st.sampled_from(["file", "env"]))
+        if how == "file":
+            (folder / f"v{index}").write_bytes(value.encode() + b"\n")
+            argv_secret += ["--param-file", f"k{index}={folder / f'v{index}'}"]
+        else:
+            environ[f"V{index}"] = value
+            argv_secret += ["--param-env", f"k{index}=V{index}"]
+    assert parse_submission(argv_secret, environ=environ) == parse_submission(argv_word)
