@@ -123,11 +123,12 @@ def _queued_again(conn: sqlite3.Connection, task_id: str, job: sqlite3.Row, old:
     _archive_attempt(conn, task_id)
     row = conn.execute("SELECT player, tried FROM tasks WHERE id = ?", (task_id,)).fetchone()
     one_of = job["scope"] == "one"
+    targets = conn.execute("SELECT targets FROM jobs WHERE id = ?", (job["id"],)).fetchone()[0] if one_of else "[]"
     _move(conn, task_id, job["id"], old, TaskState.QUEUED, detail, not_before=not_before,
           player=None if one_of else row["player"], tried="[]", **_FRESH_OUTCOME)
     conn.execute("UPDATE tasks SET retries = retries + 1 WHERE id = ?", (task_id,))
     return QueuedTask(task_id, job["scope"], None if one_of else row["player"],
-                      tuple(json.loads(job["targets"])) if one_of else (), (),
+                      tuple(json.loads(targets)), (),
                       job["deadline_at"], job["created_at"], job["priority"], not_before, job["score"])
 
 
@@ -160,6 +161,12 @@ def _move(conn: sqlite3.Connection, task_id: str, job_id: str, old: TaskState, n
         conn.execute("UPDATE jobs SET open_tasks = open_tasks - 1 WHERE id = ?", (job_id,))
     elif new in states.OPEN and old not in states.OPEN:
         conn.execute("UPDATE jobs SET open_tasks = open_tasks + 1 WHERE id = ?", (job_id,))
+
+
+# What an ending needs of its job (rollout, retries, where a retry goes): never the
+# targets or params, which a fleet-wide job has thousands of bytes of, read per result.
+_ENDING_COLUMNS = ("id, scope, created_at, deadline_at, priority, score, retries, retry_delay, canary, batch,"
+                   " max_failures, phase, phase_reason, failures, canary_left")
 
 
 def _retry_automatically(conn: sqlite3.Connection, job: sqlite3.Row, task_id: str, old: TaskState,
@@ -552,7 +559,7 @@ class SqliteStore:
             _move(conn, task_id, row["job_id"], old, new, detail, **columns)
             if not new.terminal:
                 return Change(True, row["job_id"], False, new, **found)
-            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
+            job = conn.execute(f"SELECT {_ENDING_COLUMNS} FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
             queued = _retry_automatically(conn, job, task_id, old, new)
             if queued is not None:
                 return Change(True, row["job_id"], False, TaskState.QUEUED, **found, queued=queued, ended=new)
@@ -614,7 +621,7 @@ class SqliteStore:
                             if row["state"] == TaskState.DISPATCHED)
             changes = []
             for job_id in dict.fromkeys(row["job_id"] for row in rows):
-                job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                job = conn.execute(f"SELECT {_ENDING_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 phase, skipped = _after_endings(conn, job, [(task_number(row["id"]), TaskState.EXPIRED)
                                                             for row in rows if row["job_id"] == job_id])
                 changes.append(Change(True, job_id, _finish_job_if_done(conn, job_id), phase=phase,
