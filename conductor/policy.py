@@ -57,6 +57,8 @@ from orchestra.params import CERTNAME_RE, GROUP_NAME_RE, PARAM_KEY_RE
 ACTIONS = frozenset({"run", "read", "cancel", "retry", "delete", "drain"})
 DOING = {"run": "running", "read": "reading jobs of", "cancel": "cancelling jobs of",
          "retry": "retrying jobs of", "delete": "deleting jobs of", "drain": "draining hosts for"}
+# The grants over OTHER requesters' jobs; each of them lets its holder see the job too.
+JOB_GRANTS = frozenset({"read", "cancel", "retry", "delete"})
 TO_DO = {"run": "to run", "read": "to read jobs of", "cancel": "to cancel jobs of", "retry": "to retry jobs of",
          "delete": "to delete jobs of", "drain": "to drain"}
 
@@ -166,7 +168,7 @@ class Policy:
         rules = [*self.rules]
         if who.kind == "cert" and who.name in self.audience:
             rules.append(self.audience[who.name])
-        return any(rule.effect == "allow" and rule.actions & {"read", "cancel"} and rule.matches_requester(who)
+        return any(rule.effect == "allow" and rule.actions & JOB_GRANTS and rule.matches_requester(who)
                    for rule in rules)
 
     def may_drain(self, who: Requester, targets: Iterable[str], superusers: frozenset[int]) -> Decision:
@@ -186,10 +188,12 @@ class Policy:
             return Decision(True, "", f"{who.label} may read the queue itself")
         if action == "read":
             decision = self.decide(who, score, targets, params, "read")
-            if not decision.allowed:  # whoever may cancel a job may also see it
-                cancel = self.decide(who, score, targets, params, "cancel")
-                if cancel.allowed:
-                    return cancel
+            for other in sorted(JOB_GRANTS - {"read"}):  # whoever may cancel, retry or delete
+                if decision.allowed:                      # a job may also see it
+                    break
+                granted = self.decide(who, score, targets, params, other)
+                if granted.allowed:
+                    return granted
             return decision
         return self.decide(who, score, targets, params, action)
 
@@ -238,7 +242,10 @@ def _rule(raw: Any, where: str, source: Path, default_name: str, requesters: tup
             raise ConfigError(f"{source}: {where}.params.{key}: bad pattern: {err}") from None
         params.append((key.upper(), pattern))
     # A deny rule covers every action unless it names some: "deny bob" means all of it.
-    actions = _strings(raw.get("actions", ["run"] if effect == "allow" else sorted(ACTIONS)),
+    # One about particular scores ("no reboot on db*") covers the actions on jobs only:
+    # draining a host is about no score.
+    denied = ACTIONS if scores == ("*",) else ACTIONS - {"drain"}
+    actions = _strings(raw.get("actions", ["run"] if effect == "allow" else sorted(denied)),
                        f"{where}.actions", source)
     if not set(actions) <= ACTIONS:
         raise ConfigError(f"{source}: {where}.actions: {sorted(set(actions) - ACTIONS)[0]!r} is not one of"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
 from pathlib import Path
@@ -155,3 +156,23 @@ def test_deletejob_forgets_a_finished_job_and_refuses_an_unfinished_one(make_clu
     audit = [json.loads(line) for line in (cluster.state_dir / "audit.log").read_text().splitlines()]
     assert [(a["event"], a["decision"]) for a in audit if a["event"] == "delete"] == [
         ("delete", "rejected"), ("delete", "denied"), ("delete", "accepted")]
+
+
+def test_retrying_ones_own_job_needs_the_policy_still_to_allow_running_it(make_cluster: MakeCluster,
+                                                                          tmp_path: Path) -> None:
+    me = f"user:{getpass.getuser()}"
+    cluster = make_cluster(["p1.test"], conductor_settings={"policy": [{"name": "all", "requesters": ["*"]}]})
+    log = tmp_path / "runs.log"
+    cluster.add_score("step", LOGGING_SCORE, CONF)
+    code, out, _ = submit(cluster, "--wait", "step", f"LOG={log}", "SLEEP=0", "FAIL_ON=p1.test", "p1.test")
+    assert code == 1
+    job_id = out.split()[0]
+    text = cluster.conductor_config.read_text()  # first match wins: the deny goes first
+    cluster.conductor_config.write_text(text.replace(
+        "[[policy]]", f'[[policy]]\nname = "no-step"\neffect = "deny"\nrequesters = ["{me}"]\n'
+                      'scores = ["step"]\nactions = ["run"]\n\n[[policy]]', 1))
+    cluster.conductor().send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: "policy_reloaded" in cluster.log_text("conductor"), "the policy reloaded")
+    refused = cluster.cli("retryjob", job_id)
+    assert refused.returncode == 2 and "no-step" in refused.stderr, refused.stderr
+    assert len(runs(log)) == 1

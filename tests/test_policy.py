@@ -288,3 +288,22 @@ def test_a_deny_rule_without_actions_denies_everything() -> None:
         assert not decision.allowed and decision.rule == "not-bob", action
     assert not rules.decide(BOB, "deploy", WEB, {}).allowed
     assert rules.may_touch(ALICE, "cancel", "user:carol", "deploy", WEB, {}, SUPER).allowed
+
+
+def test_a_deny_rule_about_scores_does_not_stop_draining_but_one_about_a_person_does() -> None:
+    rules = policy([
+        {"name": "no-reboots-on-db", "effect": "deny", "requesters": ["*"], "scores": ["reboot"],
+         "targets": ["db*"]},
+        {"name": "not-bob", "effect": "deny", "requesters": ["user:bob"]},
+        {"name": "ops-drain", "requesters": ["*"], "actions": ["drain"]},
+    ])
+    assert allowed(rules.may_drain(ALICE, ["db1"], SUPER), "ops-drain")
+    assert not rules.decide(ALICE, "reboot", ["db1"], {}).allowed
+    refused = rules.may_drain(BOB, ["web1"], SUPER)
+    assert not refused.allowed and refused.rule == "not-bob"
+
+
+def test_whoever_may_retry_or_delete_a_job_may_also_see_it() -> None:
+    rules = policy([{"name": "janitor", "requesters": ["user:alice"], "actions": ["delete"]}])
+    assert allowed(rules.may_touch(ALICE, "read", "user:carol", "deploy", WEB, {}, SUPER), "janitor")
+    assert rules.reads_others(ALICE, SUPER) and not rules.reads_others(BOB, SUPER)
