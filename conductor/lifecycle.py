@@ -127,8 +127,10 @@ class Lifecycle:
                 self.retries_changed.set()
 
     def _release(self, job_id: str) -> None:
-        """Whatever of the job's held tasks its rollout lets go now, into the index."""
-        released = self.rollouts.release(job_id, lambda task: task.player in self.sessions)
+        """Whatever of the job's held tasks its rollout lets go now, into the index (those
+        whose player could take them now first: connected, not drained)."""
+        released = self.rollouts.release(
+            job_id, lambda task: task.player in self.sessions and task.player not in self.drained)
         for task in released:
             self.index.add(task)
         if released:

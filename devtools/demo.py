@@ -63,6 +63,13 @@ def main() -> int:
         run(cluster, "submitjob", "--one-of", "--wait", "--timeout", "30", "uptime", *PLAYERS)
         run(cluster, "submitjob", "--all-of", "--wait", "--timeout", "30", "fail", "code=7",
             PLAYERS[0], PLAYERS[1])
+        say("A rollout: one canary first, then at most two hosts at a time; one host drained")
+        run(cluster, "drain", "--reason", "maintenance", PLAYERS[-1])
+        rollout = run(cluster, "submitjob", "--all-of", "--canary", "1", "--batch", "2", "--name",
+                      "demo rollout", "hello", "who=fleet", *PLAYERS)
+        run(cluster, "listplayers")
+        run(cluster, "undrain", PLAYERS[-1])
+        run(cluster, "getstatus", "--wait", "--timeout", "30", rollout.stdout.strip())
         run(cluster, "listjobs")
         run(cluster, "listjobs", "--state", "failed", "--state", "partial_fail")
         show_metrics(metrics)

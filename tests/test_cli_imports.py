@@ -32,7 +32,9 @@ raise SystemExit(code)
 """
 
 COMMANDS = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
-            "canceljob": "audience.canceljob", "listplayers": "audience.listplayers"}
+            "canceljob": "audience.canceljob", "listplayers": "audience.listplayers",
+            "listjobs": "audience.listjobs", "retryjob": "audience.retryjob", "deletejob": "audience.deletejob",
+            "drain": "audience.drain"}
 
 # Packages (with their submodules) that no command on the local socket needs.
 NOT_ON_LOCAL_SOCKET = ("cryptography", "structlog", "orchestra.log", "orchestra.db",
@@ -76,6 +78,10 @@ def test_commands_on_the_local_socket_load_no_tls_logging_or_daemon_code(
         ("canceljob", (job_id,), 0),
         ("listplayers", (), 0),
         ("listplayers", ("--json",), 0),
+        ("listjobs", ("--json",), 0),
+        ("retryjob", ("0" * 32,), 5),
+        ("deletejob", ("0" * 32,), 5),
+        ("drain", ("--json", "p1.test"), 0),
     ]
     for command, args, expected in calls:
         result, modules = run_reporting(cluster, report, command, *args)
