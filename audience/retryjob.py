@@ -1,5 +1,5 @@
 # PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
-"""``retryjob [--failed] [--lost] [--expired] [--skipped] [--wait [--timeout S]] [--json] JOBID``:
+"""``retryjob [--failed] [--lost] [--expired] [--skipped] [--refused] [--wait [--timeout S]] [--json] JOBID``:
 run a job's unsuccessful tasks again, each as a new attempt on the same target.
 
 Which tasks: those in the states the flags name (``--failed``, the default, means failed
@@ -31,12 +31,14 @@ FLAGS: dict[str, tuple[common_pb2.TaskState, ...]] = {
     "lost": (common_pb2.TASK_STATE_LOST,),
     "expired": (common_pb2.TASK_STATE_EXPIRED,),
     "skipped": (common_pb2.TASK_STATE_SKIPPED,),
+    "refused": (common_pb2.TASK_STATE_REFUSED,),
 }
 FLAG_HELP = {
     "failed": "retry the tasks that failed or timed out (the default)",
     "lost": "retry the lost tasks (started, and their outcome can no longer be known)",
     "expired": "retry the tasks that expired before they started",
     "skipped": "retry the tasks a stopped rollout skipped",
+    "refused": "retry the tasks their player refused (the score was missing or invalid there, say)",
 }
 
 EXITS: ExitMeanings = (

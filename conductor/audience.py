@@ -488,7 +488,8 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             self.audit.record("undrain" if request.undrain else "drain", "rejected", requester=who.label,
                               reason=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        decision = self.policy().may_drain(who, hosts or names, SUPERUSERS)
+        # Each host a drain covers now, and each group by its name (it may cover more later).
+        decision = self.policy().may_drain(who, hosts + [name for name in names if is_group(name)], SUPERUSERS)
         if not decision.allowed:
             self.audit.record("undrain" if request.undrain else "drain", "denied", requester=who.label,
                               names=names, reason=decision.reason, rule=decision.rule or None)

@@ -122,9 +122,12 @@ class Lifecycle:
         """A task committed as queued: into the dispatch index, unless its rollout holds
         it back for now."""
         if self.rollouts.offer(task):
-            self.index.add(task)
-            if task.not_before is not None:
-                self.retries_changed.set()
+            self._to_index(task)
+
+    def _to_index(self, task: QueuedTask) -> None:
+        self.index.add(task)
+        if task.not_before is not None:  # a retry's delay: the timer must know of it
+            self.retries_changed.set()
 
     def _release(self, job_id: str) -> None:
         """Whatever of the job's held tasks its rollout lets go now, into the index (those
@@ -132,7 +135,7 @@ class Lifecycle:
         released = self.rollouts.release(
             job_id, lambda task: task.player in self.sessions and task.player not in self.drained)
         for task in released:
-            self.index.add(task)
+            self._to_index(task)
         if released:
             self.wake()
 
@@ -396,9 +399,19 @@ class Lifecycle:
             logger.info("result_ignored", task_id=result.task_id, player=session.name,
                         attempt=result.attempt, reason="stale or duplicate")
         faults.point("result.committed")
-        session.in_flight.discard(result.task_id)
+        if recorded or not await self._newer_attempt_here(session, result):
+            session.in_flight.discard(result.task_id)
         session.send(ack=player_pb2.ResultAck(task_id=result.task_id, attempt=result.attempt))
         self.wake(session.name)
+
+    async def _newer_attempt_here(self, session: PlayerSession, result: player_pb2.TaskResult) -> bool:
+        """Whether a stale result's task is in flight on this player at a later attempt (a
+        retry), which still holds its slot."""
+        if result.task_id not in session.in_flight:
+            return False
+        task = await self.store.task(result.task_id)
+        return (task is not None and task.player == session.name and task.attempt > result.attempt
+                and task.state in IN_FLIGHT)
 
     async def _fail_over_refused(self, session: PlayerSession, result: player_pb2.TaskResult,
                                  outcome: TaskOutcome) -> bool:
@@ -446,9 +459,11 @@ class Lifecycle:
             task = None if entry.state == player_pb2.SPOOL_STATE_FINISHED else await self.store.task(entry.task_id)
             for step in reconcile.plan(session.name, [entry], {entry.task_id: task}, []):
                 await self._reconcile_step(session, step, task)
-        spooled = {entry.task_id for entry in hello.spool}
+        # By attempt: a spool that holds an earlier attempt of a task knows nothing of the
+        # attempt the queue sent since (a retry), which is then judged as never received.
+        spooled = {(entry.task_id, entry.attempt) for entry in hello.spool}
         held = {task.task_id: task for task in await self.store.tasks_of(session.name, IN_FLIGHT)
-                if task.task_id not in spooled}
+                if (task.task_id, task.attempt) not in spooled}
         for step in reconcile.plan(session.name, [], {}, list(held.values())):
             await self._reconcile_step(session, step, held[step.task_id])
         session.ready = True
@@ -520,7 +535,8 @@ class Lifecycle:
                                 " before the task started", expect_state=task.state)
         # One-of tasks not bound to a player: removed once none of their targets is left.
         roster = self.sessions.roster
-        for queued in self.index.one_of() if names else ():
+        one_of = [task for task in self.index.queued.values() if task.scope == "one"]  # retries waiting too
+        for queued in one_of if names else ():
             if not any(t in roster for t in queued.targets):
                 record = await self.store.task(queued.task_id)
                 if record is not None:
@@ -684,9 +700,9 @@ class Lifecycle:
         retried = await self.store.retry(job.job_id, wanted)
         if retried.refused:
             return retried
-        job_id = job.job_id
+        job_id = job.job_id  # no await from here on: the index follows the commit at once
         if job.finished_at is not None:  # open again: counted, timed and gated as a new one
-            self.counts.job_restored(job_id, (await self.store.task_counts([job_id]))[job_id])
+            self.counts.job_restored(job_id, retried.counts)
         earliest = self.index.next_deadline()
         self.index.job_opened(job_id, retried.deadline_at)
         if earliest is None or retried.deadline_at < earliest:
@@ -694,8 +710,7 @@ class Lifecycle:
         if self.rollouts.gated(job_id):
             self.rollouts.moved(job_id, retried.phase)
         else:
-            in_flight = [task.task_id for task in job.tasks if task.state in IN_FLIGHT]
-            self.rollouts.track(job_id, retried.rollout, retried.phase, in_flight)
+            self.rollouts.track(job_id, retried.rollout, retried.phase, retried.in_flight)
         self.limits.track(job_id, retried.score, retried.rules)
         for task in retried.queued:
             self.counts.task_moved(job_id, task.task_id, TaskState.QUEUED)

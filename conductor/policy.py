@@ -122,6 +122,8 @@ class Policy:
         return certname in self.audience
 
     def _target_matches(self, target: str, pattern: str) -> bool:
+        if target.startswith("@"):  # a group named as such (a drain): by its name, or "*"
+            return pattern in (target, "*")
         if pattern.startswith("@"):
             return any(fnmatchcase(target, member) for member in self.groups.get(pattern[1:], ()))
         return fnmatchcase(target, pattern)
@@ -188,10 +190,10 @@ class Policy:
             return Decision(True, "", f"{who.label} may read the queue itself")
         if action == "read":
             decision = self.decide(who, score, targets, params, "read")
+            if decision.allowed or decision.rule:  # allowed, or denied by a rule: that stands
+                return decision
             for other in sorted(JOB_GRANTS - {"read"}):  # whoever may cancel, retry or delete
-                if decision.allowed:                      # a job may also see it
-                    break
-                granted = self.decide(who, score, targets, params, other)
+                granted = self.decide(who, score, targets, params, other)  # a job may also see it
                 if granted.allowed:
                     return granted
             return decision

@@ -9,7 +9,8 @@ task. :meth:`conductor.lifecycle.Lifecycle.player_connected` carries the steps o
 * player holds a task the queue still assigns to it -> keep it in flight (and repeat
   the kill order if a cancel is pending);
 * player holds a task the queue no longer assigns to it -> tell it to forget it;
-* queue says dispatched, player never saw it -> safe to send again (requeue);
+* queue says dispatched, player never saw it (or holds only an earlier attempt of it)
+  -> safe to send again (requeue);
 * queue says started, player has no record (spool lost) -> ``lost``, never re-run.
 """
 
@@ -65,9 +66,9 @@ def plan(player: str, spool: Sequence[player_pb2.SpoolEntry],
             steps.append(Step(Action.KEEP_AND_CANCEL, task.task_id, task.attempt))
         else:
             steps.append(Step(Action.KEEP, task.task_id, task.attempt))
-    spooled = {entry.task_id for entry in spool}
+    spooled = {(entry.task_id, entry.attempt) for entry in spool}
     for task in held:
-        if task.task_id in spooled or task.state not in IN_FLIGHT:
+        if (task.task_id, task.attempt) in spooled or task.state not in IN_FLIGHT:
             continue
         action = Action.REQUEUE if task.state == TaskState.DISPATCHED else Action.LOSE
         steps.append(Step(action, task.task_id, task.attempt))

@@ -72,8 +72,9 @@ FAILURES = frozenset({_S.FAILED, _S.TIMED_OUT, _S.REFUSED, _S.LOST})
 # Endings a score's `retries` retries by itself. Never lost: a lost task may have run, or
 # may still be running, on a host the conductor cannot hear from.
 AUTO_RETRIED = frozenset({_S.FAILED, _S.TIMED_OUT})
-# Endings retryjob may send back to the queue, as a new attempt of the same task.
-RETRYABLE = frozenset({_S.FAILED, _S.TIMED_OUT, _S.LOST, _S.EXPIRED, _S.SKIPPED})
+# Endings retryjob may send back to the queue, as a new attempt of the same task (refused:
+# once the host has the score, or no earlier attempt is still running there).
+RETRYABLE = frozenset({_S.FAILED, _S.TIMED_OUT, _S.LOST, _S.EXPIRED, _S.SKIPPED, _S.REFUSED})
 
 ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     # Never sent anywhere yet: nothing can have run.

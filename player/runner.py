@@ -231,7 +231,10 @@ class Execution:
             remaining = deadline - time.time()
             if remaining <= 0:
                 unreaped = await self._stop(proc)
-                return player_pb2.ENDING_TIMED_OUT, f"timed out after {self.timeout:g} s" + unreaped
+                # A score that outlived SIGKILL may still be running: lost, which nothing
+                # retries by itself, never timed_out, which the score's retries would re-run.
+                ending = player_pb2.ENDING_LOST if unreaped else player_pb2.ENDING_TIMED_OUT
+                return ending, f"timed out after {self.timeout:g} s" + unreaped
             waiter = asyncio.ensure_future(proc.wait())
             cancel = asyncio.ensure_future(self._cancelled.wait())
             done, _ = await asyncio.wait({waiter, cancel}, timeout=min(POLL_SECONDS * 2, remaining),

@@ -12,7 +12,8 @@ from conductor.audit import AuditLog
 from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import TaskState
-from conductor.store import NewJob, QueuedTask, open_store
+from conductor.store import NewJob, QueuedTask, ScoreRules, open_store
+from orchestra.joboptions import Rollout
 from orchestra.tls import PeerIdentity
 from orchestra.wire import player_pb2
 
@@ -127,3 +128,51 @@ def test_a_dispatched_one_of_task_fails_over_when_its_player_goes(tmp_path: Path
         assert lifecycle.dispatch_wanted.is_set()
 
     run(tmp_path, scenario)
+
+
+def test_a_player_holding_an_earlier_attempt_gets_the_retry_sent_again(tmp_path: Path) -> None:
+    """The ack of attempt 1 and the RunTask of its retry were both lost: the Hello lists
+    attempt 1 only, so attempt 2 (dispatched, never received) goes back to the queue."""
+    async def scenario(lifecycle: Lifecycle) -> None:
+        session = connect(lifecycle, "p1")
+        job_id, _ = await lifecycle.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9,
+                                                  rules=ScoreRules(retries=1)))
+        task = lifecycle.index.queued[f"{job_id}.0"]
+        await lifecycle.dispatch(session, task)
+        await lifecycle.grant(session, player_pb2.StartRequest(task_id=task.task_id, attempt=1))
+        failed = player_pb2.TaskResult(task_id=task.task_id, attempt=1, ending=player_pb2.ENDING_FAILED)
+        await lifecycle.result(session, failed)  # committed, and queued again as attempt 2
+        assert await lifecycle.dispatch(session, lifecycle.index.queued[task.task_id])
+        session.close(grpc.StatusCode.UNAVAILABLE, "gone")
+        lifecycle.sessions.detach(session)
+        back = connect(lifecycle, "p1")
+        back.ready = False
+        await lifecycle.player_connected(back, player_pb2.Hello(spool=[player_pb2.SpoolEntry(
+            task_id=task.task_id, attempt=1, state=player_pb2.SPOOL_STATE_FINISHED)]))
+        await lifecycle.result(back, failed)  # the earlier attempt's result again: stale, acknowledged
+        stored = await lifecycle.store.task(task.task_id)
+        assert stored is not None and stored.state == TaskState.QUEUED and stored.attempt == 2
+        assert task.task_id in lifecycle.index.queued and back.in_flight == set()
+    run(tmp_path, scenario, frozenset({"p1"}))
+
+
+def test_a_task_sent_back_after_its_rollout_stopped_is_skipped(tmp_path: Path) -> None:
+    async def scenario(lifecycle: Lifecycle) -> None:
+        p1, p2 = connect(lifecycle, "p1"), connect(lifecycle, "p2")
+        job_id, _ = await lifecycle.submit(NewJob("hello", "all", ("p1", "p2", "p3"), {}, (), "me", 2e9,
+                                                  rollout=Rollout(batch=2, max_failures=1)))
+        for session, number in ((p1, 0), (p2, 1)):
+            assert await lifecycle.dispatch(session, lifecycle.index.queued[f"{job_id}.{number}"])
+        await lifecycle.grant(p1, player_pb2.StartRequest(task_id=f"{job_id}.0", attempt=1))
+        await lifecycle.result(p1, player_pb2.TaskResult(task_id=f"{job_id}.0", attempt=1,
+                                                         ending=player_pb2.ENDING_FAILED))
+        p2.close(grpc.StatusCode.UNAVAILABLE, "gone")  # p2 comes back without the task
+        lifecycle.sessions.detach(p2)
+        back = connect(lifecycle, "p2")
+        back.ready = False
+        await lifecycle.player_connected(back, player_pb2.Hello())
+        job = await lifecycle.store.get_job(job_id)
+        assert job is not None and [t.state for t in job.tasks] == [TaskState.FAILED, TaskState.SKIPPED,
+                                                                     TaskState.SKIPPED]
+        assert job.finished_at is not None and lifecycle.index.queued == {}
+    run(tmp_path, scenario, frozenset({"p1", "p2", "p3"}))

@@ -307,3 +307,25 @@ def test_whoever_may_retry_or_delete_a_job_may_also_see_it() -> None:
     rules = policy([{"name": "janitor", "requesters": ["user:alice"], "actions": ["delete"]}])
     assert allowed(rules.may_touch(ALICE, "read", "user:carol", "deploy", WEB, {}, SUPER), "janitor")
     assert rules.reads_others(ALICE, SUPER) and not rules.reads_others(BOB, SUPER)
+
+
+def test_a_rule_that_denies_reading_is_not_undone_by_a_grant_to_retry() -> None:
+    rules = policy([
+        {"name": "no-secrets", "effect": "deny", "requesters": ["user:bob"], "scores": ["secret*"],
+         "actions": ["read"]},
+        {"name": "bob-retries", "requesters": ["user:bob"], "actions": ["retry"]},
+    ])
+    refused = rules.may_touch(BOB, "read", "user:alice", "secret-rotate", WEB, {}, SUPER)
+    assert not refused.allowed and refused.rule == "no-secrets"
+    assert allowed(rules.may_touch(BOB, "read", "user:alice", "deploy", WEB, {}, SUPER), "bob-retries")
+
+
+def test_draining_a_group_needs_a_rule_for_the_group_itself() -> None:
+    rules = policy([{"name": "web-only", "requesters": ["user:carol"], "actions": ["drain"],
+                     "targets": ["web1"]},
+                    {"name": "web-group", "requesters": ["user:alice"], "actions": ["drain"],
+                     "targets": ["@db"]}], groups={"db": ["db*"]})
+    carol = Requester("user", "carol", uid=1003)
+    assert rules.may_drain(carol, ["web1"], SUPER).allowed
+    assert not rules.may_drain(carol, ["web1", "@db"], SUPER).allowed  # @db covers no player yet
+    assert allowed(rules.may_drain(ALICE, ["@db"], SUPER), "web-group")

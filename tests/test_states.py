@@ -25,7 +25,7 @@ def test_terminal_states_have_no_way_out_but_a_retry() -> None:
 
 def test_what_may_be_retried_and_what_retries_itself() -> None:
     assert states.RETRYABLE == {TaskState.FAILED, TaskState.TIMED_OUT, TaskState.LOST, TaskState.EXPIRED,
-                                TaskState.SKIPPED}
+                                TaskState.SKIPPED, TaskState.REFUSED}
     # Never lost: it may have run, or may still be running, where nobody can see.
     assert states.AUTO_RETRIED == {TaskState.FAILED, TaskState.TIMED_OUT}
     assert TaskState.SKIPPED in states.ALLOWED[TaskState.QUEUED]

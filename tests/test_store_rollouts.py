@@ -162,3 +162,33 @@ def test_drains_are_durable(tmp_path: Path) -> None:
     async def reopened(store: Store) -> None:
         assert [d.name for d in await store.drains()] == ["web1"]
     run(tmp_path, reopened)
+
+
+def test_a_retry_that_leaves_a_failed_canary_behind_is_refused(tmp_path: Path) -> None:
+    async def scenario(store: Store) -> None:
+        job_id = (await store.submit(job(4, rollout=Rollout(canary=1, batch=2)))).job_id
+        attempt = await start(store, f"{job_id}.0", "p0")
+        await store.transition(f"{job_id}.0", S.FAILED, detail="", expect_attempt=attempt)
+        refused = await store.retry(job_id, {S.SKIPPED})
+        assert refused.refused == (f"canary task 0 of job {job_id} ended failed and would not be retried:"
+                                   " retry it too (retryjob --failed)")
+        retried = await store.retry(job_id, {S.FAILED, S.SKIPPED})
+        assert retried.phase == "canary" and len(retried.queued) == 4
+    run(tmp_path, scenario)
+
+
+def test_every_ending_is_kept_even_one_no_dispatch_followed(tmp_path: Path) -> None:
+    async def scenario(store: Store) -> None:
+        job_id = (await store.submit(NewJob("deploy", "all", ("p0",), {}, (), "user:me", time.time() + 1.0,
+                                            rules=ScoreRules(retries=1)))).job_id
+        task_id = f"{job_id}.0"
+        attempt = await start(store, task_id, "p0")
+        retried = await store.transition(task_id, S.FAILED, detail="", expect_attempt=attempt,
+                                         outcome=TaskOutcome(exit_code=2, stdout=b"first\n"))
+        assert retried.state == S.QUEUED
+        await store.expire_due(time.time() + 5)  # the retry expires before anyone sends it
+        assert (await store.retry(job_id, {S.EXPIRED})).queued
+        record = (await store.get_job(job_id)).tasks[0]  # type: ignore[union-attr]
+        assert [(h.attempt, h.state, h.outcome.exit_code, h.outcome.stdout) for h in record.history] == [
+            (1, S.FAILED, 2, b"first\n"), (1, S.EXPIRED, None, b"")]
+    run(tmp_path, scenario)

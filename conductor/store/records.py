@@ -343,6 +343,8 @@ class Retried:
     score: str = ""
     rules: ScoreRules = ScoreRules()
     refused: str = ""
+    in_flight: tuple[str, ...] = ()  # the job's tasks in flight, as of the same commit
+    counts: Mapping[TaskState, int] = field(default_factory=dict)  # its tasks by state then
 
 
 @dataclass(frozen=True)

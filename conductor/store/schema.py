@@ -59,11 +59,12 @@ TABLES_6 = """CREATE TABLE IF NOT EXISTS job_labels (
     -- every earlier attempt of a retried task, as it ended
     CREATE TABLE IF NOT EXISTS task_attempts (
         task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL /* the task's retries before this ending was queued again */,
         attempt INTEGER NOT NULL,
         player TEXT,
         state TEXT NOT NULL,
         outcome BLOB NOT NULL /* orchestra.v1.TaskOutcome */,
-        PRIMARY KEY (task_id, attempt)
+        PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     -- hosts and @groups that get no new tasks
     CREATE TABLE IF NOT EXISTS drains (

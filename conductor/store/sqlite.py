@@ -105,11 +105,13 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
 
 
 def _archive_attempt(conn: sqlite3.Connection, task_id: str) -> None:
-    """Keep the attempt that just ended, before the task is queued again."""
+    """Keep the attempt that just ended, before the task is queued again: one row per
+    ending (numbered by the task's retries so far), even for an ending that no new
+    dispatch followed (a retry that expired before it was sent)."""
     row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    conn.execute("INSERT OR REPLACE INTO task_attempts (task_id, attempt, player, state, outcome)"
-                 " VALUES (?,?,?,?,?)", (task_id, row["attempt"], row["player"], row["state"],
-                                         _outcome(row).to_wire().SerializeToString()))
+    conn.execute("INSERT INTO task_attempts (task_id, seq, attempt, player, state, outcome)"
+                 " VALUES (?,?,?,?,?,?)", (task_id, row["retries"], row["attempt"], row["player"], row["state"],
+                                           _outcome(row).to_wire().SerializeToString()))
 
 
 # The outcome columns of a task queued again: its new attempt has no outcome yet.
@@ -371,7 +373,7 @@ class SqliteStore:
             history: dict[str, list[AttemptRecord]] = {}
             for attempt in conn.execute("SELECT * FROM task_attempts WHERE task_id IN"
                                         " (SELECT id FROM tasks WHERE job_id = ? AND retries > 0)"
-                                        " ORDER BY task_id, attempt", (job_id,)):
+                                        " ORDER BY task_id, seq", (job_id,)):
                 history.setdefault(attempt["task_id"], []).append(_attempt(attempt))
             tasks = [_task(r, history.get(r["id"], ())) for r in
                      conn.execute("SELECT * FROM tasks WHERE job_id = ? ORDER BY rowid", (job_id,))]
@@ -576,8 +578,8 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> Change:
             row = conn.execute(
                 "SELECT t.id, t.job_id, t.state, t.attempt, t.player, t.tried, j.scope, j.targets,"
-                " j.deadline_at, j.created_at, j.priority, j.score FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                " WHERE t.id = ?", (task.task_id,)).fetchone()
+                " j.deadline_at, j.created_at, j.priority, j.score, j.phase, j.phase_reason"
+                " FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", (task.task_id,)).fetchone()
             if (row is None or row["state"] != TaskState.DISPATCHED or row["attempt"] != task.attempt
                     or row["player"] != task.player):
                 return Change(False, row["job_id"] if row else "", task_id=task.task_id)
@@ -592,6 +594,12 @@ class SqliteStore:
                     return Change(False, row["job_id"], task_id=task.task_id)
                 columns["tried"] = json.dumps(tried)
             _move(conn, task.task_id, row["job_id"], TaskState.DISPATCHED, TaskState.QUEUED, detail, **columns)
+            if row["phase"] == rollout.STOPPED:  # never started, and its rollout starts nothing more
+                reason = f"rollout stopped: {row['phase_reason']}"
+                _move(conn, task.task_id, row["job_id"], TaskState.QUEUED, TaskState.SKIPPED, reason,
+                      **_outcome_columns(TaskOutcome.ended(reason, time.time())))
+                return Change(True, row["job_id"], _finish_job_if_done(conn, row["job_id"]), TaskState.SKIPPED,
+                              task_id=task.task_id, player=row["player"], attempt=row["attempt"])
             queued = QueuedTask(task.task_id, row["scope"], None if one_of else row["player"],
                                 tuple(json.loads(row["targets"])) if one_of else (), tuple(tried),
                                 row["deadline_at"], row["created_at"], row["priority"], None, row["score"])
@@ -649,6 +657,16 @@ class SqliteStore:
             if job["finished_at"] is not None and json.loads(job["secret_keys"]):
                 return Retried(job_id, refused=f"job {job_id} finished, and its secret parameters were forgotten"
                                                " then; submit it again")
+            plan = _rollout(job)
+            if plan.canary:  # a canary that did not succeed and is not retried would hold the rest for ever
+                chosen_ids = {row["id"] for row in rows}
+                for task_id, state in conn.execute(
+                        "SELECT id, state FROM tasks WHERE job_id = ? AND state != 'ok' AND"
+                        " CAST(substr(id, 34) AS INTEGER) < ?", (job_id, plan.canary)):
+                    if task_id not in chosen_ids and TaskState(state).terminal:
+                        return Retried(job_id, refused=f"canary task {task_number(task_id)} of job {job_id} ended"
+                                                       f" {state} and would not be retried: retry it too"
+                                                       f" (retryjob --{state.replace('_', '-')})")
             now = time.time()
             deadline = job["deadline_at"]
             if extend and deadline <= now:
@@ -660,7 +678,6 @@ class SqliteStore:
                                          None) for row in rows)
             phase = ""
             if job["phase"]:
-                plan = _rollout(job)
                 canary_left = conn.execute(
                     "SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state != 'ok' AND"
                     " CAST(substr(id, 34) AS INTEGER) < ?", (job_id, plan.canary)).fetchone()[0]
@@ -668,7 +685,13 @@ class SqliteStore:
                 phase = standing.phase
                 conn.execute("UPDATE jobs SET phase = ?, canary_left = ?, failures = 0, phase_reason = ''"
                              " WHERE id = ?", (phase, canary_left, job_id))
-            return Retried(job_id, queued, deadline, phase, _rollout(job), job["score"], _rules(job))
+            in_flight, names = _in_cached("state", states.IN_FLIGHT)
+            flying = tuple(r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE job_id = ? AND {in_flight}",
+                                                      (job_id, *names)))
+            counts = {TaskState(state): count for state, count in conn.execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,))}
+            return Retried(job_id, queued, deadline, phase, _rollout(job), job["score"], _rules(job),
+                           in_flight=flying, counts=counts)
         return await self.db.write(op)
 
     # ---- drains ----------------------------------------------------------------------
