@@ -131,11 +131,13 @@ def cluster(make_cluster: MakeCluster, tmp_path: Path) -> Cluster:
                    f'echo "$ORC_TASK_ID $ORC_ATTEMPT" >> {flag_dir}/runs\n'
                    '[ "$ORC_ATTEMPT" -ge 2 ]\n',
                    "retries 2\nretry_delay 1.5\nconcurrency 3\n")
-    # Says it started, then runs until the test releases its task.
+    # Says it started, then runs until the test releases its task (or for 60 s at most:
+    # a score outlives its player, so one the test never released must end by itself).
     gate = ("#!/bin/sh\n"
             'echo "attempt $ORC_ATTEMPT started"\n'
             f'touch {flag_dir}/started.$ORC_TASK_ID.$ORC_ATTEMPT\n'
-            f'while [ ! -e {flag_dir}/release.$ORC_TASK_ID ]; do sleep 0.05; done\n'
+            "n=0\n"
+            f'while [ ! -e {flag_dir}/release.$ORC_TASK_ID ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done\n'
             "echo done\n")
     made.add_score("gate", gate, "timeout 60\n")
     made.add_score("solo", gate, "timeout 60\nexclusive yes\n")
