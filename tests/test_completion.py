@@ -87,8 +87,8 @@ def test_the_new_options_and_commands_complete_without_a_conductor(tmp_path: Pat
     assert complete("submitjob --canary ", config)[0] == []  # a number: neither names nor files
     assert complete("submitjob hello p1 --param-env ", config)[0] == []  # no declared keys known
     assert complete("retryjob --", config)[0] == [
-        "--config", "--expired", "--failed", "--help", "--json", "--lost", "--skipped", "--timeout",
-        "--wait"]
+        "--config", "--expired", "--failed", "--help", "--json", "--lost", "--refused", "--skipped",
+        "--timeout", "--wait"]
     assert complete("retryjob ", config)[0] == []  # a job id
     assert complete("deletejob --", config)[0] == ["--cancel", "--config", "--help", "--json", "--timeout"]
     assert complete("drain --", config)[0] == ["--config", "--help", "--json", "--reason"]
