@@ -176,3 +176,21 @@ def test_retrying_ones_own_job_needs_the_policy_still_to_allow_running_it(make_c
     refused = cluster.cli("retryjob", job_id)
     assert refused.returncode == 2 and "no-step" in refused.stderr, refused.stderr
     assert len(runs(log)) == 1
+
+
+def test_groups_are_reread_on_sighup_and_a_drained_group_covers_hosts_added_later(
+        make_cluster: MakeCluster) -> None:
+    players = ["p1.test", "p2.test", "p3.test"]
+    cluster = make_cluster(players, conductor_settings={"groups": {"web": ["p1.test"]}})
+    assert cluster.cli("drain", "@web").returncode == 0
+
+    def drained() -> dict[str, object]:
+        listed = json.loads(cluster.cli("listplayers", "--json").stdout)
+        return {p["name"]: p["drained"] for p in listed["players"]}
+    assert drained() == {"p1.test": "@web", "p2.test": None, "p3.test": None}
+    text = cluster.conductor_config.read_text()
+    cluster.conductor_config.write_text(text.replace('web = ["p1.test"]', 'web = ["p1.test", "p3.test"]'))
+    cluster.conductor().send_signal(signal.SIGHUP)
+    cluster.wait_for(lambda: drained()["p3.test"] == "@web", "the group re-read")
+    listed = json.loads(cluster.cli("listplayers", "--json", "@web").stdout)
+    assert [p["name"] for p in listed["players"]] == ["p1.test", "p3.test"]
