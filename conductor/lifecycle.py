@@ -203,10 +203,11 @@ class Lifecycle:
                     self._left_flight(change.task_id)
                 if change.state.terminal:
                     self.rollouts.ended(change.job_id, change.task_id)
-                    self._release(change.job_id)
             self.watchers.task_changed(change.job_id)
         if change.phase is not None:
             self._phase_moved(change)
+        if change.phase is not None or (change.applied and change.state is not None and change.state.terminal):
+            self._release(change.job_id)  # the window has room, or the canaries passed
         if change.job_finished:
             logger.info("job_finished", job_id=change.job_id)
             self.counts.job_finished(change.job_id)
@@ -228,7 +229,6 @@ class Lifecycle:
             self.watchers.task_changed(change.job_id)
         logger.info("rollout_phase", job_id=change.job_id, phase=phase, skipped=len(change.skipped))
         self.audit.record("rollout", phase, job_id=change.job_id, skipped=len(change.skipped) or None)
-        self._release(change.job_id)
 
     async def _end(self, task: TaskRecord, new: TaskState, reason: str, **expect: Any) -> Change:
         """End a task the player cannot report on (expired, removed, lost, cancelled)."""

@@ -45,7 +45,7 @@ class Store(Protocol):
     async def open_jobs(self) -> list[OpenJob]:
         """Every job not finished, with its deadline (the deadline heap's source), its
         rollout and its score's limits."""
-    async def retry(self, job_id: str, wanted: Collection[TaskState], extend: bool = True) -> Retried:
+    async def retry(self, job_id: str, wanted: Collection[TaskState]) -> Retried:
         """Queue the job's tasks that ended in ``wanted`` again, as new attempts."""
     async def list_jobs(self, match: JobFilter, limit: int,
                         before: tuple[float, str] | None = None) -> list[JobSummary]:

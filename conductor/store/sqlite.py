@@ -115,7 +115,7 @@ def _archive_attempt(conn: sqlite3.Connection, task_id: str) -> None:
 
 
 # The outcome columns of a task queued again: its new attempt has no outcome yet.
-_FRESH_OUTCOME = {name: value for name, value in _outcome_columns(TaskOutcome()).items()}
+_FRESH_OUTCOME = _outcome_columns(TaskOutcome())
 
 
 def _queued_again(conn: sqlite3.Connection, task_id: str, job: sqlite3.Row, old: TaskState, detail: str,
@@ -637,7 +637,7 @@ class SqliteStore:
             return Expiry(tuple(changes), dropped, tuple(row["id"] for row in rows))
         return await self.db.write(op)
 
-    async def retry(self, job_id: str, wanted: Collection[TaskState], extend: bool = True) -> Retried:
+    async def retry(self, job_id: str, wanted: Collection[TaskState]) -> Retried:
         """Queue the job's tasks that ended in one of ``wanted`` (each in states.RETRYABLE)
         again as new attempts, in one commit: their endings are kept as history, a
         finished job is open again (with a new deadline as long as its first, counted
@@ -669,7 +669,7 @@ class SqliteStore:
                                                        f" (retryjob --{state.replace('_', '-')})")
             now = time.time()
             deadline = job["deadline_at"]
-            if extend and deadline <= now:
+            if deadline <= now:
                 deadline = now + max(60.0, job["deadline_at"] - job["created_at"])
             conn.execute("UPDATE jobs SET finished_at = NULL, status = 'pending', deadline_at = ? WHERE id = ?",
                          (deadline, job_id))
