@@ -18,6 +18,17 @@ logger = log.get("conductor")
 MAX_DEADLINE_SLEEP = 60.0
 
 
+async def _sleep_until(next_at: float | None, changed: asyncio.Event) -> None:
+    """Until ``next_at`` (at most MAX_DEADLINE_SLEEP; None: that long), or until
+    ``changed`` says an earlier time may have come."""
+    delay = MAX_DEADLINE_SLEEP if next_at is None else min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))
+    changed.clear()
+    try:
+        await asyncio.wait_for(changed.wait(), delay)
+    except TimeoutError:
+        pass
+
+
 async def run_deadlines(lifecycle: Lifecycle) -> None:
     """Expire unstarted tasks at their job's deadline; woken early by a submission whose
     deadline comes before every other (the index keeps the deadlines in a heap)."""
@@ -32,13 +43,7 @@ async def run_deadlines(lifecycle: Lifecycle) -> None:
         except Exception:
             logger.exception("deadline_check_failed")
             next_at = None
-        delay = MAX_DEADLINE_SLEEP if next_at is None else \
-            min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))
-        changed.clear()
-        try:
-            await asyncio.wait_for(changed.wait(), delay)
-        except TimeoutError:
-            pass
+        await _sleep_until(next_at, changed)
 
 
 async def run_retries(lifecycle: Lifecycle) -> None:
@@ -52,13 +57,7 @@ async def run_retries(lifecycle: Lifecycle) -> None:
         except Exception:
             logger.exception("retry_release_failed")
             next_at = None
-        delay = MAX_DEADLINE_SLEEP if next_at is None else \
-            min(MAX_DEADLINE_SLEEP, max(0.05, next_at - time.time()))
-        changed.clear()
-        try:
-            await asyncio.wait_for(changed.wait(), delay)
-        except TimeoutError:
-            pass
+        await _sleep_until(next_at, changed)
 
 
 async def run_startup_grace(lifecycle: Lifecycle, grace: float) -> None:
