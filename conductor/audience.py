@@ -481,9 +481,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     raise ValidationError(f"not drained: {', '.join(unknown[:10])}")
             else:
                 names = clusters.check_names(request.names, self.sessions.roster | set(self.sessions.known))
-            hosts = [host for name in names for host in
-                     (clusters.members(name[1:], self.sessions.roster) if is_group(name) and name[1:] in
-                      clusters.groups else [] if is_group(name) else [name])]
+            hosts = [host for name in names for host in clusters.covers(name, self.sessions.roster)]
         except ValidationError as err:
             self.audit.record("undrain" if request.undrain else "drain", "rejected", requester=who.label,
                               reason=str(err))

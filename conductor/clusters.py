@@ -63,13 +63,16 @@ class Clusters:
         roster = frozenset(roster)
         covered: dict[str, Drain] = {}
         for drain in sorted(drains, key=lambda d: is_group(d.name)):
-            if is_group(drain.name):
-                hosts = self.members(drain.name[1:], roster) if drain.name[1:] in self.groups else []
-            else:
-                hosts = [drain.name]
-            for host in hosts:
+            for host in self.covers(drain.name, roster):
                 covered.setdefault(host, drain)
         return covered
+
+    def covers(self, name: str, roster: Iterable[str]) -> list[str]:
+        """The players a drain of ``name`` (a host, or an @group) covers now: none for a
+        group that does not exist (any more)."""
+        if not is_group(name):
+            return [name]
+        return self.members(name[1:], roster) if name[1:] in self.groups else []
 
     def check_names(self, names: Iterable[str], known: Iterable[str]) -> list[str]:
         """Names a drain may take: players (in the players file or seen before) and groups
