@@ -90,6 +90,9 @@ class Lifecycle:
         self.revoked_players: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.counts = Counts()  # for the metrics; plain numbers, changed here only
+        # Called with ("job", JOB_ID) or ("workflow", WORKFLOW_ID) once one has finished
+        # (committed): the notifiers. Each must return at once and never raise.
+        self.on_finished: list[Callable[[str, str], None]] = []
 
     @classmethod
     async def restore(cls, store: Store, sessions: Sessions, audit: AuditLog,
@@ -215,7 +218,16 @@ class Lifecycle:
             self.rollouts.forget(change.job_id)
             self.limits.forget(change.job_id)
             self.watchers.job_finished(change.job_id)
+            self.finished("job", change.job_id)
         return change
+
+    def finished(self, kind: str, ident: str) -> None:
+        """Tell the hooks that a job or workflow has finished (its end is committed)."""
+        for hook in self.on_finished:
+            try:
+                hook(kind, ident)
+            except Exception:  # a hook must not stop the lifecycle: logged, and on we go
+                logger.exception("finished_hook_failed", kind=kind, id=ident)
 
     def _phase_moved(self, change: Change) -> None:
         """The store moved a rollout on (canary passed, or stopped and its queued tasks

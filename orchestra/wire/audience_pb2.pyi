@@ -140,7 +140,7 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., player: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., attempt: _Optional[int] = ..., dispatched_at: _Optional[float] = ..., outcome: _Optional[_Union[_common_pb2.TaskOutcome, _Mapping]] = ..., retries: _Optional[int] = ..., not_before: _Optional[float] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "score", "scope", "targets", "params", "requester", "created_at", "deadline_at", "finished_at", "status", "finished", "tasks", "name", "labels", "priority", "rollout", "retries", "retry_delay", "concurrency", "exclusive")
+    __slots__ = ("job_id", "score", "scope", "targets", "params", "requester", "created_at", "deadline_at", "finished_at", "status", "finished", "tasks", "name", "labels", "priority", "rollout", "retries", "retry_delay", "concurrency", "exclusive", "workflow_id", "step")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +175,8 @@ class Job(_message.Message):
     RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     score: str
     scope: Scope
@@ -195,7 +197,9 @@ class Job(_message.Message):
     retry_delay: float
     concurrency: int
     exclusive: bool
-    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., deadline_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., finished: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., retries: _Optional[int] = ..., retry_delay: _Optional[float] = ..., concurrency: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
+    workflow_id: str
+    step: str
+    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., targets: _Optional[_Iterable[str]] = ..., params: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., deadline_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., finished: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., retries: _Optional[int] = ..., retry_delay: _Optional[float] = ..., concurrency: _Optional[int] = ..., exclusive: _Optional[bool] = ..., workflow_id: _Optional[str] = ..., step: _Optional[str] = ...) -> None: ...
 
 class RetryRequest(_message.Message):
     __slots__ = ("job_id", "states")
@@ -270,12 +274,14 @@ class PlayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., connected_since: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[_common_pb2.ScoreInfo, _Mapping]]] = ..., cert_not_after: _Optional[float] = ..., revoked: _Optional[str] = ..., drained: _Optional[str] = ..., drained_reason: _Optional[str] = ...) -> None: ...
 
 class PlayerList(_message.Message):
-    __slots__ = ("players", "conductor_cert_not_after")
+    __slots__ = ("players", "conductor_cert_not_after", "conductor_state")
     PLAYERS_FIELD_NUMBER: _ClassVar[int]
     CONDUCTOR_CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CONDUCTOR_STATE_FIELD_NUMBER: _ClassVar[int]
     players: _containers.RepeatedCompositeFieldContainer[PlayerInfo]
     conductor_cert_not_after: float
-    def __init__(self, players: _Optional[_Iterable[_Union[PlayerInfo, _Mapping]]] = ..., conductor_cert_not_after: _Optional[float] = ...) -> None: ...
+    conductor_state: str
+    def __init__(self, players: _Optional[_Iterable[_Union[PlayerInfo, _Mapping]]] = ..., conductor_cert_not_after: _Optional[float] = ..., conductor_state: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("statuses", "score", "requester", "target", "since", "limit", "mine", "name", "labels")
@@ -308,7 +314,7 @@ class TaskCount(_message.Message):
     def __init__(self, state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class JobSummary(_message.Message):
-    __slots__ = ("job_id", "score", "scope", "target_count", "targets", "requester", "created_at", "finished_at", "status", "counts", "name", "labels", "priority", "phase")
+    __slots__ = ("job_id", "score", "scope", "target_count", "targets", "requester", "created_at", "finished_at", "status", "counts", "name", "labels", "priority", "phase", "workflow_id", "step")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -330,6 +336,8 @@ class JobSummary(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     score: str
     scope: Scope
@@ -344,7 +352,9 @@ class JobSummary(_message.Message):
     labels: _containers.ScalarMap[str, str]
     priority: int
     phase: str
-    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., target_count: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., phase: _Optional[str] = ...) -> None: ...
+    workflow_id: str
+    step: str
+    def __init__(self, job_id: _Optional[str] = ..., score: _Optional[str] = ..., scope: _Optional[_Union[Scope, str]] = ..., target_count: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., phase: _Optional[str] = ..., workflow_id: _Optional[str] = ..., step: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs", "more")
@@ -385,3 +395,183 @@ class JobUpdate(_message.Message):
     progress: JobProgress
     job: Job
     def __init__(self, progress: _Optional[_Union[JobProgress, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class WorkflowStep(_message.Message):
+    __slots__ = ("name", "after", "on_failure", "job")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after: _containers.RepeatedScalarFieldContainer[str]
+    on_failure: str
+    job: SubmitRequest
+    def __init__(self, name: _Optional[str] = ..., after: _Optional[_Iterable[str]] = ..., on_failure: _Optional[str] = ..., job: _Optional[_Union[SubmitRequest, _Mapping]] = ...) -> None: ...
+
+class WorkflowRequest(_message.Message):
+    __slots__ = ("name", "labels", "params", "steps", "idempotency_key")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    params: _containers.ScalarMap[str, str]
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStep]
+    idempotency_key: str
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., params: _Optional[_Mapping[str, str]] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class WorkflowReply(_message.Message):
+    __slots__ = ("workflow_id", "existing")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    existing: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., existing: _Optional[bool] = ...) -> None: ...
+
+class WorkflowStepStatus(_message.Message):
+    __slots__ = ("name", "state", "reason", "job_id", "after", "on_failure", "score", "started_at", "finished_at", "counts", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    reason: str
+    job_id: str
+    after: _containers.RepeatedScalarFieldContainer[str]
+    on_failure: str
+    score: str
+    started_at: float
+    finished_at: float
+    counts: _containers.RepeatedCompositeFieldContainer[TaskCount]
+    params: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., job_id: _Optional[str] = ..., after: _Optional[_Iterable[str]] = ..., on_failure: _Optional[str] = ..., score: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., counts: _Optional[_Iterable[_Union[TaskCount, _Mapping]]] = ..., params: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("workflow_id", "name", "labels", "requester", "created_at", "finished_at", "status", "finished", "steps", "reason")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    requester: str
+    created_at: float
+    finished_at: float
+    status: str
+    finished: bool
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStepStatus]
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., status: _Optional[str] = ..., finished: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[WorkflowStepStatus, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ScheduleRequest(_message.Message):
+    __slots__ = ("name", "cron", "missed", "overlap", "job", "workflow")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cron: str
+    missed: str
+    overlap: bool
+    job: SubmitRequest
+    workflow: WorkflowRequest
+    def __init__(self, name: _Optional[str] = ..., cron: _Optional[str] = ..., missed: _Optional[str] = ..., overlap: _Optional[bool] = ..., job: _Optional[_Union[SubmitRequest, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowRequest, _Mapping]] = ...) -> None: ...
+
+class ScheduleChange(_message.Message):
+    __slots__ = ("name", "action")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    action: str
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class ScheduleInfo(_message.Message):
+    __slots__ = ("name", "owner", "cron", "missed", "overlap", "paused", "kind", "what", "created_at", "next_at", "last_at", "last_id", "last_status", "last_error", "removed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    owner: str
+    cron: str
+    missed: str
+    overlap: bool
+    paused: bool
+    kind: str
+    what: str
+    created_at: float
+    next_at: float
+    last_at: float
+    last_id: str
+    last_status: str
+    last_error: str
+    removed: bool
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., cron: _Optional[str] = ..., missed: _Optional[str] = ..., overlap: _Optional[bool] = ..., paused: _Optional[bool] = ..., kind: _Optional[str] = ..., what: _Optional[str] = ..., created_at: _Optional[float] = ..., next_at: _Optional[float] = ..., last_at: _Optional[float] = ..., last_id: _Optional[str] = ..., last_status: _Optional[str] = ..., last_error: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScheduleList(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[ScheduleInfo]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[ScheduleInfo, _Mapping]]] = ...) -> None: ...

@@ -84,6 +84,41 @@ class AudienceStub:
                 request_serializer=orchestra_dot_v1_dot_audience__pb2.DrainRequest.SerializeToString,
                 response_deserializer=orchestra_dot_v1_dot_audience__pb2.DrainReply.FromString,
                 _registered_method=True)
+        self.SubmitWorkflow = channel.unary_unary(
+                '/orchestra.v1.Audience/SubmitWorkflow',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.WorkflowRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.WorkflowReply.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/orchestra.v1.Audience/GetWorkflow',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.WaitWorkflow = channel.unary_stream(
+                '/orchestra.v1.Audience/WaitWorkflow',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.CancelWorkflow = channel.unary_unary(
+                '/orchestra.v1.Audience/CancelWorkflow',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.AddSchedule = channel.unary_unary(
+                '/orchestra.v1.Audience/AddSchedule',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.FromString,
+                _registered_method=True)
+        self.ChangeSchedule = channel.unary_unary(
+                '/orchestra.v1.Audience/ChangeSchedule',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleChange.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/orchestra.v1.Audience/ListSchedules',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleList.FromString,
+                _registered_method=True)
 
 
 class AudienceServicer:
@@ -159,6 +194,54 @@ class AudienceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitWorkflow(self, request, context):
+        """Workflows: steps (each a job) run in the order their dependencies give, by the
+        conductor, which passes earlier steps' responses on into later steps' params.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitWorkflow(self, request, context):
+        """As WaitJob: the workflow once finished, or unfinished when the timeout has passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflow(self, request, context):
+        """Steps not started are skipped; running steps' jobs are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSchedule(self, request, context):
+        """Schedules: a job or workflow the conductor submits on a cron schedule, as its owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeSchedule(self, request, context):
+        """pause, resume, remove
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +294,41 @@ def add_AudienceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=orchestra_dot_v1_dot_audience__pb2.DrainRequest.FromString,
                     response_serializer=orchestra_dot_v1_dot_audience__pb2.DrainReply.SerializeToString,
+            ),
+            'SubmitWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitWorkflow,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.WorkflowRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.WorkflowReply.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.JobRef.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.Workflow.SerializeToString,
+            ),
+            'WaitWorkflow': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitWorkflow,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.WaitRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.Workflow.SerializeToString,
+            ),
+            'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflow,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.JobRef.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.Workflow.SerializeToString,
+            ),
+            'AddSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSchedule,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.SerializeToString,
+            ),
+            'ChangeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeSchedule,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleChange.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +601,195 @@ class Audience:
             '/orchestra.v1.Audience/Drain',
             orchestra_dot_v1_dot_audience__pb2.DrainRequest.SerializeToString,
             orchestra_dot_v1_dot_audience__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/SubmitWorkflow',
+            orchestra_dot_v1_dot_audience__pb2.WorkflowRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.WorkflowReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/GetWorkflow',
+            orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orchestra.v1.Audience/WaitWorkflow',
+            orchestra_dot_v1_dot_audience__pb2.WaitRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/CancelWorkflow',
+            orchestra_dot_v1_dot_audience__pb2.JobRef.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/AddSchedule',
+            orchestra_dot_v1_dot_audience__pb2.ScheduleRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/ChangeSchedule',
+            orchestra_dot_v1_dot_audience__pb2.ScheduleChange.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.ScheduleInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestra.v1.Audience/ListSchedules',
+            orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.ScheduleList.FromString,
             options,
             channel_credentials,
             insecure,
