@@ -118,6 +118,7 @@ AUDIENCE_COMMANDS = {
     "listjobs": ("audience.listjobs", "main"), "retryjob": ("audience.retryjob", "main"),
     "deletejob": ("audience.deletejob", "main"), "drain": ("audience.drain", "main"),
     "undrain": ("audience.drain", "main_undrain"),
+    "submitworkflow": ("audience.submitworkflow", "main"), "schedule": ("audience.schedule", "main"),
 }
 
 
