@@ -21,14 +21,17 @@ from typing import Protocol
 from conductor.states import TaskState
 from conductor.store.records import (
     AttemptRecord, Change, Claimed, Drain, Expiry, InFlight, JobFilter, JobProgress, JobRecord, JobSummary,
-    KeyedJob, NewJob, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScoreRules, Submitted, TaskRecord,
-    TaskRef,
+    KeyedJob, NewJob, NewStep, NewWorkflow, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScheduleFire,
+    ScheduleRecord, ScoreRules, StepRecord, StepSettled, Submitted, TaskRecord, TaskRef, WorkflowRecord,
+    WorkflowSubmitted,
 )
 from orchestra.outcome import TaskOutcome
 
 __all__ = ["AttemptRecord", "Change", "Claimed", "Drain", "Expiry", "InFlight", "JobFilter", "JobProgress",
-           "JobRecord", "JobSummary", "KeyedJob", "NewJob", "OpenJob", "PendingTask", "PlayerRecord", "QueuedTask",
-           "Retried", "ScoreRules", "Store", "Submitted", "TaskRecord", "TaskRef", "open_store"]
+           "JobRecord", "JobSummary", "KeyedJob", "NewJob", "NewStep", "NewWorkflow", "OpenJob", "PendingTask",
+           "PlayerRecord", "QueuedTask", "Retried", "ScheduleFire", "ScheduleRecord", "ScoreRules", "StepRecord",
+           "StepSettled", "Store", "Submitted", "TaskRecord", "TaskRef", "WorkflowRecord", "WorkflowSubmitted",
+           "open_store"]
 
 
 class Store(Protocol):
@@ -80,6 +83,32 @@ class Store(Protocol):
         """dispatched -> queued: never started, so it may be sent again."""
     async def expire_due(self, now: float, job_ids: Collection[str] | None = None) -> Expiry:
         """Tasks not started by their job's deadline -> expired (of job_ids, or of all jobs)."""
+
+    # ---- workflows: each step a job, started in the commit that marks the step running
+    async def submit_workflow(self, flow: NewWorkflow) -> WorkflowSubmitted:
+        """Commit a workflow and its waiting steps (or find the one its key names)."""
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """The workflow, each step with its job's status as it stands."""
+    async def open_workflows(self) -> list[str]: ...
+    async def settle_workflow(self, workflow_id: str, steps: Sequence[StepSettled],
+                              finished: tuple[str, str] | None = None) -> bool:
+        """Steps ended (or skipped), and the workflow finished with (status, reason); False
+        when it had finished already. A finished workflow forgets the parameter values of
+        steps that never ran."""
+    async def cancel_workflow(self, workflow_id: str, reason: str) -> WorkflowRecord | None:
+        """No step starts any more: waiting steps end cancelled."""
+    async def step_responses(self, job_id: str) -> list[dict[str, str]]:
+        """The responses of the job's tasks that ended ok."""
+
+    # ---- schedules: a run commits with the job or workflow it submits (NewJob.fires)
+    async def add_schedule(self, schedule: ScheduleRecord) -> bool:
+        """False: the name is taken."""
+    async def schedules(self) -> list[ScheduleRecord]: ...
+    async def set_schedule(self, name: str, *, paused: bool | None = None, next_at: float | None = None,
+                           remove: bool = False) -> ScheduleRecord | None:
+        """Pause, resume (due at next_at) or remove; None: no such schedule."""
+    async def skip_run(self, fires: ScheduleFire, error: str) -> bool:
+        """The run due at fires.due_at was not submitted: on to the next, saying why."""
 
     # ---- drained hosts and groups
     async def drains(self) -> list[Drain]: ...

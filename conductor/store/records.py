@@ -50,6 +50,13 @@ class NewJob:
     priority: int = 0
     rollout: Rollout = Rollout()
     rules: ScoreRules = ScoreRules()
+    # A step of a workflow: committed only while the step is still waiting, and the
+    # step marked running with this job in the same transaction.
+    workflow_id: str | None = None
+    step: str = ""
+    # A run of a schedule: committed only while the schedule is still due at fires.due_at,
+    # and moved on to its next run in the same transaction.
+    fires: ScheduleFire | None = None
 
     def digest(self, secret_keys: Iterable[str]) -> str:
         """What an idempotency key promises stays the same: score, scope, targets and the
@@ -130,6 +137,8 @@ class JobRecord:
     phase_reason: str = ""
     failures: int = 0
     rules: ScoreRules = ScoreRules()
+    workflow_id: str | None = None  # the workflow this job is a step of
+    step: str = ""
 
     @property
     def status(self) -> str:
@@ -199,6 +208,8 @@ class JobSummary:
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     phase: str = ""
+    workflow_id: str | None = None
+    step: str = ""
 
 
 @dataclass(frozen=True)
@@ -305,6 +316,9 @@ class Submitted:
     queued: tuple[QueuedTask, ...] = ()
     # The key was used before, by the same requester, for a different request.
     conflict: bool = False
+    # Nothing was committed: the workflow step is no longer waiting, or the schedule is
+    # no longer due at that time (someone else got there first).
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,3 +383,108 @@ class PlayerRecord:
     # while the player is away (b"" and 0: not known, from an older queue).
     cert_issuer: bytes = b""
     cert_serial: int = 0
+
+
+# ---- workflows and schedules ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScheduleFire:
+    """One run of a schedule, committed with the job or workflow it submits."""
+
+    name: str
+    due_at: float
+    next_at: float
+
+
+@dataclass(frozen=True)
+class NewStep:
+    name: str
+    after: tuple[str, ...]
+    on_failure: str  # "stop" | "continue"
+    request: bytes  # orchestra.v1.SubmitRequest; its params may hold templates
+
+
+@dataclass(frozen=True)
+class NewWorkflow:
+    name: str
+    labels: Mapping[str, str]
+    params: Mapping[str, str]
+    requester: str
+    steps: tuple[NewStep, ...]
+    idempotency_key: str | None = None
+    digest: str = ""  # of the request as sent: what an idempotency key stands for
+    schedule: str = ""  # the schedule whose run this is
+    fires: ScheduleFire | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    after: tuple[str, ...]
+    on_failure: str
+    request: bytes
+    state: str  # waiting | running | ok | failed | partial_fail | skipped | cancelled
+    reason: str
+    job_id: str | None
+    started_at: float | None
+    finished_at: float | None
+    # The step's job as it stands (None until it starts): its status and finish time.
+    job_status: str | None = None
+    job_finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    workflow_id: str
+    name: str
+    labels: Mapping[str, str]
+    params: Mapping[str, str]
+    requester: str
+    created_at: float
+    finished_at: float | None
+    status: str  # pending | ok | failed | cancelled
+    reason: str
+    cancelled: bool  # cancel requested: no step starts any more
+    schedule: str
+    steps: tuple[StepRecord, ...]
+
+
+@dataclass(frozen=True)
+class KeyedWorkflow:
+    workflow_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class WorkflowSubmitted:
+    workflow_id: str
+    existing: bool
+    conflict: bool = False  # the idempotency key names another request
+    stale: bool = False  # the schedule was no longer due: nothing committed
+
+
+@dataclass(frozen=True)
+class StepSettled:
+    """A step's new state, as the workflow's rule decided it."""
+
+    name: str
+    state: str
+    reason: str = ""
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    name: str
+    owner: Mapping[str, object]  # the requester it runs as (conductor.policy.Requester's fields)
+    cron: str
+    missed: str  # "skip" | "once"
+    overlap: bool
+    paused: bool
+    kind: str  # "job" | "workflow"
+    request: bytes  # orchestra.v1.SubmitRequest or WorkflowRequest
+    created_at: float
+    next_at: float | None  # None while paused
+    last_at: float | None = None
+    last_id: str = ""
+    last_error: str = ""

@@ -15,7 +15,7 @@ from conductor import states
 from orchestra.db import Transaction
 from orchestra.errors import StartupError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The partial index's WHERE must be a literal: the open states, quoted. A query uses the
 # index only when its own WHERE spells the same literal (IS_OPEN), not bound parameters.
 _OPEN = ", ".join(f"'{state.value}'" for state in sorted(states.OPEN))
@@ -74,6 +74,61 @@ TABLES_6 = """CREATE TABLE IF NOT EXISTS job_labels (
         reason TEXT NOT NULL DEFAULT ''
     );"""
 
+# Version 7: workflows (their steps are jobs) and schedules.
+JOB_COLUMNS_7 = """workflow_id TEXT /* the workflow this job is a step of */,
+        step TEXT NOT NULL DEFAULT ''"""
+TABLES_7 = """CREATE TABLE IF NOT EXISTS workflows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        labels TEXT NOT NULL DEFAULT '{}' /* JSON object */,
+        params TEXT NOT NULL DEFAULT '{}' /* JSON object: {{ params.KEY }}; emptied once finished */,
+        requester TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or cancelled */,
+        reason TEXT NOT NULL DEFAULT '',
+        cancelled INTEGER NOT NULL DEFAULT 0 /* cancel requested: no step starts any more */,
+        idempotency_key TEXT UNIQUE /* scoped_key(requester, key) */,
+        request_digest TEXT NOT NULL DEFAULT '',
+        schedule TEXT NOT NULL DEFAULT '' /* the schedule whose run this is */
+    );
+    CREATE INDEX IF NOT EXISTS workflows_by_finished ON workflows(finished_at);
+    CREATE INDEX IF NOT EXISTS workflows_open ON workflows(id) WHERE finished_at IS NULL;
+    CREATE TABLE IF NOT EXISTS workflow_steps (
+        workflow_id TEXT NOT NULL REFERENCES workflows(id),
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        after TEXT NOT NULL DEFAULT '[]' /* JSON list of step names */,
+        on_failure TEXT NOT NULL CHECK (on_failure IN ('stop', 'continue')),
+        request BLOB NOT NULL /* orchestra.v1.SubmitRequest, params may hold templates */,
+        state TEXT NOT NULL DEFAULT 'waiting'
+            CHECK (state IN ('waiting', 'running', 'ok', 'failed', 'partial_fail', 'skipped', 'cancelled')),
+        reason TEXT NOT NULL DEFAULT '',
+        job_id TEXT UNIQUE /* set once, in the commit of the job it started */,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (workflow_id, name)
+    ) WITHOUT ROWID;
+    -- a step starts once: its job is set only while it waits (the store's verbs check it too)
+    CREATE TRIGGER IF NOT EXISTS step_start_guard BEFORE UPDATE OF job_id ON workflow_steps
+    WHEN OLD.job_id IS NOT NULL AND NEW.job_id IS NOT OLD.job_id
+    BEGIN SELECT RAISE(ABORT, 'a workflow step starts once'); END;
+    CREATE TABLE IF NOT EXISTS schedules (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL /* JSON: the requester it runs as */,
+        cron TEXT NOT NULL,
+        missed TEXT NOT NULL CHECK (missed IN ('skip', 'once')),
+        overlap INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        kind TEXT NOT NULL CHECK (kind IN ('job', 'workflow')),
+        request BLOB NOT NULL /* orchestra.v1.SubmitRequest or WorkflowRequest */,
+        created_at REAL NOT NULL,
+        next_at REAL /* the next run; NULL while paused */,
+        last_at REAL,
+        last_id TEXT NOT NULL DEFAULT '',
+        last_error TEXT NOT NULL DEFAULT ''
+    );"""
+
 TABLES = f"""
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS jobs (
@@ -91,7 +146,8 @@ TABLES = f"""
         open_tasks INTEGER NOT NULL DEFAULT 0, -- tasks not ended yet: 0 means finished
         request_digest TEXT /* NewJob.digest, when it has an idempotency key */,
         status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or partial_fail */,
-        {JOB_COLUMNS_6}
+        {JOB_COLUMNS_6},
+        {JOB_COLUMNS_7}
         /* Block comments here: SQLite's DROP COLUMN of the last column trips over a
            line comment after the comma before it. */
     );
@@ -127,6 +183,7 @@ TABLES = f"""
     CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created_at, id);
     {JOB_TARGETS_TABLE};
     {TABLES_6}
+    {TABLES_7}
     CREATE INDEX IF NOT EXISTS tasks_by_player ON tasks(player, state);
     CREATE TABLE IF NOT EXISTS task_events (
         id INTEGER PRIMARY KEY,
@@ -229,6 +286,13 @@ def _upgrade_from_5(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.strip()}")
 
 
+def _upgrade_from_6(conn: sqlite3.Connection) -> None:
+    """Version 7: which workflow step a job is (none, for every existing job); the new
+    tables are created by TABLES."""
+    for column in JOB_COLUMNS_7.split(",\n"):
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column.strip()}")
+
+
 def install(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema, then load the state table into the guard trigger."""
     with Transaction(conn):
@@ -242,6 +306,8 @@ def install(conn: sqlite3.Connection) -> None:
             _upgrade_from_4(conn)
         if row is not None and "phase" not in columns:
             _upgrade_from_5(conn)
+        if row is not None and "workflow_id" not in columns:
+            _upgrade_from_6(conn)
     conn.executescript(TABLES)
     with Transaction(conn):
         conn.execute("DELETE FROM allowed_transitions")

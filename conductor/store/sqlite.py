@@ -22,8 +22,9 @@ from conductor.states import TaskState
 from conductor.store import schema
 from conductor.store.records import (
     AttemptRecord, Change, Claimed, Drain, Expiry, InFlight, JobFilter, JobProgress, JobRecord, JobSummary,
-    KeyedJob, NewJob, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScoreRules, Submitted,
-    TaskRecord, TaskRef, task_number,
+    KeyedJob, NewJob, NewWorkflow, OpenJob, PendingTask, PlayerRecord, QueuedTask, Retried, ScheduleFire,
+    ScheduleRecord, ScoreRules, StepRecord, StepSettled, Submitted, TaskRecord, TaskRef, WorkflowRecord,
+    WorkflowSubmitted, task_number,
 )
 from conductor.store.records import task_id as make_task_id
 from orchestra.db import Database
@@ -96,7 +97,8 @@ def _job(row: sqlite3.Row, tasks: Sequence[TaskRecord]) -> JobRecord:
                      json.loads(row["params"]), tuple(json.loads(row["secret_keys"])),
                      row["requester"], row["created_at"], row["deadline_at"], row["finished_at"],
                      tuple(tasks), row["name"], json.loads(row["labels"]), row["priority"], _rollout(row),
-                     row["phase"], row["phase_reason"], row["failures"], _rules(row))
+                     row["phase"], row["phase_reason"], row["failures"], _rules(row), row["workflow_id"],
+                     row["step"])
 
 
 def _attempt(row: sqlite3.Row) -> AttemptRecord:
@@ -251,6 +253,102 @@ def _forget_job(conn: sqlite3.Connection, job_id: str) -> None:
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
+def _insert_job(conn: sqlite3.Connection, job: NewJob) -> Submitted:
+    """Commit a job and its queued tasks (or find the job its idempotency key names). A
+    workflow's step is marked running with it, and a schedule moved on to its next run,
+    in the same transaction, or nothing is committed (``stale``) when the step no longer
+    waits or the schedule is no longer due then: neither ever starts twice."""
+    key = schema.scoped_key(job.requester, job.idempotency_key) if job.idempotency_key else None
+    if key is not None:
+        keyed = _keyed(conn, key)
+        if keyed is not None:
+            return Submitted(keyed.job_id, True, conflict=not keyed.matches(job))
+    job_id, now = new_job_id(), time.time()
+    if job.workflow_id is not None and conn.execute(
+            "UPDATE workflow_steps SET state = 'running', job_id = ?, started_at = ?"
+            " WHERE workflow_id = ? AND name = ? AND state = 'waiting' AND job_id IS NULL",
+            (job_id, now, job.workflow_id, job.step)).rowcount != 1:
+        return Submitted("", False, stale=True)
+    if job.fires is not None and not _fired(conn, job.fires, job_id, now):
+        return Submitted("", False, stale=True)
+    players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
+    plan, rules = job.rollout, job.rules
+    conn.execute(
+        "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
+        " created_at, deadline_at, idempotency_key, request_digest, open_tasks, name, labels, priority,"
+        " canary, batch, max_failures, phase, canary_left, retries, retry_delay, concurrency, exclusive,"
+        " workflow_id, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job_id, job.score, job.scope, json.dumps(list(job.targets)),
+         json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
+         job.requester, now, job.deadline_at, key, job.digest(job.secret_keys) if key else None,
+         len(players), job.name, json.dumps(dict(job.labels), sort_keys=True), job.priority,
+         plan.canary, plan.batch, plan.max_failures, rollout.first_phase(plan), plan.canary,
+         rules.retries, rules.retry_delay, rules.concurrency, int(rules.exclusive), job.workflow_id, job.step))
+    ids = [make_task_id(job_id, n) for n in range(len(players))]
+    conn.executemany("INSERT OR IGNORE INTO job_targets (target, created_at, job_id) VALUES (?,?,?)",
+                     [(target, now, job_id) for target in job.targets])
+    conn.executemany("INSERT INTO job_labels (key, value, created_at, job_id) VALUES (?,?,?,?)",
+                     [(k, v, now, job_id) for k, v in job.labels.items()])
+    conn.executemany(
+        "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
+        [(tid, job_id, player, TaskState.QUEUED, now) for tid, player in zip(ids, players, strict=True)])
+    targets = tuple(job.targets) if job.scope == "one" else ()
+    return Submitted(job_id, False, tuple(
+        QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now, job.priority, None, job.score)
+        for tid, player in zip(ids, players, strict=True)))
+
+
+def _fired(conn: sqlite3.Connection, fires: ScheduleFire, run_id: str, now: float) -> bool:
+    """Move a schedule on past the run due at ``fires.due_at``, naming the run; False when
+    it is no longer due then (paused, removed, or already run)."""
+    return conn.execute(
+        "UPDATE schedules SET next_at = ?, last_at = ?, last_id = ?, last_error = ''"
+        " WHERE name = ? AND next_at = ? AND paused = 0",
+        (fires.next_at, now, run_id, fires.name, fires.due_at)).rowcount == 1
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(row["name"], tuple(json.loads(row["after"])), row["on_failure"], bytes(row["request"]),
+                      row["state"], row["reason"], row["job_id"], row["started_at"], row["finished_at"],
+                      row["job_status"], row["job_finished_at"])
+
+
+def _workflow(conn: sqlite3.Connection, workflow_id: str) -> WorkflowRecord | None:
+    row = conn.execute("SELECT * FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
+    if row is None:
+        return None
+    steps = [_step(r) for r in conn.execute(
+        "SELECT s.*, j.status AS job_status, j.finished_at AS job_finished_at FROM workflow_steps AS s"
+        " LEFT JOIN jobs AS j ON j.id = s.job_id WHERE s.workflow_id = ? ORDER BY s.position", (workflow_id,))]
+    return WorkflowRecord(row["id"], row["name"], json.loads(row["labels"]), json.loads(row["params"]),
+                          row["requester"], row["created_at"], row["finished_at"], row["status"], row["reason"],
+                          bool(row["cancelled"]), row["schedule"], tuple(steps))
+
+
+def _forget_workflow(conn: sqlite3.Connection, workflow_id: str) -> None:
+    """Delete a finished workflow, its steps and the jobs they ran."""
+    for (job_id,) in conn.execute("SELECT id FROM jobs WHERE workflow_id = ?", (workflow_id,)).fetchall():
+        _forget_job(conn, job_id)
+    conn.execute("DELETE FROM workflow_steps WHERE workflow_id = ?", (workflow_id,))
+    conn.execute("DELETE FROM workflows WHERE id = ?", (workflow_id,))
+
+
+def _without_values(request: bytes) -> bytes:
+    """A step's request with its parameter values blanked (their keys kept)."""
+    from orchestra.wire import audience_pb2  # only a finished workflow needs it
+
+    message = audience_pb2.SubmitRequest.FromString(request)
+    for key in message.params:
+        message.params[key] = ""
+    return message.SerializeToString()
+
+
+def _schedule(row: sqlite3.Row) -> ScheduleRecord:
+    return ScheduleRecord(row["name"], json.loads(row["owner"]), row["cron"], row["missed"], bool(row["overlap"]),
+                          bool(row["paused"]), row["kind"], bytes(row["request"]), row["created_at"],
+                          row["next_at"], row["last_at"], row["last_id"], row["last_error"])
+
+
 def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, tuple[object, ...]]:
     """The query of a job listing (its LIMIT the last argument, left to the caller):
     newest first along an index, so it reads only as many rows as it returns when the
@@ -302,7 +400,8 @@ def list_sql(match: JobFilter, before: tuple[float, str] | None) -> tuple[str, t
         args += before
     order = ", ".join(f"{column} DESC" for column in key.split(", "))
     return ("SELECT jobs.id, jobs.score, jobs.scope, jobs.targets, jobs.params, jobs.requester,"
-            " jobs.created_at, jobs.finished_at, jobs.status, jobs.name, jobs.labels, jobs.priority, jobs.phase"
+            " jobs.created_at, jobs.finished_at, jobs.status, jobs.name, jobs.labels, jobs.priority, jobs.phase,"
+            " jobs.workflow_id, jobs.step"
             f" FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT ?"), tuple(args)
 
 
@@ -326,39 +425,7 @@ class SqliteStore:
     # ---- jobs ------------------------------------------------------------------------
 
     async def submit(self, job: NewJob) -> Submitted:
-        def op(conn: sqlite3.Connection) -> Submitted:
-            key = schema.scoped_key(job.requester, job.idempotency_key) if job.idempotency_key else None
-            if key is not None:
-                keyed = _keyed(conn, key)
-                if keyed is not None:
-                    return Submitted(keyed.job_id, True, conflict=not keyed.matches(job))
-            job_id, now = new_job_id(), time.time()
-            players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
-            plan, rules = job.rollout, job.rules
-            conn.execute(
-                "INSERT INTO jobs (id, score, scope, targets, params, secret_keys, requester,"
-                " created_at, deadline_at, idempotency_key, request_digest, open_tasks, name, labels, priority,"
-                " canary, batch, max_failures, phase, canary_left, retries, retry_delay, concurrency, exclusive)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job_id, job.score, job.scope, json.dumps(list(job.targets)),
-                 json.dumps(dict(job.params), sort_keys=True), json.dumps(list(job.secret_keys)),
-                 job.requester, now, job.deadline_at, key, job.digest(job.secret_keys) if key else None,
-                 len(players), job.name, json.dumps(dict(job.labels), sort_keys=True), job.priority,
-                 plan.canary, plan.batch, plan.max_failures, rollout.first_phase(plan), plan.canary,
-                 rules.retries, rules.retry_delay, rules.concurrency, int(rules.exclusive)))
-            ids = [make_task_id(job_id, n) for n in range(len(players))]
-            conn.executemany("INSERT OR IGNORE INTO job_targets (target, created_at, job_id) VALUES (?,?,?)",
-                             [(target, now, job_id) for target in job.targets])
-            conn.executemany("INSERT INTO job_labels (key, value, created_at, job_id) VALUES (?,?,?,?)",
-                             [(k, v, now, job_id) for k, v in job.labels.items()])
-            conn.executemany(
-                "INSERT INTO tasks (id, job_id, player, state, updated_at) VALUES (?,?,?,?,?)",
-                [(tid, job_id, player, TaskState.QUEUED, now) for tid, player in zip(ids, players, strict=True)])
-            targets = tuple(job.targets) if job.scope == "one" else ()
-            return Submitted(job_id, False, tuple(
-                QueuedTask(tid, job.scope, player, targets, (), job.deadline_at, now, job.priority, None, job.score)
-                for tid, player in zip(ids, players, strict=True)))
-        return await self.db.write(op)
+        return await self.db.write(lambda conn: _insert_job(conn, job))
 
     async def find_keyed(self, requester: str, key: str) -> KeyedJob | None:
         def op(conn: sqlite3.Connection) -> KeyedJob | None:
@@ -382,12 +449,18 @@ class SqliteStore:
 
     async def purge_finished(self, before: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
+            # A step's job stays while its workflow runs: later steps may read its response.
             old = conn.execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT 10000",
-                (before,)).fetchall()
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM workflows AS w WHERE w.id = jobs.workflow_id AND w.finished_at IS NULL)"
+                " LIMIT 10000", (before,)).fetchall()
             for row in old:
                 _forget_job(conn, row[0])
-            return len(old)
+            flows = conn.execute("SELECT id FROM workflows WHERE finished_at IS NOT NULL AND finished_at < ?"
+                                 " LIMIT 1000", (before,)).fetchall()
+            for row in flows:
+                _forget_workflow(conn, row[0])
+            return len(old) + len(flows)
         return await self.db.write(op)
 
     async def delete_job(self, job_id: str) -> bool | None:
@@ -423,7 +496,8 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> list[JobSummary]:
             return [JobSummary(r["id"], r["score"], r["scope"], tuple(json.loads(r["targets"])),
                                json.loads(r["params"]), r["requester"], r["created_at"], r["finished_at"],
-                               r["status"], {}, r["name"], json.loads(r["labels"]), r["priority"], r["phase"])
+                               r["status"], {}, r["name"], json.loads(r["labels"]), r["priority"], r["phase"],
+                               r["workflow_id"], r["step"])
                     for r in conn.execute(sql, (*args, limit))]
         return await self.db.run(op, self.db.conn)
 
@@ -695,6 +769,123 @@ class SqliteStore:
         return await self.db.write(op)
 
     # ---- drains ----------------------------------------------------------------------
+
+    # ---- workflows ---------------------------------------------------------------------
+
+    async def submit_workflow(self, flow: NewWorkflow) -> WorkflowSubmitted:
+        def op(conn: sqlite3.Connection) -> WorkflowSubmitted:
+            key = schema.scoped_key(flow.requester, flow.idempotency_key) if flow.idempotency_key else None
+            if key is not None:
+                row = conn.execute("SELECT id, request_digest FROM workflows WHERE idempotency_key = ?",
+                                   (key,)).fetchone()
+                if row is not None:
+                    return WorkflowSubmitted(row[0], True, conflict=row[1] != flow.digest)
+            workflow_id, now = "w" + new_job_id(), time.time()
+            if flow.fires is not None and not _fired(conn, flow.fires, workflow_id, now):
+                return WorkflowSubmitted("", False, stale=True)
+            conn.execute("INSERT INTO workflows (id, name, labels, params, requester, created_at, idempotency_key,"
+                         " request_digest, schedule) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (workflow_id, flow.name, json.dumps(dict(flow.labels), sort_keys=True),
+                          json.dumps(dict(flow.params), sort_keys=True), flow.requester, now, key, flow.digest,
+                          flow.schedule))
+            conn.executemany("INSERT INTO workflow_steps (workflow_id, name, position, after, on_failure, request)"
+                             " VALUES (?,?,?,?,?,?)",
+                             [(workflow_id, step.name, n, json.dumps(list(step.after)), step.on_failure, step.request)
+                              for n, step in enumerate(flow.steps)])
+            return WorkflowSubmitted(workflow_id, False)
+        return await self.db.write(op)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        return await self.db.run(_workflow, self.db.conn, workflow_id)
+
+    async def open_workflows(self) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT id FROM workflows WHERE finished_at IS NULL ORDER BY id")]
+        return await self.db.run(op, self.db.conn)
+
+    async def settle_workflow(self, workflow_id: str, steps: Sequence[StepSettled],
+                              finished: tuple[str, str] | None = None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT finished_at FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
+            if row is None or row[0] is not None:
+                return False
+            for step in steps:
+                conn.execute("UPDATE workflow_steps SET state = ?, reason = ?, finished_at = ?"
+                             " WHERE workflow_id = ? AND name = ? AND state IN ('waiting', 'running')",
+                             (step.state, step.reason, step.finished_at, workflow_id, step.name))
+            if finished is not None:
+                # Values given for steps that never ran are needed no more: forget them (secrets).
+                unused = [(r["name"], r["request"]) for r in conn.execute(
+                    "SELECT name, request FROM workflow_steps WHERE workflow_id = ? AND job_id IS NULL",
+                    (workflow_id,))]
+                for name, request in unused:
+                    conn.execute("UPDATE workflow_steps SET request = ? WHERE workflow_id = ? AND name = ?",
+                                 (_without_values(bytes(request)), workflow_id, name))
+                conn.execute("UPDATE workflows SET finished_at = ?, status = ?, reason = ?, params = '{}'"
+                             " WHERE id = ?", (time.time(), finished[0], finished[1], workflow_id))
+            return True
+        return await self.db.write(op)
+
+    async def cancel_workflow(self, workflow_id: str, reason: str) -> WorkflowRecord | None:
+        """No step of the workflow starts any more: those waiting end cancelled."""
+        def op(conn: sqlite3.Connection) -> WorkflowRecord | None:
+            conn.execute("UPDATE workflows SET cancelled = 1 WHERE id = ? AND finished_at IS NULL", (workflow_id,))
+            conn.execute("UPDATE workflow_steps SET state = 'cancelled', reason = ?, finished_at = ?"
+                         " WHERE workflow_id = ? AND state = 'waiting' AND job_id IS NULL",
+                         (reason, time.time(), workflow_id))
+            return _workflow(conn, workflow_id)
+        return await self.db.write(op)
+
+    async def step_responses(self, job_id: str) -> list[dict[str, str]]:
+        """The responses of a step's job's tasks that ended ok, in task order."""
+        def op(conn: sqlite3.Connection) -> list[dict[str, str]]:
+            return [json.loads(r[0]) for r in conn.execute(
+                "SELECT response FROM tasks WHERE job_id = ? AND state = 'ok' ORDER BY rowid", (job_id,))]
+        return await self.db.run(op, self.db.conn)
+
+    # ---- schedules ---------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: ScheduleRecord) -> bool:
+        """False: a schedule of that name exists."""
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO schedules (name, owner, cron, missed, overlap, paused, kind, request,"
+                " created_at, next_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (schedule.name, json.dumps(dict(schedule.owner), sort_keys=True), schedule.cron, schedule.missed,
+                 int(schedule.overlap), int(schedule.paused), schedule.kind, schedule.request,
+                 schedule.created_at, schedule.next_at))
+            return cur.rowcount == 1
+        return await self.db.write(op)
+
+    async def schedules(self) -> list[ScheduleRecord]:
+        def op(conn: sqlite3.Connection) -> list[ScheduleRecord]:
+            return [_schedule(r) for r in conn.execute("SELECT * FROM schedules ORDER BY name")]
+        return await self.db.run(op, self.db.conn)
+
+    async def set_schedule(self, name: str, *, paused: bool | None = None, next_at: float | None = None,
+                           remove: bool = False) -> ScheduleRecord | None:
+        """Pause (next_at NULL), resume (at next_at) or remove a schedule; None: no such one."""
+        def op(conn: sqlite3.Connection) -> ScheduleRecord | None:
+            row = conn.execute("SELECT * FROM schedules WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            if remove:
+                conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+                return _schedule(row)
+            if paused is not None:
+                conn.execute("UPDATE schedules SET paused = ?, next_at = ? WHERE name = ?",
+                             (int(paused), None if paused else next_at, name))
+            return _schedule(conn.execute("SELECT * FROM schedules WHERE name = ?", (name,)).fetchone())
+        return await self.db.write(op)
+
+    async def skip_run(self, fires: ScheduleFire, error: str) -> bool:
+        """A run that was not submitted (refused, overlapping, missed): the schedule moves
+        on to its next run, saying why; False when it was no longer due then."""
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE schedules SET next_at = ?, last_error = ? WHERE name = ? AND next_at = ? AND paused = 0",
+                (fires.next_at, error, fires.name, fires.due_at)).rowcount == 1
+        return await self.db.write(op)
 
     async def drains(self) -> list[Drain]:
         def op(conn: sqlite3.Connection) -> list[Drain]:
