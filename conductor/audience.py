@@ -12,8 +12,8 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -22,26 +22,30 @@ from conductor.lifecycle import KeyReused, Lifecycle
 from conductor.policy import Policy, Requester
 from conductor.states import RETRYABLE, TaskState
 from conductor.store import (
-    JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, ScoreRules, Store, TaskRecord,
+    JobFilter, JobProgress, JobRecord, JobSummary, KeyedJob, NewJob, Store, TaskRecord, WorkflowRecord,
 )
+from conductor.submission import WIRE_SCOPES, Submissions
 from conductor.watchers import Watchers
+from conductor.workflows import WORKFLOW_ID_RE, Workflows, step_jobs, step_targets, workflow_to_wire
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
-from orchestra.joboptions import (
-    check_job_name, check_labels, parse_amount, parse_label, parse_priority, resolve_rollout,
-)
+from orchestra.joboptions import check_labels, parse_label
 from orchestra.outcome import JOB_STATUSES
-from orchestra.params import (
-    JOB_ID_RE, apply_decls, check_idempotency_key, check_score_name, check_targets,
-    ScoreDecls, is_group, normalize_params, redact, resolve_scope,
-)
+from orchestra.params import JOB_ID_RE, check_targets, is_group, redact
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
+if TYPE_CHECKING:
+    from conductor.schedules import Schedules
+
 logger = log.get("conductor")
+T = TypeVar("T")
+
+
+class NoSuchSchedule(LookupError):
+    """No schedule of that name (or none the caller may see); str() says which."""
+
 # Local users who can read the queue file itself: hiding jobs from them would protect nothing.
 SUPERUSERS = frozenset({0, os.getuid()})
-SCOPES = {audience_pb2.SCOPE_ALL_OF: "all", audience_pb2.SCOPE_ONE_OF: "one"}
-WIRE_SCOPES = {name: wire for wire, name in SCOPES.items()}
 PROGRESS_INTERVAL = 1.0  # seconds: at most one progress update per watcher per interval
 LIST_DEFAULT, LIST_MAX = 50, 10_000  # jobs in one listing
 LIST_PAGE = 2_000  # the most jobs read from the index at a time (the first read: limit + 1)
@@ -89,6 +93,9 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         self.cert_not_after = cert_not_after
         self.policy = policy
         self.progress = SharedProgress(self.store, lifecycle.watchers)
+        self.submissions = Submissions(lifecycle, job_deadline, policy)
+        self.workflows = Workflows(lifecycle, self.submissions)
+        self.schedules: Schedules  # set by main once built (it submits through this service's checks)
 
     @staticmethod
     def requester() -> Requester:
@@ -103,12 +110,12 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                 "param_keys": sorted(k[:80] for k in request.params)[:64],
                 "targets": [t[:260] for t in request.targets][:100]}
         try:
-            draft = self._parse(request, who)
+            draft = self.submissions.parse(request, who)
             if draft.idempotency_key:  # a retry gets its job back, whatever changed since
                 keyed = await self.store.find_keyed(who.label, draft.idempotency_key)
                 if keyed is not None:
                     return await self._again(draft, keyed, seen)
-            job = self._check(draft, who)
+            job = self.submissions.check(draft, who)
         except ValidationError as err:
             logger.info("submit_rejected", reason=str(err), requester=who.label)
             self.audit.record("submit", "rejected", reason=str(err), job_id=getattr(err, "job_id", None), **seen)
@@ -135,94 +142,6 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                     existing=True)
         self.audit.record("submit", "accepted", job_id=keyed.job_id, existing=True, **seen)
         return audience_pb2.SubmitReply(job_id=keyed.job_id, existing=True)
-
-    def _parse(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
-        """The request as sent, checked on its own (names, sizes, scope): what an
-        idempotency key stands for. Raises ValidationError."""
-        score = check_score_name(request.score)
-        params = normalize_params(dict(request.params))
-        targets = check_targets(request.targets)
-        scope = resolve_scope(SCOPES.get(request.scope), targets)
-        key = check_idempotency_key(request.idempotency_key)
-        expires = request.expires_seconds or self.job_deadline
-        name = check_job_name(request.name)
-        labels = check_labels(dict(request.labels))
-        priority = parse_priority(request.priority) if request.HasField("priority") else 0
-        rollout = request.rollout
-        parse_amount(rollout.batch, "--batch")  # checked now; resolved against the targets later
-        parse_amount(rollout.max_failures, "--max-failures")
-        sent = {"name": name, "labels": labels, "priority": priority, "canary": rollout.canary,
-                "batch": rollout.batch.strip(), "max_failures": rollout.max_failures.strip()}
-        return NewJob(score=score, scope=scope, targets=tuple(targets), params=params, secret_keys=(),
-                      requester=who.label, deadline_at=time.time() + expires, idempotency_key=key,
-                      request_params=params, request_targets=tuple(targets),
-                      request_options={k: v for k, v in sent.items() if v}, name=name, labels=labels,
-                      priority=priority)
-
-    def _check(self, draft: NewJob, who: Requester) -> NewJob:
-        """The request against what the conductor knows now: its groups and the players
-        file, what the targets reported (the score's declarations) and the policy."""
-        score, params = draft.score, dict(draft.params)
-        targets = self.lifecycle.clusters.expand(draft.targets, self.sessions.roster)
-        unknown = [t for t in targets if t not in self.sessions.roster]
-        if unknown:
-            raise ValidationError(f"not in the players file: {', '.join(unknown[:10])}")
-        options = draft.request_options
-        canary = options.get("canary", 0)
-        assert isinstance(canary, int)
-        rollout = resolve_rollout(canary, str(options.get("batch", "")), str(options.get("max_failures", "")),
-                                  draft.scope, len(targets))
-        self._check_runnable(score, targets)
-        # Enforce the score's declarations as the targets last reported them; a player
-        # checks again before it runs anything.
-        secret: set[str] = set()
-        checked = params
-        by_decls: dict[ScoreDecls, dict[str, str]] = {}  # a fleet mostly shares one .conf
-        for target in targets:
-            decls = self.sessions.declarations(target, score)
-            if decls is not None:
-                if decls not in by_decls:
-                    by_decls[decls] = apply_decls(params, decls, score)
-                    secret |= {d.name for d in decls.params if d.secret}
-                checked = by_decls[decls]
-        decision = self.policy().decide(who, score, targets, checked)
-        if not decision.allowed:
-            raise PolicyDenied(decision.reason, decision.rule)
-        return dataclasses.replace(draft, targets=tuple(targets), params=checked, secret_keys=tuple(sorted(secret)),
-                                   rollout=rollout, rules=self._score_rules(score, targets))
-
-    def _score_rules(self, score: str, targets: list[str]) -> ScoreRules:
-        """What the score's .conf asks of the conductor (retries, limits), as the targets
-        reported it. When they disagree, the strictest: the fewest retries with the
-        longest delay, the smallest concurrency, exclusive if any says so."""
-        entries = set()
-        for target in targets:
-            record = self.sessions.known.get(target)
-            entry = next((e for e in record.inventory if e.name == score and e.valid), None) if record else None
-            if entry is not None:
-                entries.add((entry.retries, entry.retry_delay, entry.concurrency, entry.exclusive))
-        if not entries:
-            return ScoreRules()
-        limits = [entry[2] for entry in entries if entry[2]]
-        return ScoreRules(min(entry[0] for entry in entries), max(entry[1] for entry in entries),
-                          min(limits) if limits else 0, any(entry[3] for entry in entries))
-
-    def _check_runnable(self, score: str, targets: list[str]) -> None:
-        """Refuse now what every target would refuse later: each has reported its scores,
-        and none has this one installed and valid. A target that never reported may have
-        it, so then the job is queued as before."""
-        why: dict[str, str] = {}
-        for target in targets:
-            record = self.sessions.known.get(target)
-            if record is None:
-                return
-            entry = next((e for e in record.inventory if e.name == score), None)
-            if entry is not None and entry.valid:
-                return
-            why[target] = "not installed" if entry is None else f"invalid: {entry.error}"
-        shown = "; ".join(f"{target}: {reason}" for target, reason in list(why.items())[:5])
-        more = f"; and {len(why) - 5} more" if len(why) > 5 else ""
-        raise ValidationError(f"no target can run {score}, as they last reported ({shown}{more})")
 
     async def _job(self, job_id: str, context: grpc.aio.ServicerContext, action: str = "read") -> JobRecord:
         """The job, if it exists and the caller may ``action`` it; another requester's job
@@ -361,7 +280,8 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                 job_id=job.job_id, score=job.score, scope=WIRE_SCOPES[job.scope], target_count=len(job.targets),
                 targets=job.targets[:LIST_TARGETS], requester=job.requester, created_at=job.created_at,
                 finished_at=job.finished_at or 0.0, status=job.status, counts=counts_to_wire(counts[job.job_id]),
-                name=job.name, labels=job.labels, priority=job.priority, phase=job.phase)
+                name=job.name, labels=job.labels, priority=job.priority, phase=job.phase,
+                workflow_id=job.workflow_id or "", step=job.step)
             size += row.ByteSize() + 8
             if size > LIST_BYTES:  # long names: stop short of the message limit, and say so
                 more = True
@@ -495,6 +415,132 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         drains = await asyncio.shield(lifecycle.drain(names, not request.undrain, who.label, request.reason))
         return audience_pb2.DrainReply(names=[drain.name for drain in drains], hosts=sorted(lifecycle.drained))
 
+    # ---- workflows ---------------------------------------------------------------------
+
+    async def SubmitWorkflow(self, request: audience_pb2.WorkflowRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> audience_pb2.WorkflowReply:
+        who = self.requester()
+        try:
+            submitted = await self.workflows.submit(request, who)
+        except ValidationError as err:
+            logger.info("workflow_rejected", reason=str(err), requester=who.label)
+            self.audit.record("submit_workflow", "rejected", requester=who.label, reason=str(err))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except PolicyDenied as err:
+            logger.info("workflow_denied", reason=str(err), requester=who.label)
+            self.audit.record("submit_workflow", "denied", requester=who.label, reason=str(err), rule=err.rule or None)
+            await _deny_by_policy(context, str(err))
+        return audience_pb2.WorkflowReply(workflow_id=submitted.workflow_id, existing=submitted.existing)
+
+    async def _workflow(self, workflow_id: str, context: grpc.aio.ServicerContext,
+                        action: str = "read") -> WorkflowRecord:
+        """The workflow, if it exists and the caller may ``action`` it: its requester may,
+        and anyone the policy lets ``action`` every one of its steps (as for a job);
+        otherwise "no such workflow", so ids reveal nothing."""
+        if WORKFLOW_ID_RE.fullmatch(workflow_id) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid workflow id {workflow_id[:80]!r}")
+        flow = await self.store.get_workflow(workflow_id)
+        who = self.requester()
+        if flow is not None and flow.requester != who.label:
+            policy = self.policy()
+            for wanted in dict.fromkeys(("read", action)):
+                decisions = [policy.may_touch(who, wanted, flow.requester, *step_targets(step), SUPERUSERS)
+                             for step in flow.steps]
+                refused = next((d for d in decisions if not d.allowed), None)
+                if refused is not None:
+                    self.audit.record(action, "denied", requester=who.label, workflow_id=workflow_id,
+                                      owner=flow.requester, reason=refused.reason, rule=refused.rule or None)
+                    if wanted == "read":
+                        flow = None
+                        break
+                    await _deny_by_policy(context, refused.reason)
+            else:
+                if action == "read":
+                    self.audit.record("read", "accepted", requester=who.label, workflow_id=workflow_id,
+                                      owner=flow.requester)
+        if flow is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such workflow {workflow_id}")
+        assert flow is not None
+        return flow
+
+    async def _workflow_to_wire(self, flow: WorkflowRecord) -> audience_pb2.Workflow:
+        jobs = [job_id for job_id in step_jobs(flow)]
+        counts = await self.store.task_counts(jobs) if jobs else {}
+        params = {}
+        for job_id in jobs:
+            job = await self.store.get_job(job_id)
+            if job is not None:
+                params[job_id] = redact(dict(job.params), job.secret_keys)
+        return workflow_to_wire(flow, counts, params)
+
+    async def GetWorkflow(self, request: audience_pb2.JobRef,  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> audience_pb2.Workflow:
+        return await self._workflow_to_wire(await self._workflow(request.job_id, context))
+
+    async def WaitWorkflow(self, request: audience_pb2.WaitRequest,  # noqa: N802
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.Workflow]:
+        if not math.isfinite(request.timeout_seconds):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "timeout_seconds must be a finite number")
+        watchers = self.lifecycle.watchers
+        event = watchers.watch(request.job_id)
+        try:
+            flow = await self._workflow(request.job_id, context)  # read after watching: no end slips between
+            if flow.finished_at is None:
+                timeout = request.timeout_seconds if request.timeout_seconds > 0 else None
+                try:
+                    await asyncio.wait_for(event.wait(), timeout)
+                except TimeoutError:
+                    pass
+                if watchers.closed:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+                again = await self.store.get_workflow(request.job_id)
+                if again is None:
+                    await context.abort(grpc.StatusCode.NOT_FOUND, f"no such workflow {request.job_id}")
+                assert again is not None
+                flow = again
+        finally:
+            watchers.unwatch(request.job_id, event)
+        yield await self._workflow_to_wire(flow)
+
+    async def CancelWorkflow(self, request: audience_pb2.JobRef,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> audience_pb2.Workflow:
+        flow = await self._workflow(request.job_id, context, "cancel")
+        await asyncio.shield(self.workflows.cancel(flow, self.requester().label))
+        again = await self.store.get_workflow(flow.workflow_id)
+        return await self._workflow_to_wire(again or flow)
+
+    # ---- schedules: conductor.schedules does the work ----------------------------------
+
+    async def AddSchedule(self, request: audience_pb2.ScheduleRequest,  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> audience_pb2.ScheduleInfo:
+        return await self._scheduling(context, "schedule_add", lambda who: self.schedules.add(request, who))
+
+    async def ChangeSchedule(self, request: audience_pb2.ScheduleChange,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> audience_pb2.ScheduleInfo:
+        return await self._scheduling(context, f"schedule_{request.action[:20]}",
+                                      lambda who: self.schedules.change(request, who))
+
+    async def ListSchedules(self, request: audience_pb2.ListSchedulesRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> audience_pb2.ScheduleList:
+        return await self._scheduling(context, "schedule_list", lambda who: self.schedules.list(who))
+
+    async def _scheduling(self, context: grpc.aio.ServicerContext, what: str,
+                          call: Callable[[Requester], Awaitable[T]]) -> T:
+        """One schedule call, its refusals as for jobs: INVALID_ARGUMENT, a policy refusal,
+        NOT_FOUND (no such schedule, or one the caller may not see)."""
+        who = self.requester()
+        try:
+            return await asyncio.shield(call(who))
+        except ValidationError as err:
+            logger.info(f"{what}_rejected", reason=str(err), requester=who.label)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except PolicyDenied as err:
+            logger.info(f"{what}_denied", reason=str(err), requester=who.label)
+            await _deny_by_policy(context, str(err))
+        except NoSuchSchedule as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        raise AssertionError("context.abort raises")
+
     async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
                           context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:
         reply = audience_pb2.PlayerList(conductor_cert_not_after=self.cert_not_after)
@@ -556,7 +602,8 @@ def job_to_wire(job: JobRecord) -> audience_pb2.Job:
         created_at=job.created_at, deadline_at=job.deadline_at, finished_at=job.finished_at or 0.0,
         status=job.status, finished=job.finished_at is not None, name=job.name, labels=job.labels,
         priority=job.priority, retries=job.rules.retries, retry_delay=job.rules.retry_delay,
-        concurrency=job.rules.concurrency, exclusive=job.rules.exclusive)
+        concurrency=job.rules.concurrency, exclusive=job.rules.exclusive, workflow_id=job.workflow_id or "",
+        step=job.step)
     if job.phase:
         plan = job.rollout
         wire.rollout.CopyFrom(audience_pb2.Rollout(

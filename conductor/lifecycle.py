@@ -270,6 +270,9 @@ class Lifecycle:
     # ---- submission and dispatch -------------------------------------------------------
 
     async def submit(self, job: NewJob, **audit: Any) -> tuple[str, bool]:
+        """Commit and queue a job: its id, and whether its idempotency key named it
+        already. ("", False): nothing was committed, because the workflow step or schedule
+        run it is (``job.workflow_id``, ``job.fires``) was started meanwhile."""
         submitted = await asyncio.shield(self._queue_job(job, audit))
         return submitted.job_id, submitted.existing
 
@@ -278,6 +281,8 @@ class Lifecycle:
         step a client that gives up cannot cut short (see :meth:`_apply`)."""
         submitted = await self.store.submit(job)
         job_id, existing = submitted.job_id, submitted.existing
+        if submitted.stale:  # a workflow step or schedule run someone else started: nothing committed
+            return submitted
         if submitted.conflict:  # the key was taken meanwhile, for another request
             refusal = KeyReused(job.idempotency_key or "", job_id)
             self.audit.record("submit", "rejected", reason=str(refusal), job_id=job_id, **audit)

@@ -48,7 +48,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from orchestra.errors import ConfigError
+from orchestra.errors import ConfigError, PolicyDenied
 from orchestra.params import CERTNAME_RE, GROUP_NAME_RE, PARAM_KEY_RE
 
 
@@ -76,6 +76,39 @@ class Requester:
     @property
     def label(self) -> str:
         return f"{self.kind}:{self.name}"
+
+    def record(self) -> dict[str, object]:
+        """What the queue keeps of a requester whose work runs later, without it (a
+        workflow's steps, a schedule's runs): see :func:`requester_now`."""
+        return {"kind": self.kind, "name": self.name, "groups": sorted(self.groups), "uid": self.uid,
+                "serial": self.serial}
+
+
+def requester_now(record: Mapping[str, object]) -> Requester:
+    """The requester a record names, as it stands now: a local user's groups are looked
+    up again (someone removed from a group loses what the group granted), and a user
+    who no longer exists is refused. A certificate's requester has no groups."""
+    kind, name = str(record.get("kind", "")), str(record.get("name", ""))
+    serial = record.get("serial")
+    if kind == "cert":
+        return Requester("cert", name, serial=serial if isinstance(serial, int) else None)
+    if kind != "user":
+        raise PolicyDenied(f"unknown kind of requester {kind!r}")
+    import grp
+    import pwd
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        uid = record.get("uid")
+        if name.startswith("uid") and isinstance(uid, int):  # a uid without a name, as auth shows it
+            return Requester("user", name, frozenset(), uid=uid)
+        raise PolicyDenied(f"the user {name} no longer exists") from None
+    groups = {g.gr_name for g in grp.getgrall() if name in g.gr_mem}
+    try:
+        groups.add(grp.getgrgid(entry.pw_gid).gr_name)
+    except KeyError:
+        pass
+    return Requester("user", name, frozenset(groups), uid=entry.pw_uid)
 
 
 @dataclass(frozen=True)

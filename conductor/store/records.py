@@ -410,6 +410,7 @@ class NewWorkflow:
     labels: Mapping[str, str]
     params: Mapping[str, str]
     requester: str
+    owner: Mapping[str, object]  # the requester's record (conductor.policy.owner_record)
     steps: tuple[NewStep, ...]
     idempotency_key: str | None = None
     digest: str = ""  # of the request as sent: what an idempotency key stands for
@@ -440,6 +441,7 @@ class WorkflowRecord:
     labels: Mapping[str, str]
     params: Mapping[str, str]
     requester: str
+    owner: Mapping[str, object]
     created_at: float
     finished_at: float | None
     status: str  # pending | ok | failed | cancelled

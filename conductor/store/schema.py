@@ -83,6 +83,7 @@ TABLES_7 = """CREATE TABLE IF NOT EXISTS workflows (
         labels TEXT NOT NULL DEFAULT '{}' /* JSON object */,
         params TEXT NOT NULL DEFAULT '{}' /* JSON object: {{ params.KEY }}; emptied once finished */,
         requester TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '{}' /* JSON: the requester, as its steps are checked against the policy */,
         created_at REAL NOT NULL,
         finished_at REAL,
         status TEXT NOT NULL DEFAULT 'pending' /* then ok, failed or cancelled */,

@@ -321,7 +321,8 @@ def _workflow(conn: sqlite3.Connection, workflow_id: str) -> WorkflowRecord | No
         "SELECT s.*, j.status AS job_status, j.finished_at AS job_finished_at FROM workflow_steps AS s"
         " LEFT JOIN jobs AS j ON j.id = s.job_id WHERE s.workflow_id = ? ORDER BY s.position", (workflow_id,))]
     return WorkflowRecord(row["id"], row["name"], json.loads(row["labels"]), json.loads(row["params"]),
-                          row["requester"], row["created_at"], row["finished_at"], row["status"], row["reason"],
+                          row["requester"], json.loads(row["owner"]), row["created_at"], row["finished_at"],
+                          row["status"], row["reason"],
                           bool(row["cancelled"]), row["schedule"], tuple(steps))
 
 
@@ -783,11 +784,11 @@ class SqliteStore:
             workflow_id, now = "w" + new_job_id(), time.time()
             if flow.fires is not None and not _fired(conn, flow.fires, workflow_id, now):
                 return WorkflowSubmitted("", False, stale=True)
-            conn.execute("INSERT INTO workflows (id, name, labels, params, requester, created_at, idempotency_key,"
-                         " request_digest, schedule) VALUES (?,?,?,?,?,?,?,?,?)",
+            conn.execute("INSERT INTO workflows (id, name, labels, params, requester, owner, created_at,"
+                         " idempotency_key, request_digest, schedule) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (workflow_id, flow.name, json.dumps(dict(flow.labels), sort_keys=True),
-                          json.dumps(dict(flow.params), sort_keys=True), flow.requester, now, key, flow.digest,
-                          flow.schedule))
+                          json.dumps(dict(flow.params), sort_keys=True), flow.requester,
+                          json.dumps(dict(flow.owner), sort_keys=True), now, key, flow.digest, flow.schedule))
             conn.executemany("INSERT INTO workflow_steps (workflow_id, name, position, after, on_failure, request)"
                              " VALUES (?,?,?,?,?,?)",
                              [(workflow_id, step.name, n, json.dumps(list(step.after)), step.on_failure, step.request)
