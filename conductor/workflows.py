@@ -34,7 +34,7 @@ from conductor.store import (
     NewStep, NewWorkflow, ScheduleFire, StepRecord, StepSettled, WorkflowRecord, WorkflowSubmitted,
 )
 from conductor.submission import Submissions
-from orchestra import log
+from orchestra import faults, log
 from orchestra.errors import PolicyDenied, ValidationError
 from orchestra.joboptions import check_job_name, check_labels
 from orchestra.params import MAX_VALUE_BYTES, check_idempotency_key, normalize_params
@@ -375,6 +375,7 @@ class Workflows:
             if moves.settle or moves.finished is not None:
                 if not await self.store.settle_workflow(workflow_id, moves.settle, moves.finished):
                     return  # finished meanwhile
+                faults.point("workflow.settled")
                 for step in moves.settle:
                     logger.info("workflow_step_ended", workflow_id=workflow_id, step=step.name, state=step.state,
                                 reason=step.reason or None)
@@ -425,6 +426,7 @@ class Workflows:
         job = dataclasses.replace(job, workflow_id=flow.workflow_id, step=name)
         job_id, _ = await self.lifecycle.submit(job, requester=who.label, workflow_id=flow.workflow_id, step=name,
                                                 score=job.score)
+        faults.point("workflow.step_committed")
         if job_id:  # "": the step no longer waited (started meanwhile): nothing committed
             self.step_jobs[job_id] = flow.workflow_id
             logger.info("workflow_step_started", workflow_id=flow.workflow_id, step=name, job_id=job_id)

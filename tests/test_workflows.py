@@ -1,0 +1,186 @@
+"""Workflows with real daemons: a step's failure under both policies, and kill -9 of the
+conductor between steps and during one, without any step running twice."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from audience.client import Client
+from devtools.devcluster import Cluster
+from orchestra.config import load_audience
+from orchestra.wire import audience_pb2
+from tests.conftest import MakeCluster, queue_rows
+
+PLAYERS = ["p1.test", "p2.test"]
+
+
+def step_score(marker: Path) -> str:
+    """Records each run (its step's TAG and task), sleeps SLEEP, answers OUT, exits EXIT."""
+    return f"""#!/bin/sh
+echo "$ORC_TAG $ORC_TASK_ID $ORC_PLAYER $ORC_IN" >> {marker}
+[ -n "$ORC_SLEEP" ] && sleep "$ORC_SLEEP"
+[ -n "$ORC_OUT" ] && echo "OUT=$ORC_OUT" >> "$ORC_RESPONSE_FILE"
+exit "${{ORC_EXIT:-0}}"
+"""
+
+
+def runs(marker: Path) -> Counter[str]:
+    """How many times each step's score ran, by TAG."""
+    if not marker.exists():
+        return Counter()
+    return Counter(line.split()[0] for line in marker.read_text().splitlines() if line.strip())
+
+
+def inputs(marker: Path, tag: str) -> list[str]:
+    return [" ".join(line.split()[3:]) for line in marker.read_text().splitlines() if line.split()[0] == tag]
+
+
+def workflow(*steps: tuple[str, list[str], dict[str, str], str], targets: list[str] | None = None,
+             params: dict[str, str] | None = None) -> audience_pb2.WorkflowRequest:
+    request = audience_pb2.WorkflowRequest(name="test flow", params=params or {})
+    for name, after, step_params, on_failure in steps:
+        request.steps.append(audience_pb2.WorkflowStep(
+            name=name, after=after, on_failure=on_failure,
+            job=audience_pb2.SubmitRequest(score="step", targets=targets or [PLAYERS[0]],
+                                           scope=audience_pb2.SCOPE_ALL_OF,
+                                           params={"TAG": name, **step_params})))
+    return request
+
+
+def client(cluster: Cluster) -> Client:
+    return Client(load_audience(cluster.audience_config, explicit=True))
+
+
+def submit(cluster: Cluster, request: audience_pb2.WorkflowRequest) -> str:
+    audience = client(cluster)
+    try:
+        reply: audience_pb2.WorkflowReply = audience.call(lambda: audience.stub.SubmitWorkflow(request, timeout=30))
+        return reply.workflow_id
+    finally:
+        audience.close()
+
+
+def get(cluster: Cluster, workflow_id: str) -> audience_pb2.Workflow:
+    audience = client(cluster)
+    try:
+        flow: audience_pb2.Workflow = audience.call(lambda: audience.stub.GetWorkflow(
+            audience_pb2.JobRef(job_id=workflow_id), timeout=30))
+        return flow
+    finally:
+        audience.close()
+
+
+def finished(cluster: Cluster, workflow_id: str, timeout: float = 60) -> audience_pb2.Workflow:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            flow = get(cluster, workflow_id)
+        except Exception:  # the conductor restarting
+            flow = None
+        if flow is not None and flow.finished:
+            return flow
+        time.sleep(0.2)
+    raise TimeoutError(f"workflow {workflow_id} did not finish: {get(cluster, workflow_id)}")
+
+
+def states(flow: audience_pb2.Workflow) -> dict[str, str]:
+    return {step.name: step.state for step in flow.steps}
+
+
+@pytest.fixture
+def cluster(make_cluster: MakeCluster, tmp_path: Path) -> Cluster:
+    cluster = make_cluster(PLAYERS)
+    cluster.add_score("step", step_score(tmp_path / "runs"), "interface env\ntimeout 60\n")
+    return cluster
+
+
+def test_a_failed_middle_step_that_stops_skips_the_rest(cluster: Cluster, tmp_path: Path) -> None:
+    flow = finished(cluster, submit(cluster, workflow(
+        ("build", [], {"OUT": "artifact-7"}, ""),
+        ("test", ["build"], {"EXIT": "3"}, "stop"),
+        ("deploy", ["test"], {"IN": "{{ steps.build.response.OUT }}"}, ""))))
+    assert flow.status == "failed" and "step test failed" in flow.reason
+    assert states(flow) == {"build": "ok", "test": "failed", "deploy": "skipped"}
+    assert "the workflow stopped: step test failed" in flow.steps[2].reason and not flow.steps[2].job_id
+    assert runs(tmp_path / "runs") == {"build": 1, "test": 1}
+
+
+def test_a_failed_middle_step_that_continues_lets_the_next_run(cluster: Cluster, tmp_path: Path) -> None:
+    workflow_id = submit(cluster, workflow(
+        ("build", [], {"OUT": "artifact-7"}, ""),
+        ("test", ["build"], {"EXIT": "3"}, "continue"),
+        ("deploy", ["test"], {"IN": "{{ steps.build.response.OUT }} of {{ workflow.id }}"}, "")))
+    flow = finished(cluster, workflow_id)
+    assert flow.status == "failed" and states(flow) == {"build": "ok", "test": "failed", "deploy": "ok"}
+    assert runs(tmp_path / "runs") == {"build": 1, "test": 1, "deploy": 1}
+    assert inputs(tmp_path / "runs", "deploy") == [f"artifact-7 of {workflow_id}"]
+    deploy = flow.steps[2]
+    assert deploy.params["IN"] == f"artifact-7 of {workflow_id}" and deploy.counts[0].count == 1
+
+
+def test_a_response_missing_fails_the_step_that_needs_it_with_a_reason(cluster: Cluster, tmp_path: Path) -> None:
+    flow = finished(cluster, submit(cluster, workflow(
+        ("build", [], {}, ""), ("deploy", ["build"], {"IN": "{{ steps.build.response.OUT }}"}, ""))))
+    assert states(flow) == {"build": "ok", "deploy": "failed"}
+    assert flow.steps[1].reason == "step build's response has no OUT" and not flow.steps[1].job_id
+    assert runs(tmp_path / "runs") == {"build": 1}
+
+
+def test_a_filled_in_value_is_checked_as_any_param(cluster: Cluster, tmp_path: Path) -> None:
+    """The score declares IN with a pattern: a response that does not match it is refused
+    when the step starts, as it would be on the command line."""
+    cluster.add_score("strict", step_score(tmp_path / "runs"),
+                      "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
+    request = workflow(("build", [], {"OUT": "bad value; rm -rf /"}, ""))
+    request.steps.append(audience_pb2.WorkflowStep(name="deploy", after=["build"], job=audience_pb2.SubmitRequest(
+        score="strict", targets=[PLAYERS[0]], params={"TAG": "deploy", "IN": "{{ steps.build.response.OUT }}"})))
+    flow = finished(cluster, submit(cluster, request))
+    assert states(flow) == {"build": "ok", "deploy": "failed"}
+    assert "IN" in flow.steps[1].reason and runs(tmp_path / "runs") == {"build": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["result.committed", "workflow.settled", "workflow.step_committed"])
+def test_a_conductor_killed_between_steps_runs_each_step_once(cluster: Cluster, tmp_path: Path,
+                                                              point: str) -> None:
+    """Killed after the first step's job ended (before the workflow heard of it), after
+    the workflow recorded the end (before the next step started), or right after the
+    next step's job was committed (before dispatch knew of it)."""
+    cluster.stop()
+    doomed = cluster.start_conductor(extra_env={"ORCHESTRA_FAULT": f"{point}:1"})
+    for name in PLAYERS:
+        cluster.start_player(name)
+    cluster.wait_connected(PLAYERS)
+    workflow_id = submit(cluster, workflow(
+        ("one", [], {"OUT": "v1"}, ""), ("two", ["one"], {"IN": "{{ steps.one.response.OUT }}", "OUT": "v2"}, ""),
+        ("three", ["two"], {"IN": "{{ steps.two.response.OUT }}"}, ""), targets=PLAYERS))
+    cluster.wait_for(lambda: not doomed.running, f"the conductor killed at {point}", timeout=30)
+    assert doomed.popen is not None and doomed.popen.returncode == -signal.SIGKILL
+    cluster.start_conductor()
+    flow = finished(cluster, workflow_id)
+    assert flow.status == "ok", flow
+    assert runs(tmp_path / "runs") == {"one": 2, "two": 2, "three": 2}  # once per host
+    assert inputs(tmp_path / "runs", "three") == ["v2", "v2"]
+    jobs = queue_rows(cluster, "jobs")
+    assert Counter(row["step"] for row in jobs) == {"one": 1, "two": 1, "three": 1}
+
+
+@pytest.mark.slow
+def test_a_conductor_killed_during_a_step_carries_on_without_running_it_twice(cluster: Cluster,
+                                                                              tmp_path: Path) -> None:
+    workflow_id = submit(cluster, workflow(
+        ("one", [], {}, ""), ("two", ["one"], {"SLEEP": "3", "OUT": "slow"}, ""),
+        ("three", ["two"], {"IN": "{{ steps.two.response.OUT }}"}, "")))
+    cluster.wait_for(lambda: runs(tmp_path / "runs")["two"] == 1, "step two running", timeout=30)
+    cluster.conductor().send_signal(signal.SIGKILL)
+    cluster.wait_for(lambda: not cluster.conductor().running, "the conductor gone")
+    cluster.start_conductor()
+    flow = finished(cluster, workflow_id)
+    assert flow.status == "ok" and states(flow) == {"one": "ok", "two": "ok", "three": "ok"}
+    assert runs(tmp_path / "runs") == {"one": 1, "two": 1, "three": 1}
+    assert inputs(tmp_path / "runs", "three") == ["slow"]
