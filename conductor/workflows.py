@@ -36,7 +36,7 @@ from conductor.store import (
 from conductor.submission import Submissions
 from orchestra import faults, log
 from orchestra.errors import PolicyDenied, ValidationError
-from orchestra.joboptions import check_job_name, check_labels
+from orchestra.joboptions import MAX_NAME_CHARS, check_job_name, check_labels
 from orchestra.params import MAX_VALUE_BYTES, check_idempotency_key, normalize_params
 from orchestra.wire import audience_pb2
 
@@ -278,6 +278,12 @@ class Workflows:
         self._background: set[asyncio.Task[None]] = set()
         lifecycle.on_finished.append(self._job_finished)
 
+    def close(self) -> None:
+        """At shutdown: advances under way stop (each store write is whole; the next start
+        carries on from what is committed)."""
+        for task in self._background:
+            task.cancel()
+
     # ---- submission ------------------------------------------------------------------
 
     def parse(self, request: audience_pb2.WorkflowRequest, who: Requester, schedule: str = "",
@@ -416,7 +422,7 @@ class Workflows:
         request.labels.clear()
         request.labels.update(labels)
         if not request.name:
-            request.name = f"{flow.name or flow.workflow_id}/{name}"[:200]
+            request.name = f"{flow.name or flow.workflow_id}/{name}"[-MAX_NAME_CHARS:]
         try:
             who = requester_now(flow.owner)
             job = self.submissions.job(request, who)
