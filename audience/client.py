@@ -149,3 +149,70 @@ class Client:
     def jobs(self, request: audience_pb2.ListJobsRequest) -> audience_pb2.JobList:
         jobs: audience_pb2.JobList = self.call(lambda: self.stub.ListJobs(request, timeout=CALL_TIMEOUT))
         return jobs
+
+    # ---- workflows ---------------------------------------------------------------------
+
+    def submit_workflow(self, request: audience_pb2.WorkflowRequest) -> audience_pb2.WorkflowReply:
+        reply: audience_pb2.WorkflowReply = self.call(
+            lambda: self.stub.SubmitWorkflow(request, timeout=CALL_TIMEOUT))
+        return reply
+
+    def get_workflow(self, workflow_id: str) -> audience_pb2.Workflow:
+        flow: audience_pb2.Workflow = self.call(
+            lambda: self.stub.GetWorkflow(audience_pb2.JobRef(job_id=workflow_id), timeout=CALL_TIMEOUT))
+        return flow
+
+    def cancel_workflow(self, workflow_id: str) -> audience_pb2.Workflow:
+        flow: audience_pb2.Workflow = self.call(
+            lambda: self.stub.CancelWorkflow(audience_pb2.JobRef(job_id=workflow_id), timeout=CALL_TIMEOUT))
+        return flow
+
+    def wait_workflow(self, workflow_id: str, timeout: float | None) -> audience_pb2.Workflow:
+        """As ``wait`` for a job: one server-side wait (a workflow may run for hours),
+        riding out conductor restarts until the timeout."""
+        flow = self.get_workflow(workflow_id)  # unreachable (4) or unknown workflow (5) fail at once
+        if flow.finished:
+            return flow
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
+        delay = 0.2
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return self.get_workflow(workflow_id)
+            request = audience_pb2.WaitRequest(job_id=workflow_id, timeout_seconds=remaining or 0.0)
+            try:
+                for answer in self.stub.WaitWorkflow(
+                        request, timeout=None if remaining is None else remaining + CALL_TIMEOUT):
+                    finished: audience_pb2.Workflow = answer
+                    return finished
+                raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise self.translate(err) from None
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if deadline is None and now - outage_since > MAX_OUTAGE:
+                    raise self.translate(err) from None
+            import random  # only a wait that rides out an outage needs it
+
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 5.0)
+
+    # ---- schedules ---------------------------------------------------------------------
+
+    def add_schedule(self, request: audience_pb2.ScheduleRequest) -> audience_pb2.ScheduleInfo:
+        info: audience_pb2.ScheduleInfo = self.call(lambda: self.stub.AddSchedule(request, timeout=CALL_TIMEOUT))
+        return info
+
+    def change_schedule(self, name: str, action: str) -> audience_pb2.ScheduleInfo:
+        """pause, resume or remove the schedule ``name``."""
+        request = audience_pb2.ScheduleChange(name=name, action=action)
+        info: audience_pb2.ScheduleInfo = self.call(
+            lambda: self.stub.ChangeSchedule(request, timeout=CALL_TIMEOUT))
+        return info
+
+    def list_schedules(self) -> audience_pb2.ScheduleList:
+        schedules: audience_pb2.ScheduleList = self.call(
+            lambda: self.stub.ListSchedules(audience_pb2.ListSchedulesRequest(), timeout=CALL_TIMEOUT))
+        return schedules

@@ -1,5 +1,10 @@
 # PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
-"""``getstatus [--wait [--timeout S]] [--json] JOBID`` (CONTRACT.md §6)."""
+"""``getstatus [--wait [--timeout S]] [--json] JOBID|WORKFLOWID`` (CONTRACT.md §6).
+
+A workflow's id (``w`` and 32 hex digits, as submitworkflow prints it) shows the workflow
+and its steps, with the same exit codes as a job: one command answers "how is it going?"
+for whatever id the operator holds.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,17 @@ from collections.abc import Sequence
 from audience.common import (
     Parser, add_job_arguments, job_exits, parse_job_arguments, run_command, with_client,
 )
-from audience.waiting import show
-from orchestra.params import check_job_id
+from audience.waiting import check_id, show
+
+WORKFLOW_NOTE = ("JOBID may be a workflow's id (w and 32 hex digits, as submitworkflow printed it): the"
+                 " workflow is shown, a line per step, with the exit codes a job has (0 ok; 1 failed or"
+                 " cancelled; 3 not finished; 5 no such workflow).")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="getstatus", description="Show a job, or wait for it to finish.",
-                    exit_codes=job_exits("getstatus"))
-    add_job_arguments(parser, "block until the job is finished")
+    parser = Parser(prog="getstatus", description="Show a job or a workflow, or wait for it to finish.",
+                    exit_codes=job_exits("getstatus"), epilog=WORKFLOW_NOTE)
+    add_job_arguments(parser, "block until the job (or workflow) is finished")
     return parser
 
 
@@ -25,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = parse_job_arguments(parser, argv)
         return with_client(args.config, lambda client: show(
-            client, check_job_id(args.job_id), args.wait, args.timeout, args.json))
+            client, check_id(args.job_id), args.wait, args.timeout, args.json))
     return run_command("getstatus", body)
 
 

@@ -148,7 +148,7 @@ def show(client: Client, args: argparse.Namespace) -> int:
             "created_at": iso(j.created_at), "finished_at": iso(j.finished_at), "status": j.status,
             "counts": {render.state_name(c.state): c.count for c in j.counts},
             "name": j.name or None, "labels": dict(sorted(j.labels.items())), "priority": j.priority,
-            "phase": j.phase or None,
+            "phase": j.phase or None, "workflow_id": j.workflow_id or None, "step": j.step or None,
         } for j in reply.jobs], "more": reply.more}, indent=2) + "\n")
         return int(ExitCode.OK)
     now = time.time()

@@ -1,4 +1,4 @@
-"""How jobs are shown: human text, or one JSON object whose keys are stable (README).
+"""How jobs and workflows are shown: human text, or one JSON object whose keys are stable (README).
 
 Human text shows every string that came from a user, a score or the conductor through
 ``visible``, so control characters are printed as escapes rather than obeyed by the
@@ -7,6 +7,7 @@ operator's terminal; ``--json`` carries the exact data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from orchestra.cli import visible
@@ -97,6 +98,8 @@ def job_dict(job: audience_pb2.Job) -> dict[str, Any]:
         "retry_delay": job.retry_delay,
         "concurrency": job.concurrency,
         "exclusive": job.exclusive,
+        "workflow_id": job.workflow_id or None,
+        "step": job.step or None,
         "tasks": [task_dict(t) for t in job.tasks],
     }
 
@@ -196,6 +199,8 @@ def job_text(job: audience_pb2.Job) -> str:
     lines = [f"job        {visible(job.job_id)}"]
     if job.name:
         lines.append(f"name       {visible(job.name)}")
+    if job.workflow_id:
+        lines.append(f"workflow   {visible(job.workflow_id)} step {visible(job.step)}")
     lines += [
         f"score      {visible(job.score)} ({scope_name(job.scope)}: {visible(' '.join(job.targets))})",
         f"params     {visible(params) or '-'}",
@@ -258,3 +263,103 @@ def _task_text(task: audience_pb2.Task) -> list[str]:
     lines += _tail("stdout", outcome.stdout, outcome.stdout_truncated)
     lines += _tail("stderr", outcome.stderr, outcome.stderr_truncated)
     return lines
+
+
+# ---- workflows ----------------------------------------------------------------------------
+
+def workflow_exit_code(flow: audience_pb2.Workflow) -> ExitCode:
+    """As for a job: 0 ok, 1 failed or cancelled (a cancelled workflow did not do its
+    work), 3 not finished yet."""
+    if not flow.finished:
+        return ExitCode.PENDING
+    return ExitCode.OK if flow.status == "ok" else ExitCode.FAILED
+
+
+def counts_dict(counts: Iterable[audience_pb2.TaskCount]) -> dict[str, int]:
+    return {state_name(c.state): c.count for c in counts}
+
+
+def step_dict(step: audience_pb2.WorkflowStepStatus) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "state": step.state,
+        "reason": step.reason,
+        "job_id": step.job_id or None,
+        "after": list(step.after),
+        "on_failure": step.on_failure or "stop",
+        "score": step.score,
+        "started_at": iso(step.started_at),
+        "finished_at": iso(step.finished_at),
+        "counts": counts_dict(step.counts),
+        "params": dict(sorted(step.params.items())),
+    }
+
+
+def workflow_dict(flow: audience_pb2.Workflow) -> dict[str, Any]:
+    return {
+        "workflow_id": flow.workflow_id,
+        "name": flow.name or None,
+        "labels": dict(sorted(flow.labels.items())),
+        "requester": flow.requester,
+        "status": flow.status,
+        "finished": flow.finished,
+        "created_at": iso(flow.created_at),
+        "finished_at": iso(flow.finished_at),
+        "reason": flow.reason,
+        "steps": [step_dict(step) for step in flow.steps],
+    }
+
+
+def workflow_json(flow: audience_pb2.Workflow) -> str:
+    import json  # only --json needs it
+
+    return json.dumps(workflow_dict(flow), indent=2, sort_keys=False) + "\n"
+
+
+def workflow_text(flow: audience_pb2.Workflow) -> str:
+    """A header, then one line per step in the workflow's order: what it is, where it
+    stands, its job and its tasks, and why it failed or was skipped."""
+    labels = " ".join(f"{k}={v}" for k, v in sorted(flow.labels.items()))
+    lines = [f"workflow   {visible(flow.workflow_id)}"]
+    if flow.name:
+        lines.append(f"name       {visible(flow.name)}")
+    if labels:
+        lines.append(f"labels     {visible(labels)}")
+    lines += [
+        f"requester  {visible(flow.requester)}",
+        f"created    {iso(flow.created_at)}" + (f"   finished {iso(flow.finished_at)}" if flow.finished else ""),
+        f"status     {visible(flow.status)}",
+    ]
+    if flow.reason:
+        lines.append(f"reason     {visible(flow.reason)}")
+    rows = [("STEP", "STATE", "JOB", "SCORE", "AFTER", "TASKS", "REASON")]
+    rows += [(visible(step.name), visible(step.state), visible(step.job_id) or "-", visible(step.score) or "-",
+              visible(",".join(step.after)) or "-",
+              ", ".join(f"{c.count} {state_name(c.state)}" for c in step.counts) or "-",
+              visible(step.reason)) for step in flow.steps]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines += ["  " + ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                      + "  " + row[-1]).rstrip() for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def steps_text(count: int) -> str:
+    """1 step, 3 steps."""
+    return f"{count} step{'' if count == 1 else 's'}"
+
+
+def workflow_cancel_summary(flow: audience_pb2.Workflow) -> str:
+    """What canceljob did to a workflow: steps that will not run, and steps whose jobs are
+    being cancelled (the workflow ends once they have)."""
+    states = [step.state for step in flow.steps]
+    cancelled = states.count("cancelled")
+    running = states.count("running")
+    ended = len(states) - cancelled - running - states.count("waiting")
+    parts = [f"{steps_text(cancelled)} cancelled"]
+    if ended:
+        parts.append(f"{steps_text(ended)} had already ended")
+    if running:
+        whose = "its job" if running == 1 else "their jobs"
+        parts.append(f"{steps_text(running)} still running ({whose} being cancelled;"
+                     " canceljob --wait waits for that)")
+    return f"cancel requested for workflow {visible(flow.workflow_id)}: {', '.join(parts)}"

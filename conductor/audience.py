@@ -26,12 +26,12 @@ from conductor.store import (
 )
 from conductor.submission import WIRE_SCOPES, Submissions
 from conductor.watchers import Watchers
-from conductor.workflows import WORKFLOW_ID_RE, Workflows, step_jobs, step_targets, workflow_to_wire
+from conductor.workflows import Workflows, step_jobs, step_targets, workflow_to_wire
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.joboptions import check_labels, parse_label
 from orchestra.outcome import JOB_STATUSES
-from orchestra.params import JOB_ID_RE, check_targets, is_group, redact
+from orchestra.params import JOB_ID_RE, WORKFLOW_ID_RE, check_targets, is_group, redact
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
 if TYPE_CHECKING:

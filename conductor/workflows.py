@@ -42,7 +42,6 @@ from orchestra.wire import audience_pb2
 
 logger = log.get("conductor")
 
-WORKFLOW_ID_RE = re.compile(r"w[0-9a-f]{32}")
 STEP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_STEPS = 100
 ON_FAILURE = ("stop", "continue")

@@ -17,6 +17,8 @@ PARAM_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # Certnames as Puppet makes them: DNS-like, no path separators, bounded.
 CERTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+# A workflow's id: "w" and a job id's 32 hex digits, so neither is taken for the other.
+WORKFLOW_ID_RE = re.compile(r"w[0-9a-f]{32}")
 # A group of hosts (conductor.toml [groups]) is named as a target with this prefix.
 GROUP_PREFIX = "@"
 GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -67,7 +67,7 @@ def test_json_keeps_every_old_key_in_order_and_adds_the_new_ones() -> None:
     shown = render.job_dict(rolled_out_job())
     assert [key for key in shown if key in OLD_JOB_KEYS] == OLD_JOB_KEYS
     assert list(shown) == [*OLD_JOB_KEYS[:-1], "name", "labels", "priority", "rollout", "retries",
-                           "retry_delay", "concurrency", "exclusive", "tasks"]
+                           "retry_delay", "concurrency", "exclusive", "workflow_id", "step", "tasks"]
     task = shown["tasks"][0]
     assert [key for key in task if key in OLD_TASK_KEYS] == OLD_TASK_KEYS
     assert list(task) == [*OLD_TASK_KEYS, "retries", "not_before", "history"]
