@@ -22,6 +22,7 @@ from orchestra.daemon import run_daemon, usage
 from orchestra.config import TLSFiles
 from orchestra.errors import OrchestraError, StartupError
 from orchestra.tls import Material
+from player import interfaces
 from player.runner import refuse_fork_support
 from player.session import Player
 from player.watch import SCORES_CHECK_SECONDS
@@ -114,6 +115,7 @@ def scores_check_seconds() -> float:
 async def _run(cfg: configuration.PlayerConfig) -> None:
     sdnotify.status("starting")  # also takes NOTIFY_SOCKET out of what scores inherit
     refuse_fork_support(os.environ)
+    interfaces.load_all()  # every installed score interface, or the one-line reason why not
     material = load_material(cfg.tls)
     check_seconds = scores_check_seconds()
     if not cfg.scores_dir.is_dir():

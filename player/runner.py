@@ -2,7 +2,9 @@
 
 Output goes to files in the task's directory (opened O_APPEND), not pipes, so a score
 outlives a player restart without dying of SIGPIPE, and the player can cap the files
-by truncating them while the score runs.
+by truncating them while the score runs. For the same reason what an interface gives a
+score on stdin (player/interfaces.py) is written to a 0600 file there first, and the
+score reads that file.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestra import faults, log
+from orchestra.cli import one_line
 from orchestra.errors import StartupError
 from orchestra.outcome import TaskOutcome
 from orchestra.params import ENV_PREFIX, OUTPUT_TRUNCATED_MARKER
 from orchestra.wire import player_pb2
+from player import interfaces
+from player.interfaces import Interface, Response
 from player.scores import Score
 
 logger = log.get("player")
@@ -71,14 +76,16 @@ def home_dir() -> str:
         return "/"
 
 
-def build_env(score: str, ctx: TaskContext, response_file: Path) -> dict[str, str]:
+def build_env(score: str, ctx: TaskContext, response_file: Path,
+              params_in_environment: bool = True) -> dict[str, str]:
     """The whole child environment: a fixed allow-list, never the player's own (§5).
 
     Params are already validated and upper-cased; reserved names are set last so that
-    even a param that slipped through could not override them.
+    even a param that slipped through could not override them. An interface that hands
+    the params over otherwise (json) leaves them out.
     """
     env = {"PATH": FIXED_PATH, "LANG": "C.UTF-8", "HOME": home_dir()}
-    for key, value in ctx.params.items():
+    for key, value in ctx.params.items() if params_in_environment else ():
         env[ENV_PREFIX + key] = value
     env.update({
         "ORC_JOB_ID": ctx.job_id,
@@ -108,7 +115,7 @@ def same_process_alive(pid: int, start: int | None) -> bool:
 
 
 class TaskFiles:
-    """stdout, stderr and response file of one task, under spool_dir/tasks/TASK_ID."""
+    """stdout, stderr, response file and stdin of one task, under spool_dir/tasks/TASK_ID."""
 
     def __init__(self, root: Path, task_id: str) -> None:
         # Absolute whatever root is: the response file's path is handed to a score that
@@ -117,6 +124,7 @@ class TaskFiles:
         self.stdout = self.dir / "stdout"
         self.stderr = self.dir / "stderr"
         self.response = self.dir / "response"
+        self.stdin = self.dir / "stdin"
         self.truncated: set[str] = set()
 
     def create(self) -> tuple[int, int]:
@@ -124,6 +132,13 @@ class TaskFiles:
         self.response.touch(mode=0o600)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         return os.open(self.stdout, flags, 0o600), os.open(self.stderr, flags, 0o600)
+
+    def open_stdin(self, data: bytes) -> int:
+        """Write what the score reads on stdin to a 0600 file of the task, and open it
+        for reading: a file, not a pipe, so the score never depends on the player."""
+        with open(os.open(self.stdin, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as out:
+            out.write(data)
+        return os.open(self.stdin, os.O_RDONLY | os.O_CLOEXEC)
 
     def enforce_cap(self, limit: int) -> None:
         for name, path in (("stdout", self.stdout), ("stderr", self.stderr)):
@@ -146,26 +161,25 @@ class TaskFiles:
         cut = length > size or name in self.truncated
         return (OUTPUT_TRUNCATED_MARKER + data if cut else data), cut
 
-    def response_pairs(self, interface: str, limit: int) -> tuple[dict[str, str], bool]:
-        source = self.stdout if interface == "pipe" else self.response
+    def read_response(self, interface: Interface, limit: int) -> Response:
+        """The response, as the interface reads it from its source (at most ``limit``
+        bytes of it). A missing file is an empty response."""
+        source = self.stdout if interface.response_from == "stdout" else self.response
         try:
             with open(source, "rb") as handle:
                 data = handle.read(limit + 1)
         except FileNotFoundError:
-            return {}, False
-        truncated = len(data) > limit
-        pairs: dict[str, str] = {}
-        lines = data[:limit].decode("utf-8", "replace").splitlines()
-        if truncated and lines:
-            lines = lines[:-1]  # the last line may be cut in half
-        for line in lines:
-            key, sep, value = line.partition("=")
-            if sep and key.strip():
-                pairs[key.strip()] = value
-        return pairs, truncated
+            data = b""
+        try:
+            response = interface.parse(data[:limit], len(data) > limit)
+        except Exception as err:  # an installed interface's bug must not lose the task's result
+            return Response(error=one_line(f"the interface could not read the response: {type(err).__name__}: {err}"))
+        if not isinstance(response, Response):
+            return Response(error=f"the interface returned a {type(response).__name__}, not a Response")
+        return response
 
     def remove(self) -> None:
-        for path in (self.stdout, self.stderr, self.response):
+        for path in (self.stdout, self.stderr, self.response, self.stdin):
             path.unlink(missing_ok=True)
         try:
             self.dir.rmdir()
@@ -195,18 +209,34 @@ class Execution:
 
     async def run(self, on_spawn: Callable[[int, int | None], Awaitable[None]]) -> player_pb2.TaskResult:
         started_at = time.time()
-        out_fd, err_fd = self.files.create()
+        name = self.score.conf.interface
         try:
+            interface = interfaces.get(name)
+            stdin = interface.stdin(self.ctx.params)
+        except KeyError:  # checked with the .conf: only a player that loaded none gets here
+            return self._result(player_pb2.ENDING_FAILED, TaskOutcome(
+                reason=f"cannot start score: unknown interface {name!r}", started_at=started_at))
+        except Exception as err:  # an installed interface's bug fails this task only
+            return self._result(player_pb2.ENDING_FAILED, TaskOutcome(
+                reason=f"cannot start score: interface {name}: {type(err).__name__}: {err}",
+                started_at=started_at))
+        out_fd, err_fd = self.files.create()
+        in_fd: int | None = None
+        try:
+            if stdin is not None:
+                in_fd = self.files.open_stdin(stdin)
+            env = build_env(self.score.name, self.ctx, self.files.response, interface.params_in_environment)
             proc = await asyncio.create_subprocess_exec(
-                str(self.score.path), stdin=asyncio.subprocess.DEVNULL, stdout=out_fd,
-                stderr=err_fd, env=build_env(self.score.name, self.ctx, self.files.response),
+                str(self.score.path), stdin=asyncio.subprocess.DEVNULL if in_fd is None else in_fd,
+                stdout=out_fd, stderr=err_fd, env=env,
                 cwd=self.score.conf.workdir, start_new_session=True, close_fds=True)
         except OSError as err:
             return self._result(player_pb2.ENDING_FAILED, TaskOutcome(
                 reason=f"cannot start score: {err.strerror or err}", started_at=started_at))
         finally:
-            os.close(out_fd)
-            os.close(err_fd)
+            for fd in (out_fd, err_fd, in_fd):
+                if fd is not None:
+                    os.close(fd)
         await on_spawn(proc.pid, proc_start_time(proc.pid))
         faults.point("player.spawned")
         ending, reason = await self._supervise(proc, started_at)
@@ -268,7 +298,11 @@ class Execution:
                 f"exit status unknown")
 
     def _result(self, ending: player_pb2.Ending, status: TaskOutcome) -> player_pb2.TaskResult:
-        outcome = collect(self.files, self.score.conf.interface, self.limits, status)
+        response = read_response(self.files, self.score.conf.interface, self.limits)
+        if ending == player_pb2.ENDING_OK and response.error:
+            # Exit 0, but what it printed is no response: the task did not do its job.
+            ending, status = player_pb2.ENDING_FAILED, dataclasses.replace(status, reason=one_line(response.error))
+        outcome = collect(self.files, self.score.conf.interface, self.limits, status, response)
         return task_result(self.ctx.task_id, self.ctx.attempt, ending, outcome)
 
 
@@ -281,17 +315,28 @@ async def _reaped(proc: asyncio.subprocess.Process, seconds: float) -> bool:
     return True
 
 
-def collect(files: TaskFiles, interface: str, limits: Limits, status: TaskOutcome) -> TaskOutcome:
+def read_response(files: TaskFiles, interface: str, limits: Limits) -> Response:
+    """The task's response as its score's interface reads it."""
+    try:
+        found = interfaces.get(interface)
+    except KeyError:  # the .conf changed to a name this player does not have
+        return Response(error=f"unknown interface {interface!r}")
+    return files.read_response(found, limits.response_max_bytes)
+
+
+def collect(files: TaskFiles, interface: str, limits: Limits, status: TaskOutcome,
+            response: Response | None = None) -> TaskOutcome:
     """``status`` (exit status, reason, start time) completed with the task's output.
 
-    Output tails and response are read from the task's files now, and now is the
-    outcome's finish time.
+    Output tails and the response (unless already read) are read from the task's files
+    now, and now is the outcome's finish time.
     """
     stdout, out_cut = files.tail("stdout", limits.output_tail_bytes)
     stderr, err_cut = files.tail("stderr", limits.output_tail_bytes)
-    response, resp_cut = files.response_pairs(interface, limits.response_max_bytes)
+    if response is None:
+        response = read_response(files, interface, limits)
     return dataclasses.replace(
-        status, response=response, response_truncated=resp_cut, stdout=stdout, stderr=stderr,
+        status, response=response.pairs, response_truncated=response.truncated, stdout=stdout, stderr=stderr,
         stdout_truncated=out_cut, stderr_truncated=err_cut, finished_at=time.time())
 
 

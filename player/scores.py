@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestra.params import PARAM_KEY_RE, ParamDecl, ScoreDecls, is_score_name
+from player import interfaces
 
-INTERFACES = ("env", "pipe")
 # What the conductor is asked to do with a score's tasks (README, "Scores"): bounds of the
 # .conf's retries, retry_delay and concurrency, and the words exclusive takes.
 MAX_RETRIES = 100
@@ -72,8 +72,10 @@ def parse_conf(text: str) -> ScoreConf:
         key, value = match.group(1).lower(), match.group(2).strip()
         try:
             if key == "interface":
-                if value.lower() not in INTERFACES:
-                    raise ValueError(f"interface must be env or pipe, not {value!r}")
+                # Built in (env, pipe, json) or installed (player/interfaces.py).
+                problem = interfaces.unknown(value)
+                if problem:
+                    raise ValueError(problem)
                 interface = value.lower()
             elif key == "timeout":
                 timeout = float(value)

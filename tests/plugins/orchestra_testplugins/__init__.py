@@ -1,0 +1,1 @@
+"""Plugins for Orchestra's tests: what a site's own plugin package looks like."""
