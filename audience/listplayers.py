@@ -1,6 +1,6 @@
 # PYTHON_ARGCOMPLETE_OK (tab completion: see README "Shell completion")
-"""``listplayers [--json] [NAME|@GROUP ...]``: the players the conductor knows (or those
-named), whether each is drained, and certificate expiry dates."""
+"""``listplayers [--json] [NAME|@GROUP ...]``: the conductor's state, the players it knows
+(or those named), whether each is drained, and certificate expiry dates."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def show(client: Client, as_json: bool, targets: Sequence[str] = ()) -> int:
         import json  # only --json needs it
 
         write_out(json.dumps({
+            # None from a conductor too old to say (before the conductor's states).
+            "conductor_state": reply.conductor_state or None,
             "conductor_cert_not_after": iso(reply.conductor_cert_not_after),
             "players": [{
                 "name": p.name, "connected": p.connected, "connected_since": iso(p.connected_since),
@@ -62,7 +64,9 @@ def show(client: Client, as_json: bool, targets: Sequence[str] = ()) -> int:
             } for p in reply.players]}, indent=2) + "\n")
         return 0
     days = (reply.conductor_cert_not_after - now) / 86400
-    lines = [f"conductor certificate expires {iso(reply.conductor_cert_not_after)} ({days:.0f} days)"]
+    # An older conductor does not say its state: the header is then as it always was.
+    lines = [f"conductor: {visible(reply.conductor_state)}"] if reply.conductor_state else []
+    lines.append(f"conductor certificate expires {iso(reply.conductor_cert_not_after)} ({days:.0f} days)")
     for p in reply.players:
         state = state_text(p)
         expiry = (f"cert expires {iso(p.cert_not_after)} ({(p.cert_not_after - now) / 86400:.0f} days)"

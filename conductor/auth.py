@@ -11,6 +11,11 @@ caller's verified identity and role before the handler runs:
   a local user.
 * anything else: refused.
 
+While the conductor drains (``Gate.stopping``), an admitted caller is still refused, with
+UNAVAILABLE ("conductor is shutting down", which clients treat as an outage and try
+again later), for the calls that would change the queue (:data:`QUEUE_CHANGES`) and for
+a new player session; reads, waits and health go on until the servers stop.
+
 Handlers read the result from :data:`current_identity` / :data:`current_requester`.
 """
 
@@ -45,6 +50,11 @@ logger = log.get("conductor")
 PLAYER_SERVICE = "orchestra.v1.PlayerLink"
 AUDIENCE_SERVICE = "orchestra.v1.Audience"
 EXPIRY_WARNING_DAYS = 30
+# Audience methods that change the queue (or what will be queued): none is begun while
+# the conductor drains, so nothing new needs committing once it has begun to stop.
+QUEUE_CHANGES = frozenset({"Submit", "Cancel", "Retry", "Delete", "Drain", "SubmitWorkflow", "CancelWorkflow",
+                           "AddSchedule", "ChangeSchedule"})
+SHUTTING_DOWN = "conductor is shutting down"
 
 # Why the interceptor refused a call, by kind (for the metrics): a fixed set, never the
 # certname or the text of the reason.
@@ -173,6 +183,17 @@ class Gate:
         code = grpc.StatusCode.UNAUTHENTICATED if event == "authn_refused" else grpc.StatusCode.PERMISSION_DENIED
         return code, reason
 
+    def closed_for(self, service: str, method: str) -> tuple[grpc.StatusCode, str] | None:
+        """While draining: (UNAVAILABLE, why) for a call that would change the queue or
+        start a player session; None for everything else, and always when not draining."""
+        if not self.stopping:
+            return None
+        name = method.rsplit("/", 1)[-1]
+        if service == PLAYER_SERVICE or (service == AUDIENCE_SERVICE and name in QUEUE_CHANGES):
+            throttled(logger, "info", "call_refused_draining", key=method, method=method)
+            return grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN
+        return None
+
     def check(self, service: str, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
         """Resolve and store the caller's identity; return (code, reason) to refuse."""
         ssl = context.auth_context().get("transport_security_type") == [b"ssl"]
@@ -274,7 +295,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         gate = self.gate
 
         async def guard(context: Any) -> None:
-            refusal = gate.check(service, method, context)
+            refusal = gate.check(service, method, context) or gate.closed_for(service, method)
             if refusal is not None:
                 await context.abort(*refusal)
 

@@ -4,15 +4,25 @@ The AuthInterceptor has already checked the certificate and the players file. He
 Hello and its protocol version, the session's reader and writer, and one lifecycle call
 per message. Heartbeats and liveness are the one sweep of :mod:`orchestra.stream`.
 Nothing here decides a task's state.
+
+When the conductor drains (:meth:`PlayerLink.stop_taking`), every message already read
+(a Hello being reconciled, a start request, a result, an inventory) is carried to its
+end: its commit, and its answer (StartGrant, ResultAck) written to the player.
+:meth:`PlayerLink.drained` waits for that. Sessions keep reading, so heartbeats and
+liveness go on as usual, but what players send from then on is left alone (counted in
+``ignored``), and a new session is refused: each player says it again to the next
+conductor, a result until it is acknowledged, a start request after its next Hello.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
-from conductor.auth import current_identity, warn_if_expiring
+from conductor.auth import SHUTTING_DOWN, current_identity, warn_if_expiring
 from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession
 from orchestra import log
@@ -23,15 +33,62 @@ from orchestra.wire import player_pb2, player_pb2_grpc
 
 logger = log.get("conductor")
 MAX_HANDLING = 256  # messages of one session being handled at once
+# While draining, how often to look whether the answers queued for players have been
+# written (once per shutdown, for at most drain_timeout: not worth a wakeup per write).
+FLUSH_POLL = 0.02
+
+
+@dataclass(eq=False)
+class _Stream:
+    """What a drain needs of one session's stream: its writer, and whether the writer is
+    in the middle of a write (a message taken from the outbox is not written yet)."""
+
+    writer: asyncio.Future[None] | None = None
+    writing: bool = False
 
 
 class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
-    def __init__(self, lifecycle: Lifecycle, conductor_name: str, heartbeat: float, liveness: float) -> None:
+    def __init__(self, lifecycle: Lifecycle, conductor_name: str, heartbeat: float, liveness: float,
+                 reconciled: Callable[[PlayerSession], None] | None = None) -> None:
         self.lifecycle = lifecycle
         self.sessions = lifecycle.sessions
         self.conductor_name = conductor_name
         self.heartbeat = heartbeat
         self.liveness = liveness
+        # Told once a session's Hello has been reconciled (the conductor's recovery).
+        self.reconciled = reconciled
+        # False once the conductor drains: no new session, no new message handled.
+        self.taking = True
+        self.ignored = 0  # messages left alone since then (their players send them again)
+        # Every message read from a player and being handled, over all sessions.
+        self.handling: set[asyncio.Future[None]] = set()
+        self._streams: dict[PlayerSession, _Stream] = {}
+
+    def _track(self, future: asyncio.Future[None]) -> None:
+        self.handling.add(future)
+        future.add_done_callback(self.handling.discard)
+
+    def stop_taking(self) -> int:
+        """The conductor drains: no new session, and no message read from now on is
+        handled. Returns how many messages already read are still being handled."""
+        self.taking = False
+        return len(self.handling)
+
+    def unsent(self) -> int:
+        """Sessions whose answers are not all written yet (a writer that ended, with its
+        player gone, never will)."""
+        return sum(1 for session, stream in self._streams.items()
+                   if stream.writer is not None and not stream.writer.done()
+                   and (stream.writing or not session.outbox.empty()))
+
+    async def drained(self) -> None:
+        """Until every message read has been handled and every answer it queued has been
+        written to its player. Not bounded here: the caller bounds it (drain_timeout)."""
+        while self.handling or self.unsent():
+            if self.handling:
+                await asyncio.wait(set(self.handling))
+            else:
+                await asyncio.sleep(FLUSH_POLL)
 
     async def _hello(self, identity: PeerIdentity, context: grpc.aio.ServicerContext) -> player_pb2.Hello:
         try:
@@ -40,6 +97,8 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello received")
         if first is grpc.aio.EOF or first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a hello")
+        if not self.taking:  # the drain began meanwhile: the player says it again to the next conductor
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         hello: player_pb2.Hello = first.hello
         if hello.protocol_version != PROTOCOL_VERSION:
             logger.warning("player_refused", player=identity.certname, reason="protocol version",
@@ -62,14 +121,26 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         logger.info("player_connected", player=session.name, scores=len(hello.scores),
                     spool=len(hello.spool), serial=session.serial)
         warn_if_expiring("player", session.name, identity.not_after)
-        writer = asyncio.ensure_future(write_all(session.outbox, context.write, session))
+        stream = self._streams[session] = _Stream()
+
+        async def write(message: player_pb2.ConductorMessage) -> None:
+            stream.writing = True
+            try:
+                await context.write(message)
+            finally:
+                stream.writing = False
+        writer = stream.writer = asyncio.ensure_future(write_all(session.outbox, write, session))
         relay: asyncio.Future[None] | None = None
         handling: set[asyncio.Future[None]] = set()  # messages received, being handled
         try:
             session.send(welcome=player_pb2.Welcome(
                 protocol_version=PROTOCOL_VERSION, conductor=self.conductor_name,
                 heartbeat_seconds=int(self.heartbeat)))
-            await asyncio.shield(self.lifecycle.player_connected(session, hello))  # see Lifecycle._apply
+            reconciling = asyncio.ensure_future(self.lifecycle.player_connected(session, hello))
+            self._track(reconciling)
+            await asyncio.shield(reconciling)  # see Lifecycle._apply
+            if session.ready and self.reconciled is not None:
+                self.reconciled(session)
             # Read until the stream ends, or until the session is closed (liveness sweep,
             # replacement, removal, revocation): whichever comes first.
             relay = asyncio.ensure_future(self._relay(session, context, handling))
@@ -100,6 +171,7 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
         writer.cancel()
         if writer.done() and not writer.cancelled() and writer.exception() is not None:
             logger.info("player_write_failed", player=session.name, error=repr(writer.exception()))
+        self._streams.pop(session, None)
         self.sessions.detach(session)
         try:
             # A reconciled session knows every task it held; holding none, nothing can
@@ -135,12 +207,16 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             if kind == "hello":
                 session.close(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice")
                 return
+            if not self.taking and kind != "heartbeat":
+                self.ignored += 1  # draining: heard (liveness), but left for the next conductor
+                continue
             if kind == "inventory":
                 # In order (a later list replaces an earlier one), and to the end even if
                 # the session is wound up meanwhile.
                 recording = asyncio.ensure_future(self.lifecycle.inventory_updated(session, message.inventory))
                 handling.add(recording)
                 recording.add_done_callback(handling.discard)
+                self._track(recording)
                 await asyncio.shield(recording)
                 continue
             if kind not in ("start_request", "result"):
@@ -151,3 +227,4 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                 else self.lifecycle.result(session, message.result))
             handling.add(future)
             future.add_done_callback(done)
+            self._track(future)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from conductor.state import ConductorState, StateMachine
 from conductor.states import TERMINAL, TaskState
 from orchestra import log
 from orchestra.outcome import FINISHED_STATUSES, TaskOutcome
@@ -155,6 +156,7 @@ class Watched(Protocol):
     revocation: Revocation
     material: Material
     reload_failures: Counter[str]
+    state: StateMachine
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Snapshot:
     crl: tuple[bool, tuple[tuple[str, float | None], ...]] | None = None
     players_drained: int = 0
     tasks_held: int = 0  # queued tasks a rollout holds back
+    state: ConductorState = ConductorState.STARTING  # the conductor's own
     taken_at: float = field(default_factory=time.time)
 
 
@@ -228,7 +231,7 @@ async def take_snapshot(watched: Watched) -> Snapshot:
         reload_failures=dict(watched.reload_failures), material=watched.material,
         first_player_expiry=first, players_expiring=expiring, crl=crl,
         players_drained=sum(1 for name in lifecycle.drained if name in sessions.roster),
-        tasks_held=lifecycle.rollouts.holding())
+        tasks_held=lifecycle.rollouts.holding(), state=watched.state.current)
 
 
 def families(snapshot: Snapshot) -> list[Metric]:
@@ -241,6 +244,9 @@ def families(snapshot: Snapshot) -> list[Metric]:
     now = time.time()
     oldest = 0.0 if snapshot.oldest_queued_at is None else max(0.0, now - snapshot.oldest_queued_at)
     found: list[Metric] = [
+        m.gauges(f"{p}_state", "The conductor's state: 1 for the one it is in (starting, recovering, serving,"
+                 " draining), 0 for the others.", "state",
+                 {state.value: 1.0 if state is snapshot.state else 0.0 for state in ConductorState}),
         GaugeMetricFamily(f"{p}_players_connected", "Players with a live session.",
                           value=snapshot.players_connected),
         GaugeMetricFamily(f"{p}_players_offline", "Players in the players file without a live session.",

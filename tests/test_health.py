@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from conductor import health
+from conductor.state import ConductorState
 from devtools import pki
 from devtools.devcluster import CONDUCTOR_NAME, Cluster
 from tests.conftest import MakeCluster
@@ -131,3 +132,21 @@ def test_not_serving_until_started() -> None:
         return [before, *after, servicer._server_status[""]]  # noqa: SLF001
     assert asyncio.run(statuses()) == [health.NOT_SERVING, health.SERVING, health.SERVING, health.NOT_SERVING]
 
+
+
+def test_each_state_has_a_health_name_serving_only_while_the_conductor_is_in_it() -> None:
+    async def statuses() -> list[tuple[int, int, list[str]]]:
+        servicer = await health.starting()
+        seen = []
+        for state in ConductorState:
+            if state is not ConductorState.STARTING:
+                await servicer.show(state, [health.AUDIENCE])
+            status = servicer._server_status  # noqa: SLF001
+            seen.append((status[""], status.get(health.AUDIENCE, health.NOT_SERVING),
+                         [name for name in health.STATE_NAMES.values() if status[name] == health.SERVING]))
+        return seen
+    assert asyncio.run(statuses()) == [
+        (health.NOT_SERVING, health.NOT_SERVING, ["orchestra.v1.Conductor/starting"]),
+        (health.SERVING, health.SERVING, ["orchestra.v1.Conductor/recovering"]),
+        (health.SERVING, health.SERVING, ["orchestra.v1.Conductor/serving"]),
+        (health.NOT_SERVING, health.NOT_SERVING, ["orchestra.v1.Conductor/draining"])]

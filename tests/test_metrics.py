@@ -32,6 +32,7 @@ from conductor.index import DispatchIndex
 from conductor.lifecycle import Lifecycle
 from conductor.metrics import MAX_SCORE_LABELS, OTHER_SCORES, Counts, families, take_snapshot
 from conductor.sessions import Sessions
+from conductor.state import StateMachine
 from conductor.store import PlayerRecord, QueuedTask, open_store
 from devtools import pki
 from devtools.devcluster import REPO_ROOT, Cluster, free_port
@@ -494,7 +495,7 @@ def test_what_a_scrape_shows_does_not_grow_with_the_fleet(tmp_path: Path) -> Non
         lifecycle = Lifecycle(store, Sessions(frozenset(names), known), AuditLog(tmp_path / f"audit{players}"))
         watched = types.SimpleNamespace(lifecycle=lifecycle, gate=types.SimpleNamespace(refusals=Counter()),
                                         revocation=types.SimpleNamespace(path=None), material=material,
-                                        reload_failures=Counter())
+                                        reload_failures=Counter(), state=StateMachine())
         try:
             snapshot = await take_snapshot(watched)  # type: ignore[arg-type]
         finally:
