@@ -8,8 +8,9 @@ import fcntl
 import os
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -29,6 +30,7 @@ if _HANDSHAKE_TRACE:
 
 from conductor.audience import Audience
 from conductor.audit import AuditLog
+from conductor.notify import Notifications
 from conductor.auth import AuthInterceptor, Gate, Revocation, warn_if_expiring
 from conductor import health
 from conductor.dispatch import Dispatcher
@@ -38,8 +40,10 @@ from conductor.link import PlayerLink
 from conductor.localsock import LocalSocket
 from conductor.metrics import RELOADED_PARTS, Snapshot, families, take_snapshot
 from conductor.players import load_players
-from conductor.policy import parse_policy
-from conductor.sessions import Sessions
+from conductor.policy import Policy, parse_policy
+from conductor.schedules import Schedules
+from conductor.sessions import PlayerSession, Sessions
+from conductor.state import ConductorState, Recovery, StateMachine
 from conductor.store import open_store
 from conductor.timers import run_deadlines, run_retention, run_retries, run_startup_grace
 from orchestra import config as configuration
@@ -48,7 +52,7 @@ from orchestra.daemon import raise_fd_limit, run_daemon, usage
 from orchestra.errors import ConfigError, StartupError
 from orchestra.stream import sweep
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
-from orchestra.wire import audience_pb2_grpc, player_pb2_grpc
+from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2_grpc
 
 if TYPE_CHECKING:
     from orchestra.metrics import MetricsServer
@@ -59,6 +63,8 @@ AUDIT_FLUSH_SECONDS = 2.0
 # Descriptors kept back from the connection cap: the queue, its WAL, the logs, and two
 # per local audience call (the socket and its relay connection).
 FD_HEADROOM = 512
+# The services whose health follows the conductor's state, besides the overall "".
+HEALTH_SERVICES = [health.AUDIENCE, health.PLAYER_LINK]
 
 
 def take_lock(state_dir: Path) -> IO[bytes]:
@@ -93,11 +99,30 @@ def make_socket_dir(path: Path) -> None:
     os.chmod(path, 0o750)
 
 
+class StatefulAudience(Audience):
+    """The Audience API, with the conductor's state in ``listplayers``' reply."""
+
+    def __init__(self, lifecycle: Lifecycle, job_deadline: float, cert_not_after: float,
+                 policy: Callable[[], Policy], state: StateMachine) -> None:
+        super().__init__(lifecycle, job_deadline, cert_not_after, policy)
+        self.state = state
+
+    async def ListPlayers(self, request: audience_pb2.ListPlayersRequest,  # noqa: N802
+                          context: grpc.aio.ServicerContext) -> audience_pb2.PlayerList:
+        reply = await super().ListPlayers(request, context)
+        reply.conductor_state = self.state.current.value
+        return reply
+
+
 class Conductor:
     def __init__(self, cfg: configuration.ConductorConfig) -> None:
         self.cfg = cfg
         self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)
+        self.state = StateMachine()
         self.stopping = asyncio.Event()
+        self.stop_signal = ""
+        self.stop_now = asyncio.Event()  # a second SIGTERM/SIGINT: stop draining at once
+        self.recovered = asyncio.Event()  # every player awaited after the restart is back
         self.reload_requested = asyncio.Event()
         self._pending_certs: grpc.ServerCertificateConfiguration | None = None
         # Reloads that failed and kept the old value, by part (for the metrics).
@@ -129,10 +154,16 @@ class Conductor:
         self.revocation.load()
         lock = take_lock(cfg.state_dir)
         store = open_store(cfg.state_dir)
-        audit = AuditLog(cfg.audit_log)
+        # [[notifiers]] and [[audit_sinks]]: a plugin missing or failing stops the start here.
+        notifications = Notifications.configured(cfg, store)
+        audit = AuditLog.configured(cfg)
         sessions = Sessions(roster, await store.players())
         lifecycle = await Lifecycle.restore(store, sessions, audit, Clusters(self.policy.groups))
         self.lifecycle = lifecycle
+        lifecycle.on_finished.append(notifications.hook)
+        notifications.start()
+        # Read once, before any player can connect: who holds tasks in flight now.
+        self.recovery = Recovery((task.player for task in await store.in_flight() if task.player), roster)
         local = LocalSocket(cfg.audience_socket, 0)
         self.health = await health.starting()
         server, relay = self._servers(lifecycle, local)
@@ -142,46 +173,140 @@ class Conductor:
         self._close_refused()  # players revoked while the conductor was down
         port = await self._listen(server, relay, local)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self._stop_signalled, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._stop_signalled, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         loop.add_signal_handler(signal.SIGUSR1, self.log_stats)
-        background = [asyncio.ensure_future(Dispatcher(lifecycle).run()),
-                      asyncio.ensure_future(run_deadlines(lifecycle)),
-                      asyncio.ensure_future(run_retries(lifecycle)),
-                      asyncio.ensure_future(self._reloads()),
+        # What would start new work or change the queue by itself: stopped first on a stop.
+        starters = [asyncio.ensure_future(Dispatcher(lifecycle).run()),
+                    asyncio.ensure_future(run_deadlines(lifecycle)),
+                    asyncio.ensure_future(run_retries(lifecycle)),
+                    asyncio.ensure_future(self._reloads()),
+                    asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
+                    asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention))]
+        background = [*starters,
                       asyncio.ensure_future(self._watch_crl()),
-                      asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
-                      asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention)),
                       asyncio.ensure_future(self._flush_audit(audit)),
                       asyncio.ensure_future(sweep(lambda: sessions, cfg.heartbeat_seconds, cfg.liveness_timeout))]
         lifecycle.wake()
+        await self.audience.workflows.restore()  # open workflows carry on from what is committed
+        starters.append(asyncio.ensure_future(self.audience.schedules.run()))
+        background.append(starters[-1])
         warn_if_expiring("conductor", material.certname, not_after(material.cert))
         logger.info("conductor_ready", listen=cfg.listen, port=port, socket=str(cfg.audience_socket),
                     relay_port=local.backend_port, fd_limit=self.fd_limit, max_connections=self.max_connections(),
                     players=len(roster), pid=os.getpid(), certname=material.certname)
-        await self.health.start([health.AUDIENCE, health.PLAYER_LINK])
+        if self.recovery.done or cfg.reconnect_grace == 0:
+            await self._become(ConductorState.SERVING, "no player holds tasks in flight" if not self.recovery.awaited
+                               else "every player holding tasks in flight is back" if self.recovery.done
+                               else "reconnect_grace is 0")
+        else:
+            await self._become(ConductorState.RECOVERING, "players holding tasks in flight are not back yet",
+                               awaited=len(self.recovery.awaited), waiting=len(self.recovery.waiting),
+                               reconnect_grace=cfg.reconnect_grace)
+            recovering = asyncio.ensure_future(self._recover())
+            starters.append(recovering)
+            background.append(recovering)
         sdnotify.ready(self._status())
         try:
             await self.stopping.wait()
-        finally:
-            logger.info("conductor_stopping")
+            logger.info("conductor_stopping", signal=self.stop_signal)
             sdnotify.stopping()
+            await self._drain(starters)
+        finally:
             if self.metrics is not None:
                 await self.metrics.close()
             await self.health.close()
             self.gate.stopping = True
             lifecycle.watchers.close()
+            self.audience.workflows.close()
             for task in background:
                 task.cancel()
             for session in sessions:
                 session.close(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
             await local.close()
             await asyncio.gather(server.stop(grace=2), relay.stop(grace=2))
+            await notifications.close()  # bounded: what is queued gets CLOSE_SECONDS
             store.close()
             audit.close()
             lock.close()
             logger.info("conductor_stopped")
+
+    def _stop_signalled(self, name: str) -> None:
+        """SIGTERM or SIGINT: the first begins the drain, a second cuts it short."""
+        if not self.stopping.is_set():
+            self.stop_signal = name
+            self.stopping.set()
+        elif not self.stop_now.is_set():
+            logger.warning("drain_cut_short", signal=name)
+            self.stop_now.set()
+
+    async def _become(self, state: ConductorState, reason: str, **fields: object) -> None:
+        """Move to ``state`` and say so everywhere at once: the log (one ``conductor_state``
+        event), health (the overall status and the state's own name), and systemd's
+        STATUS line. The metrics read ``self.state`` at each scrape."""
+        self.state.move(state, reason, **fields)
+        await self.health.show(state, HEALTH_SERVICES)
+        sdnotify.status(self._status())
+
+    def _reconciled(self, session: PlayerSession) -> None:
+        """A player's Hello was reconciled: one fewer to wait for after a restart."""
+        if self.recovery.reconciled(session.name):
+            self.recovered.set()
+
+    async def _recover(self) -> None:
+        """``recovering`` ends once every player that held tasks in flight when the
+        conductor started is back and reconciled, or after reconnect_grace seconds, the
+        moment :func:`run_startup_grace` fails over what the others were sent. (Cancelled
+        when the conductor begins to drain.)"""
+        grace = self.cfg.reconnect_grace
+        try:
+            await asyncio.wait_for(self.recovered.wait(), grace)
+        except TimeoutError:
+            pass
+        if self.recovery.done:
+            await self._become(ConductorState.SERVING, "every player holding tasks in flight is back")
+        else:
+            away = sorted(self.recovery.waiting)
+            await self._become(ConductorState.SERVING, f"reconnect_grace of {grace:g} s passed",
+                               still_away=len(away), players=away[:20])
+
+    async def _drain(self, starters: Sequence[asyncio.Future[None]]) -> None:
+        """Stop without cutting short what players already sent.
+
+        At once: health NOT_SERVING, nothing new dispatched (the dispatch loop, the timers
+        and reloads are stopped), the audience's calls that would change the queue and new
+        player sessions refused (UNAVAILABLE), and no message a player sends from then on
+        is handled. The messages already read (Hellos being reconciled, start requests,
+        results) are committed and answered to their players, for at most drain_timeout
+        seconds; a second signal stops the wait at once. Whatever is left or cut short is
+        safe: a player re-sends a result until it is acknowledged, and asks again to start
+        after its next Hello.
+        """
+        self.gate.stopping = True
+        for task in starters:
+            task.cancel()
+        started = time.monotonic()
+        in_flight = self.link.stop_taking()
+        await self._become(ConductorState.DRAINING, f"{self.stop_signal or 'stop'} received",
+                           handlers=in_flight, drain_timeout=self.cfg.drain_timeout)
+        drained = asyncio.ensure_future(self.link.drained())
+        cut_short = asyncio.ensure_future(self.stop_now.wait())
+        try:
+            await asyncio.wait({drained, cut_short}, timeout=self.cfg.drain_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            cut_short.cancel()
+        finished = not self.link.handling and not self.link.unsent()  # (drain_timeout 0: nothing waited for)
+        seconds = round(time.monotonic() - started, 3)
+        if finished:
+            logger.info("conductor_drained", outcome="done", handlers=in_flight, left=0, seconds=seconds,
+                        ignored=self.link.ignored, drain_timeout=self.cfg.drain_timeout)
+        else:  # what is left is said again by its player to the next conductor
+            logger.warning("conductor_drained", outcome="cut_short" if self.stop_now.is_set() else "timed_out",
+                           handlers=in_flight, left=len(self.link.handling), unsent=self.link.unsent(),
+                           seconds=seconds, ignored=self.link.ignored, drain_timeout=self.cfg.drain_timeout)
 
     def _serve_metrics(self) -> MetricsServer:
         """The metrics listener (README, "Monitoring"): the conductor's state is read on
@@ -223,9 +348,12 @@ class Conductor:
             ("grpc.server_handshake_timeout_ms", int(cfg.handshake_timeout * 1000)),
             ("grpc.max_allowed_incoming_connections", self.max_connections())])
         relay = grpc.aio.server(options=options, interceptors=[AuthInterceptor(gate)])
-        player_pb2_grpc.add_PlayerLinkServicer_to_server(
-            PlayerLink(lifecycle, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout), public)
-        self.audience = Audience(lifecycle, cfg.job_deadline, not_after(material.cert), lambda: self.policy)
+        self.link = PlayerLink(lifecycle, material.certname, cfg.heartbeat_seconds, cfg.liveness_timeout,
+                               reconciled=self._reconciled)
+        player_pb2_grpc.add_PlayerLinkServicer_to_server(self.link, public)
+        self.audience = StatefulAudience(lifecycle, cfg.job_deadline, not_after(material.cert),
+                                         lambda: self.policy, self.state)
+        self.audience.schedules = Schedules(lifecycle, self.audience.submissions, self.audience.workflows)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, public)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, relay)
         for server in (public, relay):
@@ -270,10 +398,15 @@ class Conductor:
             sdnotify.ready(self._status())
 
     def _status(self) -> str:
-        """One line for ``systemctl status``."""
-        sessions = self.lifecycle.sessions
-        return (f"serving {self.cfg.listen}: {sum(1 for _ in sessions)} of"
-                f" {len(sessions.roster)} players connected")
+        """One line for ``systemctl status``, beginning with the conductor's state."""
+        sessions, state = self.lifecycle.sessions, self.state.current
+        connected = f"{sum(1 for _ in sessions)} of {len(sessions.roster)} players connected"
+        if state is ConductorState.RECOVERING:
+            return (f"recovering {self.cfg.listen}: waiting up to {self.cfg.reconnect_grace:g} s for"
+                    f" {len(self.recovery.waiting)} players holding tasks in flight; {connected}")
+        if state is ConductorState.DRAINING:
+            return f"draining: finishing what players already sent (at most {self.cfg.drain_timeout:g} s)"
+        return f"{state.value} {self.cfg.listen}: {connected}"
 
     async def reload(self) -> None:
         """SIGHUP: players file, policy, CRL and our own certificate; each kept if bad."""
@@ -283,7 +416,10 @@ class Conductor:
             self.reload_failures["players_file"] += 1
             logger.error("players_reload_failed", error=str(err), kept=len(self.lifecycle.sessions.roster))
         else:
-            await self.lifecycle.players_removed(self.lifecycle.sessions.set_roster(roster))
+            removed = self.lifecycle.sessions.set_roster(roster)
+            if self.recovery.removed(removed):  # a player that can never come back is not awaited
+                self.recovered.set()
+            await self.lifecycle.players_removed(removed)
         try:
             cfg = configuration.load_conductor(self.cfg.path)
             self.policy = parse_policy(cfg.policy, cfg.groups, cfg.audience, cfg.path)

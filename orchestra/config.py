@@ -57,6 +57,17 @@ class TLSFiles:
 
 
 @dataclass(frozen=True)
+class PluginTable:
+    """One [[audit_sinks]] or [[notifiers]] table: the plugin it names (a built-in or an
+    entry point, see orchestra/plugins.py) and the rest of the table, its options, handed
+    on unparsed: only the plugin knows them, and it refuses the ones it does not."""
+
+    name: str
+    options: dict[str, Any]
+    where: str  # how errors name the table: 'FILE: [[notifiers]] #2 (webhook)'
+
+
+@dataclass(frozen=True)
 class ConductorConfig:
     """conductor.toml, validated."""
 
@@ -70,6 +81,9 @@ class ConductorConfig:
     heartbeat_seconds: float
     liveness_timeout: float
     reconnect_grace: float
+    # Seconds a stopping conductor waits for the player messages it has read (their
+    # commits and answers) before it closes the sessions anyway.
+    drain_timeout: float
     # Seconds a connection to the public port may take to finish its TLS handshake.
     handshake_timeout: float
     # Cap on connections to the public port; 0 = derived from the open-files limit.
@@ -84,6 +98,10 @@ class ConductorConfig:
     # serves HTTPS with client certificates (required off loopback).
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # [[audit_sinks]] (none: one "file" sink at audit_log) and [[notifiers]]: plugins by
+    # name with their options, checked by each plugin at start (orchestra/plugins.py).
+    audit_sinks: tuple[PluginTable, ...] = ()
+    notifiers: tuple[PluginTable, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -276,6 +294,21 @@ def _metrics(table: _Table) -> dict[str, Any]:
     return {"metrics_listen": listen, "metrics_tls": tls}
 
 
+def _plugin_tables(table: _Table, key: str) -> tuple[PluginTable, ...]:
+    """[[audit_sinks]] or [[notifiers]]: tables, each with the ``name`` of a plugin."""
+    tables = []
+    for number, item in enumerate(table.raw(key, list, []), start=1):
+        where = f"{table.file}: [[{key}]] #{number}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: must be a table")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: name: is required: the plugin's name, a string")
+        options = {option: value for option, value in item.items() if option != "name"}
+        tables.append(PluginTable(name, options, f"{where} ({name})"))
+    return tuple(tables)
+
+
 def load_conductor(path: Path) -> ConductorConfig:
     top = _Table(_read(path), path)
     state_dir: Path = top.path("state_dir", "/var/lib/orchestra/conductor")  # type: ignore[assignment]
@@ -290,6 +323,7 @@ def load_conductor(path: Path) -> ConductorConfig:
         heartbeat_seconds=top.number("heartbeat_seconds", HEARTBEAT_SECONDS, minimum=0.1),
         liveness_timeout=top.number("liveness_timeout", LIVENESS_TIMEOUT, minimum=0.5),
         reconnect_grace=top.number("reconnect_grace", 30, minimum=0),
+        drain_timeout=top.number("drain_timeout", 10, minimum=0),
         handshake_timeout=top.number("handshake_timeout", 30, minimum=0.1),
         max_connections=top.integer("max_connections", 0, minimum=0),
         audit_log=top.path("audit_log", optional=True) or state_dir / "audit.log",
@@ -297,6 +331,8 @@ def load_conductor(path: Path) -> ConductorConfig:
         policy=top.raw("policy", list, []),
         groups=top.raw("groups", dict, {}),
         audience=top.raw("audience", dict, {}),
+        audit_sinks=_plugin_tables(top, "audit_sinks"),
+        notifiers=_plugin_tables(top, "notifiers"),
         **_metrics(top),
     )
     top.finish()
