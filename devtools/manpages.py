@@ -39,6 +39,8 @@ PARSERS: dict[str, tuple[str, tuple[object, ...]]] = {
     "deletejob": ("audience.deletejob", ()),
     "drain": ("audience.drain", (False,)),
     "undrain": ("audience.drain", (True,)),
+    "submitworkflow": ("audience.submitworkflow", ()),
+    "schedule": ("audience.schedule", ()),
     "orchestra-pki": ("devtools.pki", ()),
 }
 # Help text is wrapped to the terminal's width; pages must not depend on who made them.

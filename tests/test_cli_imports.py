@@ -34,7 +34,8 @@ raise SystemExit(code)
 COMMANDS = {"submitjob": "audience.submitjob", "getstatus": "audience.getstatus",
             "canceljob": "audience.canceljob", "listplayers": "audience.listplayers",
             "listjobs": "audience.listjobs", "retryjob": "audience.retryjob", "deletejob": "audience.deletejob",
-            "drain": "audience.drain"}
+            "drain": "audience.drain", "submitworkflow": "audience.submitworkflow",
+            "schedule": "audience.schedule"}
 
 # Packages (with their submodules) that no command on the local socket needs.
 NOT_ON_LOCAL_SOCKET = ("cryptography", "structlog", "orchestra.log", "orchestra.db",
@@ -82,6 +83,9 @@ def test_commands_on_the_local_socket_load_no_tls_logging_or_daemon_code(
         ("retryjob", ("0" * 32,), 5),
         ("deletejob", ("0" * 32,), 5),
         ("drain", ("--json", "p1.test"), 0),
+        ("getstatus", ("w" + "0" * 32,), 5),
+        ("canceljob", ("w" + "0" * 32,), 5),
+        ("schedule", ("list",), 0),
     ]
     for command, args, expected in calls:
         result, modules = run_reporting(cluster, report, command, *args)
