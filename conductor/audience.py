@@ -443,9 +443,11 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         who = self.requester()
         if flow is not None and flow.requester != who.label:
             policy = self.policy()
+            clusters, roster = self.lifecycle.clusters, self.sessions.roster
+            steps = [(score, clusters.judged(targets, roster), params) for score, targets, params
+                     in map(step_targets, flow.steps)]
             for wanted in dict.fromkeys(("read", action)):
-                decisions = [policy.may_touch(who, wanted, flow.requester, *step_targets(step), SUPERUSERS)
-                             for step in flow.steps]
+                decisions = [policy.may_touch(who, wanted, flow.requester, *step, SUPERUSERS) for step in steps]
                 refused = next((d for d in decisions if not d.allowed), None)
                 if refused is not None:
                     self.audit.record(action, "denied", requester=who.label, workflow_id=workflow_id,

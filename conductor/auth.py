@@ -224,7 +224,8 @@ class Gate:
                     return self._refuse("authz_refused", "not_audience",
                                         f"{identity.certname} is not an audience identity",
                                         method=method, certname=identity.certname)
-                current_requester.set(Requester("cert", identity.certname, serial=identity.serial))
+                current_requester.set(Requester("cert", identity.certname, serial=identity.serial,
+                                                issuer=identity.issuer))
                 return None
         elif service in (AUDIENCE_SERVICE, REFLECTION_SERVICE, HEALTH_SERVICE) and self.local is not None:
             cred = self.local.lookup(context.peer())

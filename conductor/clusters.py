@@ -42,6 +42,21 @@ class Clusters:
                 found.add(pattern)
         return sorted(found)
 
+    def judged(self, targets: Iterable[str], roster: Iterable[str]) -> list[str]:
+        """Targets as the policy is to judge them when deciding who may see or touch work
+        submitted earlier with @groups (a workflow's steps, a schedule's runs): each group
+        by its name and by the players it covers now (none, if it is gone), so a rule
+        about a host applies whether the work names the host or a group holding it."""
+        judged: list[str] = []
+        for target in targets:
+            judged.append(target)
+            if is_group(target):
+                try:
+                    judged.extend(self.members(target[1:], roster))
+                except ValidationError:
+                    pass
+        return list(dict.fromkeys(judged))
+
     def expand(self, targets: Iterable[str], roster: Iterable[str]) -> list[str]:
         """Targets with each @group replaced by its players, repeats dropped, in the order
         given. A group that matches no player is refused."""

@@ -40,7 +40,7 @@ from conductor.link import PlayerLink
 from conductor.localsock import LocalSocket
 from conductor.metrics import RELOADED_PARTS, Snapshot, families, take_snapshot
 from conductor.players import load_players
-from conductor.policy import Policy, parse_policy
+from conductor.policy import Policy, Requester, parse_policy
 from conductor.schedules import Schedules
 from conductor.sessions import PlayerSession, Sessions
 from conductor.state import ConductorState, Recovery, StateMachine
@@ -51,7 +51,7 @@ from orchestra import log, sdnotify
 from orchestra.daemon import raise_fd_limit, run_daemon, usage
 from orchestra.errors import ConfigError, StartupError
 from orchestra.stream import sweep
-from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, not_after
+from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, PeerIdentity, not_after
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2_grpc
 
 if TYPE_CHECKING:
@@ -232,6 +232,11 @@ class Conductor:
             lock.close()
             logger.info("conductor_stopped")
 
+    def _owner_revoked(self, who: Requester) -> str | None:
+        """Why the CRL refuses the certificate a workflow or schedule runs as (None: it
+        does not), as it would refuse that certificate's own calls."""
+        return self.revocation.refuses(PeerIdentity(who.name, who.serial or 0, 0.0, who.issuer))
+
     def _stop_signalled(self, name: str) -> None:
         """SIGTERM or SIGINT: the first begins the drain, a second cuts it short."""
         if not self.stopping.is_set():
@@ -284,6 +289,7 @@ class Conductor:
         after its next Hello.
         """
         self.gate.stopping = True
+        self.audience.workflows.stopping = True  # a step that ends now starts nothing new
         for task in starters:
             task.cancel()
         started = time.monotonic()
@@ -354,6 +360,7 @@ class Conductor:
         self.audience = StatefulAudience(lifecycle, cfg.job_deadline, not_after(material.cert),
                                          lambda: self.policy, self.state)
         self.audience.schedules = Schedules(lifecycle, self.audience.submissions, self.audience.workflows)
+        self.audience.submissions.revoked = self._owner_revoked
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, public)
         audience_pb2_grpc.add_AudienceServicer_to_server(self.audience, relay)
         for server in (public, relay):

@@ -72,6 +72,7 @@ class Requester:
     groups: frozenset[str] = frozenset()
     uid: int | None = None
     serial: int | None = None
+    issuer: bytes = b""  # DER of its certificate's issuer: a serial is unique only per issuer
 
     @property
     def label(self) -> str:
@@ -81,17 +82,21 @@ class Requester:
         """What the queue keeps of a requester whose work runs later, without it (a
         workflow's steps, a schedule's runs): see :func:`requester_now`."""
         return {"kind": self.kind, "name": self.name, "groups": sorted(self.groups), "uid": self.uid,
-                "serial": self.serial}
+                "serial": self.serial, "issuer": self.issuer.hex()}
 
 
 def requester_now(record: Mapping[str, object]) -> Requester:
     """The requester a record names, as it stands now: a local user's groups are looked
     up again (someone removed from a group loses what the group granted), and a user
-    who no longer exists is refused. A certificate's requester has no groups."""
+    who no longer exists is refused. A certificate's requester has no groups; whether its
+    certificate is still admitted (the CRL, ``[audience]``) is the caller's to check
+    (conductor.submission.Submissions.owner)."""
     kind, name = str(record.get("kind", "")), str(record.get("name", ""))
     serial = record.get("serial")
     if kind == "cert":
-        return Requester("cert", name, serial=serial if isinstance(serial, int) else None)
+        issuer = record.get("issuer")
+        return Requester("cert", name, serial=serial if isinstance(serial, int) else None,
+                         issuer=bytes.fromhex(issuer) if isinstance(issuer, str) else b"")
     if kind != "user":
         raise PolicyDenied(f"unknown kind of requester {kind!r}")
     import grp

@@ -10,7 +10,7 @@ schedule due:
   schedule then moves on to its next time after now;
 - unless the schedule allows ``overlap``, a run whose previous run is still going is
   skipped, saying which run is still going;
-- otherwise the run is submitted as the owner stands now (:func:`requester_now`: a user
+- otherwise the run is submitted as the owner stands now (``Submissions.owner``: a user
   removed from a group loses what the group granted), through every check ``submitjob``
   or a workflow passes (:mod:`conductor.submission`); a run refused there is recorded
   ``refused`` and the schedule goes on.
@@ -41,7 +41,7 @@ from croniter import croniter  # type: ignore[import-untyped]
 
 from conductor.audience import SUPERUSERS, NoSuchSchedule
 from conductor.lifecycle import Lifecycle
-from conductor.policy import Decision, Requester, requester_now
+from conductor.policy import Decision, Requester
 from conductor.store import JobFilter, ScheduleFire, ScheduleRecord
 from conductor.submission import Submissions
 from conductor.workflows import Workflows
@@ -287,8 +287,10 @@ class Schedules:
             return Decision(True, "", "own schedule")
         policy = self.submissions.policy()
         decision = Decision(False, "", "")
+        clusters, roster = self.lifecycle.clusters, self.lifecycle.sessions.roster
         for score, targets, params in parts(record.kind, record.request):
-            decision = policy.may_touch(who, "read", owner, score, targets, params, SUPERUSERS)
+            decision = policy.may_touch(who, "read", owner, score, clusters.judged(targets, roster), params,
+                                        SUPERUSERS)
             if not decision.allowed:
                 return decision
         return decision
@@ -378,7 +380,7 @@ class Schedules:
                 return await self._skip(fires, f"skipped: the previous run {record.last_id} is still running",
                                         "overlap", base)
         try:
-            who = requester_now(record.owner)
+            who = self.submissions.owner(record.owner)
             run_id = await self._submit(record, who, fires)
         except (ValidationError, PolicyDenied) as err:
             why = f"refused: {'by policy: ' if isinstance(err, PolicyDenied) else ''}{err}"[:MAX_ERROR_CHARS]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from conductor.lifecycle import Lifecycle
-from conductor.policy import Policy, Requester
+from conductor.policy import Policy, Requester, requester_now
 from conductor.store import NewJob, ScoreRules
 from orchestra.errors import PolicyDenied, ValidationError
 from orchestra.joboptions import check_job_name, check_labels, parse_amount, parse_priority, resolve_rollout
@@ -33,6 +33,22 @@ class Submissions:
         self.lifecycle = lifecycle
         self.job_deadline = job_deadline
         self.policy = policy
+        # Why a certificate is refused now (the CRL), None if it is not: set by main.
+        self.revoked: Callable[[Requester], str | None] = lambda who: None
+
+    def owner(self, record: Mapping[str, object]) -> Requester:
+        """The requester a workflow's steps or a schedule's runs are submitted as, as it
+        stands now: its groups read again, and refused (PolicyDenied) when it is a user
+        that no longer exists, a certificate the CRL revokes, or one ``[audience]`` no
+        longer admits, as its own calls would be."""
+        who = requester_now(record)
+        if who.kind == "cert":
+            if not self.policy().admits_cert(who.name):
+                raise PolicyDenied(f"{who.name} is no longer an audience identity")
+            why = self.revoked(who)
+            if why is not None:
+                raise PolicyDenied(f"the certificate of {who.name} is refused: {why}")
+        return who
 
     def job(self, request: audience_pb2.SubmitRequest, who: Requester) -> NewJob:
         """:meth:`parse` then :meth:`check`: raises ValidationError or PolicyDenied."""
@@ -65,9 +81,10 @@ class Submissions:
         """The request against what the conductor knows now: its groups and the players
         file, what the targets reported (the score's declarations) and the policy.
 
-        ``deferred`` params are not known yet (a workflow step's templates, checked when
-        the step starts): they are left out, and the score's declarations are not
-        applied; the rest is checked as for a job."""
+        ``deferred`` params are not known yet (a workflow step's templates of earlier
+        steps, filled in and checked when the step starts): each must be declared by
+        the score (when it declares any), but its value is not checked, and it counts
+        as given; the rest is checked as for a job."""
         score, params = draft.score, {k: v for k, v in draft.params.items() if k not in deferred}
         targets = self.lifecycle.clusters.expand(draft.targets, self.lifecycle.sessions.roster)
         unknown = [t for t in targets if t not in self.lifecycle.sessions.roster]
@@ -86,9 +103,10 @@ class Submissions:
         by_decls: dict[ScoreDecls, dict[str, str]] = {}  # a fleet mostly shares one .conf
         for target in targets:
             decls = self.lifecycle.sessions.declarations(target, score)
-            if decls is not None and not deferred:
+            if decls is not None:
                 if decls not in by_decls:
-                    by_decls[decls] = apply_decls(params, decls, score)
+                    by_decls[decls] = apply_decls(params, decls, score) if not deferred else \
+                        _apply_known(params, deferred, decls, score)
                     secret |= {d.name for d in decls.params if d.secret}
                 checked = by_decls[decls]
         decision = self.policy().decide(who, score, targets, checked)
@@ -129,3 +147,17 @@ class Submissions:
         shown = "; ".join(f"{target}: {reason}" for target, reason in list(why.items())[:5])
         more = f"; and {len(why) - 5} more" if len(why) > 5 else ""
         raise ValidationError(f"no target can run {score}, as they last reported ({shown}{more})")
+
+
+def _apply_known(params: dict[str, str], deferred: frozenset[str], decls: ScoreDecls, score: str) -> dict[str, str]:
+    """:func:`apply_decls` for a job some of whose params are known only later: every
+    param must be declared (when the score declares any), and those known later count
+    as given, their values checked once known."""
+    if not decls.params:
+        return dict(params)
+    declared = decls.by_name()
+    for key in sorted({*params, *deferred}):
+        if key not in declared:
+            raise ValidationError(f"score {score} does not declare parameter {key}")
+    known = ScoreDecls(tuple(decl for decl in decls.params if decl.name not in deferred))
+    return apply_decls(params, known, score) if known.params else dict(params)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conductor.lifecycle import Lifecycle
-from conductor.policy import Requester, requester_now
+from conductor.policy import Requester
 from conductor.states import TaskState
 from conductor.store import (
     NewStep, NewWorkflow, ScheduleFire, StepRecord, StepSettled, WorkflowRecord, WorkflowSubmitted,
@@ -44,6 +44,7 @@ logger = log.get("conductor")
 
 STEP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_STEPS = 100
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between tries of an advance that failed
 ON_FAILURE = ("stop", "continue")
 # Step states: a step waits, runs (its job), then ends as its job did, or ends without
 # one: failed (its params could not be filled in, or were refused), skipped (the
@@ -106,6 +107,15 @@ def substitute(value: str, lookup: Any) -> str:
     def one(match: re.Match[str]) -> str:
         refs = references(match.group(0))
         return str(lookup(refs[0]))
+    return _TEMPLATE_RE.sub(one, value)
+
+
+def fill_params(value: str, params: Mapping[str, str]) -> str:
+    """``value`` with its ``{{ params.KEY }}`` templates filled in (known at submission),
+    the others left for the step's start."""
+    def one(match: re.Match[str]) -> str:
+        ref = references(match.group(0))[0]
+        return params[ref.key] if ref.kind == "param" else match.group(0)
     return _TEMPLATE_RE.sub(one, value)
 
 
@@ -275,6 +285,7 @@ class Workflows:
         self.step_jobs: dict[str, str] = {}  # the job of each running step -> its workflow
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.stopping = False  # the conductor is draining: steps end, none starts
         lifecycle.on_finished.append(self._job_finished)
 
     def close(self) -> None:
@@ -301,6 +312,8 @@ class Workflows:
             job = audience_pb2.SubmitRequest()
             job.CopyFrom(step.job)
             job.idempotency_key = ""  # the workflow's own key covers its steps
+            for param, value in job.params.items():  # the workflow's params are known now
+                job.params[param] = fill_params(value, params)
             templated = frozenset(k.upper() for k, v in job.params.items() if "{{" in v)
             try:
                 draft = self.submissions.parse(job, who)
@@ -319,7 +332,12 @@ class Workflows:
         """Check and commit a workflow, then start its first steps. Raises ValidationError
         or PolicyDenied; ``stale`` when the schedule run it is was no longer due."""
         flow = self.parse(request, who, schedule, fires)
-        submitted = await asyncio.shield(self.store.submit_workflow(flow))
+        # One step a client that gives up cannot cut short (as Lifecycle.submit): a
+        # workflow committed and never advanced would wait for the next start.
+        return await asyncio.shield(self._submit(flow, who, schedule))
+
+    async def _submit(self, flow: NewWorkflow, who: Requester, schedule: str) -> WorkflowSubmitted:
+        submitted = await self.store.submit_workflow(flow)
         if submitted.conflict:
             raise ValidationError(f"idempotency key {flow.idempotency_key!r} was already used for workflow"
                                   f" {submitted.workflow_id} with a different request")
@@ -331,7 +349,7 @@ class Workflows:
         if not submitted.existing:
             logger.info("workflow_submitted", workflow_id=submitted.workflow_id, requester=who.label,
                         steps=len(flow.steps), schedule=schedule or None)
-            self.advance_soon(submitted.workflow_id)
+        self.advance_soon(submitted.workflow_id)  # an existing one too: harmless if it moves on already
         return submitted
 
     # ---- advancing -------------------------------------------------------------------
@@ -345,6 +363,8 @@ class Workflows:
             for step in flow.steps:
                 if step.state == RUNNING and step.job_id is not None:
                     self.step_jobs[step.job_id] = workflow_id
+            if flow.cancelled:  # a cancel the last conductor may not have carried out to its end
+                await self._cancel_steps(flow, "the conductor (a cancel requested before it restarted)")
             self.advance_soon(workflow_id)
 
     def _job_finished(self, kind: str, ident: str) -> None:
@@ -363,18 +383,25 @@ class Workflows:
         what may start (a step whose params cannot be filled in or are refused fails at
         once, and the rule is applied again), finish the workflow when nothing is left."""
         lock = self._locks.setdefault(workflow_id, asyncio.Lock())  # one advance at a time; kept while open
-        try:
-            async with lock:
-                await self._advance(workflow_id)
-        except Exception:
-            # Tried again after the next step's end, or at the next start.
-            logger.exception("workflow_advance_failed", workflow_id=workflow_id)
+        delay = RETRY_FIRST
+        while True:
+            try:
+                async with lock:
+                    await self._advance(workflow_id)
+                return
+            except Exception as err:  # a full disk, most likely: tried again, as a player's message is
+                logger.error("workflow_advance_failed", workflow_id=workflow_id, error=repr(err), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     async def _advance(self, workflow_id: str) -> None:
         for _ in range(2 * MAX_STEPS + 2):  # each round ends a step or more, or returns
             flow = await self.store.get_workflow(workflow_id)
             if flow is None or flow.finished_at is not None:
                 return
+            for running in flow.steps:  # running on (its job reopened by retryjob): heard of at its end
+                if running.state == RUNNING and running.job_id is not None and running.job_finished_at is None:
+                    self.step_jobs[running.job_id] = workflow_id
             now = time.time()
             moves = plan(flow, now)
             if moves.settle or moves.finished is not None:
@@ -386,6 +413,8 @@ class Workflows:
                                 reason=step.reason or None)
             if moves.finished is not None:
                 self._finished(flow, *moves.finished)
+                return
+            if self.stopping:  # draining: the next start carries on from here
                 return
             failed = []
             for name in moves.start:
@@ -418,12 +447,14 @@ class Workflows:
         request.params.clear()
         request.params.update(filled)
         labels = {**flow.labels, **request.labels}
+        if flow.schedule:  # a run of a schedule: every step's job says so, whatever the step's labels
+            labels["schedule"] = flow.schedule
         request.labels.clear()
         request.labels.update(labels)
         if not request.name:
             request.name = f"{flow.name or flow.workflow_id}/{name}"[-MAX_NAME_CHARS:]
         try:
-            who = requester_now(flow.owner)
+            who = self.submissions.owner(flow.owner)
             job = self.submissions.job(request, who)
         except (ValidationError, PolicyDenied) as err:
             refused = "refused by policy: " if isinstance(err, PolicyDenied) else ""
@@ -439,12 +470,12 @@ class Workflows:
 
     async def _fill(self, flow: WorkflowRecord, params: Mapping[str, str]) -> dict[str, str]:
         steps = {step.name: step for step in flow.steps}
-        responses: dict[str, list[dict[str, str]]] = {}
+        values: dict[tuple[str, str], list[str]] = {}  # (step, key) -> up to two values its hosts gave
         for value in params.values():
             for ref in references(value):
                 job_id = steps[ref.step].job_id if ref.step in steps else None
-                if ref.kind == "response" and ref.step not in responses:
-                    responses[ref.step] = await self.store.step_responses(job_id) if job_id else []
+                if ref.kind == "response" and (ref.step, ref.key) not in values:
+                    values[ref.step, ref.key] = await self.store.response_values(job_id, ref.key) if job_id else []
 
         def lookup(ref: Ref) -> str:
             if ref.kind == "param":
@@ -456,14 +487,13 @@ class Workflows:
                 if job_id is None:
                     raise StepUnfillable(f"step {ref.step} never ran: no job id to pass on")
                 return job_id
-            values = {response[ref.key] for response in responses[ref.step] if ref.key in response}
-            if not values:
+            found = values[ref.step, ref.key]
+            if not found:
                 raise StepUnfillable(f"step {ref.step}'s response has no {ref.key}"
                                      f"{'' if job_id else ' (it never ran)'}")
-            if len(values) > 1:
-                raise StepUnfillable(f"step {ref.step}'s hosts responded with {len(values)} different values"
-                                     f" of {ref.key}")
-            return values.pop()
+            if len(found) > 1:
+                raise StepUnfillable(f"step {ref.step}'s hosts responded with different values of {ref.key}")
+            return str(found[0])
         filled = {}
         for key, value in params.items():
             result = substitute(value, lookup)
@@ -474,6 +504,14 @@ class Workflows:
 
     # ---- operators -------------------------------------------------------------------
 
+    async def _cancel_steps(self, flow: WorkflowRecord, requester: str) -> None:
+        """Cancel the jobs of the workflow's running steps (as canceljob of each)."""
+        for step in flow.steps:
+            if step.state == RUNNING and step.job_id is not None and step.job_finished_at is None:
+                job = await self.store.get_job(step.job_id)
+                if job is not None and job.finished_at is None:
+                    await self.lifecycle.cancel(job, requester)
+
     async def cancel(self, flow: WorkflowRecord, requester: str) -> None:
         """No step starts any more; the jobs of running steps are cancelled. The workflow
         ends cancelled once they have ended."""
@@ -481,11 +519,7 @@ class Workflows:
                                     workflow_id=flow.workflow_id)
         cancelled = await self.store.cancel_workflow(flow.workflow_id, f"cancelled by {requester}")
         if cancelled is not None:
-            for step in cancelled.steps:
-                if step.state == RUNNING and step.job_id is not None:
-                    job = await self.store.get_job(step.job_id)
-                    if job is not None and job.finished_at is None:
-                        await self.lifecycle.cancel(job, requester)
+            await self._cancel_steps(cancelled, requester)
         logger.info("workflow_cancel_requested", workflow_id=flow.workflow_id, requester=requester)
         await self.advance(flow.workflow_id)
 

@@ -1,4 +1,5 @@
-"""The live demo: dev PKI, a conductor and three players on loopback, two real jobs.
+"""The live demo: dev PKI, a conductor and three players on loopback; jobs, a rollout, a
+workflow and a schedule.
 
 Run by ``./demo.sh``. Everything lives under ./demo-run and is stopped at the end.
 """
@@ -10,12 +11,24 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from devtools.devcluster import REPO_ROOT, Cluster, free_port
 
 PLAYERS = ["alpha.orchestra.test", "beta.orchestra.test", "gamma.orchestra.test"]
+WORKFLOW = """name = "greetings"
+[steps.greet]
+score = "hello"
+targets = ["{first}"]
+params = {{ WHO = "demo" }}
+[steps.answer]
+after = ["greet"]
+score = "hello"
+targets = ["{second}"]
+params = {{ WHO = "{{{{ steps.greet.response.player }}}}" }}
+"""
 
 
 def say(text: str) -> None:
@@ -70,6 +83,18 @@ def main() -> int:
         run(cluster, "listplayers")
         run(cluster, "undrain", PLAYERS[-1])
         run(cluster, "getstatus", "--wait", "--timeout", "30", rollout.stdout.strip())
+        say("A workflow: the second step greets the host the first step's response names")
+        workflow = root / "greetings.toml"
+        workflow.write_text(WORKFLOW.format(first=PLAYERS[0], second=PLAYERS[1]))
+        run(cluster, "submitworkflow", "--wait", "--timeout", "60", str(workflow))
+        say("A schedule: the same job every 2 seconds, as its owner, until removed")
+        job = root / "hello.toml"
+        job.write_text(f'score = "hello"\ntargets = ["{PLAYERS[2]}"]\nparams = {{ WHO = "schedule" }}\n')
+        run(cluster, "schedule", "add", "greet", "--cron", "*/2 * * * * *", "--file", str(job))
+        time.sleep(5)
+        run(cluster, "schedule", "list")
+        run(cluster, "schedule", "remove", "greet")
+        run(cluster, "listjobs", "--label", "schedule=greet")
         run(cluster, "listjobs")
         run(cluster, "listjobs", "--state", "failed", "--state", "partial_fail")
         show_metrics(metrics)

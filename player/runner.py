@@ -213,6 +213,8 @@ class Execution:
         try:
             interface = interfaces.get(name)
             stdin = interface.stdin(self.ctx.params)
+            if stdin is not None and not isinstance(stdin, bytes):
+                raise TypeError(f"stdin() returned {type(stdin).__name__}, not bytes or None")
         except KeyError:  # checked with the .conf: only a player that loaded none gets here
             return self._result(player_pb2.ENDING_FAILED, TaskOutcome(
                 reason=f"cannot start score: unknown interface {name!r}", started_at=started_at))

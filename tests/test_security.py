@@ -132,6 +132,15 @@ AUDIENCE_CALLS = {
     "Retry": audience_pb2.RetryRequest(job_id="0" * 32),
     "Delete": audience_pb2.JobRef(job_id="0" * 32),
     "Drain": audience_pb2.DrainRequest(names=["p1.test"]),
+    "SubmitWorkflow": audience_pb2.WorkflowRequest(steps=[audience_pb2.WorkflowStep(
+        name="one", job=audience_pb2.SubmitRequest(score="hello", targets=["p1.test"]))]),
+    "GetWorkflow": audience_pb2.JobRef(job_id="w" + "0" * 32),
+    "WaitWorkflow": audience_pb2.WaitRequest(job_id="w" + "0" * 32, timeout_seconds=1),
+    "CancelWorkflow": audience_pb2.JobRef(job_id="w" + "0" * 32),
+    "AddSchedule": audience_pb2.ScheduleRequest(name="tick", cron="* * * * *", job=audience_pb2.SubmitRequest(
+        score="hello", targets=["p1.test"])),
+    "ChangeSchedule": audience_pb2.ScheduleChange(name="tick", action="pause"),
+    "ListSchedules": audience_pb2.ListSchedulesRequest(),
 }
 
 
@@ -147,7 +156,7 @@ def _call(channel: grpc.Channel, method: str, request: object) -> grpc.StatusCod
     stub = audience_pb2_grpc.AudienceStub(channel)
     try:
         result = getattr(stub, method)(request, timeout=10)
-        if method in ("WaitJob", "WatchJob"):
+        if method in ("WaitJob", "WatchJob", "WaitWorkflow"):
             list(result)
     except grpc.RpcError as err:
         return err.code()
@@ -161,7 +170,8 @@ def test_every_audience_method_refuses_a_player_certificate(cluster3: Cluster) -
     for method, request in AUDIENCE_CALLS.items():
         assert _call(channel, method, request) == grpc.StatusCode.PERMISSION_DENIED, method
     channel.close()
-    assert queue_rows(cluster3, "jobs") == []
+    assert queue_rows(cluster3, "jobs") == [] and queue_rows(cluster3, "workflows") == []
+    assert queue_rows(cluster3, "schedules") == []
     audit = (cluster3.state_dir / "audit.log").read_text()
     assert '"authz_refused"' in audit and "p1.test is not an audience identity" in audit
 

@@ -3,6 +3,7 @@ conductor between steps and during one, without any step running twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ import pytest
 from audience.client import Client
 from devtools.devcluster import Cluster
 from orchestra.config import load_audience
+from orchestra.errors import ValidationError
 from orchestra.wire import audience_pb2
 from tests.conftest import MakeCluster, queue_rows
 
@@ -184,3 +186,54 @@ def test_a_conductor_killed_during_a_step_carries_on_without_running_it_twice(cl
     assert flow.status == "ok" and states(flow) == {"one": "ok", "two": "ok", "three": "ok"}
     assert runs(tmp_path / "runs") == {"one": 1, "two": 1, "three": 1}
     assert inputs(tmp_path / "runs", "three") == ["slow"]
+
+
+def test_another_requester_sees_a_workflow_only_if_the_policy_lets_it_read_every_step(
+        make_cluster: MakeCluster, tmp_path: Path) -> None:
+    everyone = {"scores": ["*"], "targets": ["*"]}
+    cluster = make_cluster(PLAYERS, audience_names=["ci.test", "auditor.test"], conductor_settings={
+        "audience": {"ci.test": everyone, "auditor.test": everyone},
+        "policy": [{"name": "everyone-runs", "requesters": ["*"]},
+                   {"name": "audit-p1", "requesters": ["cert:auditor.test"], "actions": ["read"],
+                    "targets": [PLAYERS[0]]}]})
+    cluster.add_score("step", step_score(tmp_path / "runs"), "interface env\ntimeout 60\n")
+    on_p1 = submit(cluster, workflow(("one", [], {"SLEEP": "30"}, "")))
+    on_both = submit(cluster, workflow(("one", [], {}, ""), ("two", ["one"], {}, ""),
+                                       targets=PLAYERS))
+    ci, auditor = (cluster.remote_audience_config(name) for name in ("ci.test", "auditor.test"))
+    for command in ("getstatus", "canceljob"):
+        hidden = cluster.cli(command, on_p1, config=ci)
+        assert hidden.returncode == 5 and f"no such workflow {on_p1}" in hidden.stderr, hidden.stderr
+    seen = cluster.cli("getstatus", on_p1, config=auditor)
+    assert seen.returncode == 3 and on_p1 in seen.stdout  # read, pending
+    refused = cluster.cli("canceljob", on_p1, config=auditor)
+    assert refused.returncode == 2, refused.stderr  # may read, may not cancel
+    assert cluster.cli("getstatus", on_both, config=auditor).returncode == 5  # a step outside its grant
+    assert get(cluster, on_p1).status == "pending"
+    cancelled = cluster.cli("canceljob", "--wait", "--timeout", "30", on_p1)
+    assert cancelled.returncode == 1 and get(cluster, on_p1).status == "cancelled"
+    audit = [json.loads(line) for line in (cluster.state_dir / "audit.log").read_text().splitlines()]
+    assert ("read", "accepted", "cert:auditor.test") in {
+        (a["event"], a["decision"], a["requester"]) for a in audit if a.get("workflow_id") == on_p1}
+    assert ("cancel", "denied", "cert:auditor.test") in {
+        (a["event"], a["decision"], a["requester"]) for a in audit if a.get("workflow_id") == on_p1}
+
+
+def test_what_is_known_at_submission_is_checked_then(cluster: Cluster, tmp_path: Path) -> None:
+    """The workflow's params are filled in and checked against the score's declarations
+    at submission, and a param left for later must be declared: nothing runs first."""
+    cluster.add_score("strict", step_score(tmp_path / "runs"),
+                      "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
+
+    def strict_after_first(**params: str) -> audience_pb2.WorkflowRequest:
+        request = workflow(("first", [], {"OUT": "ok"}, ""), params={"V": "Bad Value"})
+        request.steps.append(audience_pb2.WorkflowStep(name="second", after=["first"], job=audience_pb2.SubmitRequest(
+            score="strict", targets=[PLAYERS[0]], params={"TAG": "second", **params})))
+        return request
+    with pytest.raises(ValidationError, match="step second: parameter IN: 'Bad Value' does not match"):
+        submit(cluster, strict_after_first(IN="{{ params.V }}"))
+    with pytest.raises(ValidationError, match="step second: score strict does not declare parameter NOPE"):
+        submit(cluster, strict_after_first(IN="{{ steps.first.response.OUT }}", NOPE="1"))
+    assert runs(tmp_path / "runs") == {} and queue_rows(cluster, "workflows") == []
+    flow = finished(cluster, submit(cluster, strict_after_first(IN="{{ steps.first.response.OUT }}")))
+    assert flow.status == "ok" and inputs(tmp_path / "runs", "second") == ["ok"]

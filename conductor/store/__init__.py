@@ -97,8 +97,9 @@ class Store(Protocol):
         steps that never ran."""
     async def cancel_workflow(self, workflow_id: str, reason: str) -> WorkflowRecord | None:
         """No step starts any more: waiting steps end cancelled."""
-    async def step_responses(self, job_id: str) -> list[dict[str, str]]:
-        """The responses of the job's tasks that ended ok."""
+    async def response_values(self, job_id: str, key: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` different values of ``key`` in the responses of the job's tasks
+        that ended ok."""
 
     # ---- schedules: a run commits with the job or workflow it submits (NewJob.fires)
     async def add_schedule(self, schedule: ScheduleRecord) -> bool:

@@ -269,6 +269,11 @@ def _insert_job(conn: sqlite3.Connection, job: NewJob) -> Submitted:
             " WHERE workflow_id = ? AND name = ? AND state = 'waiting' AND job_id IS NULL",
             (job_id, now, job.workflow_id, job.step)).rowcount != 1:
         return Submitted("", False, stale=True)
+    if job.workflow_id is not None and job.secret_keys:  # its job has them now, and forgets them at its end
+        row = conn.execute("SELECT request FROM workflow_steps WHERE workflow_id = ? AND name = ?",
+                           (job.workflow_id, job.step)).fetchone()
+        conn.execute("UPDATE workflow_steps SET request = ? WHERE workflow_id = ? AND name = ?",
+                     (_without_values(bytes(row[0]), job.secret_keys), job.workflow_id, job.step))
     if job.fires is not None and not _fired(conn, job.fires, job_id, now):
         return Submitted("", False, stale=True)
     players: Sequence[str | None] = job.targets if job.scope == "all" else [None]
@@ -327,20 +332,23 @@ def _workflow(conn: sqlite3.Connection, workflow_id: str) -> WorkflowRecord | No
 
 
 def _forget_workflow(conn: sqlite3.Connection, workflow_id: str) -> None:
-    """Delete a finished workflow, its steps and the jobs they ran."""
-    for (job_id,) in conn.execute("SELECT id FROM jobs WHERE workflow_id = ?", (workflow_id,)).fetchall():
+    """Delete a finished workflow, its steps and the finished jobs they ran."""
+    for (job_id,) in conn.execute("SELECT id FROM jobs WHERE workflow_id = ? AND finished_at IS NOT NULL",
+                                  (workflow_id,)).fetchall():  # one reopened by retryjob stays, on its own
         _forget_job(conn, job_id)
     conn.execute("DELETE FROM workflow_steps WHERE workflow_id = ?", (workflow_id,))
     conn.execute("DELETE FROM workflows WHERE id = ?", (workflow_id,))
 
 
-def _without_values(request: bytes) -> bytes:
-    """A step's request with its parameter values blanked (their keys kept)."""
-    from orchestra.wire import audience_pb2  # only a finished workflow needs it
+def _without_values(request: bytes, keys: Collection[str] | None = None) -> bytes:
+    """A step's request with the values of these parameters (None: all) blanked, their
+    keys kept."""
+    from orchestra.wire import audience_pb2  # only workflows need it
 
     message = audience_pb2.SubmitRequest.FromString(request)
-    for key in message.params:
-        message.params[key] = ""
+    for key in list(message.params):
+        if keys is None or key.upper() in keys:
+            message.params[key] = ""
     return message.SerializeToString()
 
 
@@ -837,11 +845,13 @@ class SqliteStore:
             return _workflow(conn, workflow_id)
         return await self.db.write(op)
 
-    async def step_responses(self, job_id: str) -> list[dict[str, str]]:
-        """The responses of a step's job's tasks that ended ok, in task order."""
-        def op(conn: sqlite3.Connection) -> list[dict[str, str]]:
-            return [json.loads(r[0]) for r in conn.execute(
-                "SELECT response FROM tasks WHERE job_id = ? AND state = 'ok' ORDER BY rowid", (job_id,))]
+    async def response_values(self, job_id: str, key: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` different values of ``key`` in the responses of the job's tasks
+        that ended ok: read from the stored JSON, never whole responses."""
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT DISTINCT entry.value FROM tasks, json_each(tasks.response) AS entry"
+                " WHERE tasks.job_id = ? AND tasks.state = 'ok' AND entry.key = ? LIMIT ?", (job_id, key, limit))]
         return await self.db.run(op, self.db.conn)
 
     # ---- schedules ---------------------------------------------------------------------
