@@ -94,6 +94,18 @@ def states(flow: audience_pb2.Workflow) -> dict[str, str]:
     return {step.name: step.state for step in flow.steps}
 
 
+def add_strict_score(cluster: Cluster, marker: Path) -> None:
+    """A score declaring IN with a pattern, once every player reports it valid (a player
+    may first see the executable without its .conf, and report it invalid)."""
+    cluster.add_score("strict", step_score(marker), "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
+
+    def valid() -> bool:
+        players = cluster.players() or []
+        return len(players) == len(PLAYERS) and all(
+            any(score.name == "strict" and score.valid for score in player.scores) for player in players)
+    cluster.wait_for(valid, "strict reported valid by every player")
+
+
 @pytest.fixture
 def cluster(make_cluster: MakeCluster, tmp_path: Path) -> Cluster:
     cluster = make_cluster(PLAYERS)
@@ -136,8 +148,7 @@ def test_a_response_missing_fails_the_step_that_needs_it_with_a_reason(cluster: 
 def test_a_filled_in_value_is_checked_as_any_param(cluster: Cluster, tmp_path: Path) -> None:
     """The score declares IN with a pattern: a response that does not match it is refused
     when the step starts, as it would be on the command line."""
-    cluster.add_score("strict", step_score(tmp_path / "runs"),
-                      "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
+    add_strict_score(cluster, tmp_path / "runs")
     request = workflow(("build", [], {"OUT": "bad value; rm -rf /"}, ""))
     request.steps.append(audience_pb2.WorkflowStep(name="deploy", after=["build"], job=audience_pb2.SubmitRequest(
         score="strict", targets=[PLAYERS[0]], params={"TAG": "deploy", "IN": "{{ steps.build.response.OUT }}"})))
@@ -222,8 +233,7 @@ def test_another_requester_sees_a_workflow_only_if_the_policy_lets_it_read_every
 def test_what_is_known_at_submission_is_checked_then(cluster: Cluster, tmp_path: Path) -> None:
     """The workflow's params are filled in and checked against the score's declarations
     at submission, and a param left for later must be declared: nothing runs first."""
-    cluster.add_score("strict", step_score(tmp_path / "runs"),
-                      "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
+    add_strict_score(cluster, tmp_path / "runs")
 
     def strict_after_first(**params: str) -> audience_pb2.WorkflowRequest:
         request = workflow(("first", [], {"OUT": "ok"}, ""), params={"V": "Bad Value"})
