@@ -26,7 +26,7 @@ from conductor.store import (
 )
 from conductor.submission import WIRE_SCOPES, Submissions
 from conductor.watchers import Watchers
-from conductor.workflows import Workflows, step_jobs, step_targets, workflow_to_wire
+from conductor.workflows import RUNNING, Workflows, step_jobs, step_targets
 from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.joboptions import check_labels, parse_label
@@ -624,3 +624,24 @@ def task_to_wire(task: TaskRecord) -> audience_pb2.Task:
         history=[audience_pb2.Attempt(attempt=earlier.attempt, player=earlier.player or "",
                                       state=earlier.state.to_wire(),  # type: ignore[arg-type]
                                       outcome=earlier.outcome.to_wire()) for earlier in task.history])
+
+
+def workflow_to_wire(flow: WorkflowRecord, counts: Mapping[str, Mapping[TaskState, int]],
+                     params: Mapping[str, Mapping[str, str]]) -> audience_pb2.Workflow:
+    """The workflow as getstatus shows it; ``counts`` and ``params`` by step job."""
+    wire = audience_pb2.Workflow(
+        workflow_id=flow.workflow_id, name=flow.name, labels=flow.labels, requester=flow.requester,
+        created_at=flow.created_at, finished_at=flow.finished_at or 0.0, status=flow.status,
+        finished=flow.finished_at is not None, reason=flow.reason)
+    for step in flow.steps:
+        request = audience_pb2.SubmitRequest.FromString(step.request)
+        state = step.state
+        if state == RUNNING and step.job_finished_at is not None and step.job_status is not None:
+            state = step.job_status  # ended; the workflow's rule has not run yet
+        wire.steps.append(audience_pb2.WorkflowStepStatus(
+            name=step.name, state=state, reason=step.reason, job_id=step.job_id or "", after=step.after,
+            on_failure=step.on_failure, score=request.score, started_at=step.started_at or 0.0,
+            finished_at=step.finished_at or step.job_finished_at or 0.0,
+            counts=counts_to_wire(counts.get(step.job_id or "", {})),
+            params=params.get(step.job_id or "", {})))
+    return wire

@@ -29,7 +29,6 @@ from typing import Any
 
 from conductor.lifecycle import Lifecycle
 from conductor.policy import Requester
-from conductor.states import TaskState
 from conductor.store import (
     NewStep, NewWorkflow, ScheduleFire, StepRecord, StepSettled, WorkflowRecord, WorkflowSubmitted,
 )
@@ -528,29 +527,6 @@ def step_targets(step: StepRecord) -> tuple[str, list[str], dict[str, str]]:
     """A step's score, targets and params as submitted (for the policy's access rule)."""
     request = audience_pb2.SubmitRequest.FromString(step.request)
     return request.score, list(request.targets), dict(request.params)
-
-
-def workflow_to_wire(flow: WorkflowRecord, counts: Mapping[str, Mapping[TaskState, int]],
-                     params: Mapping[str, Mapping[str, str]]) -> audience_pb2.Workflow:
-    """The workflow as getstatus shows it; ``counts`` and ``params`` by step job."""
-    from conductor.audience import counts_to_wire
-
-    wire = audience_pb2.Workflow(
-        workflow_id=flow.workflow_id, name=flow.name, labels=flow.labels, requester=flow.requester,
-        created_at=flow.created_at, finished_at=flow.finished_at or 0.0, status=flow.status,
-        finished=flow.finished_at is not None, reason=flow.reason)
-    for step in flow.steps:
-        request = audience_pb2.SubmitRequest.FromString(step.request)
-        state = step.state
-        if state == RUNNING and step.job_finished_at is not None and step.job_status is not None:
-            state = step.job_status  # ended; the workflow's rule has not run yet
-        wire.steps.append(audience_pb2.WorkflowStepStatus(
-            name=step.name, state=state, reason=step.reason, job_id=step.job_id or "", after=step.after,
-            on_failure=step.on_failure, score=request.score, started_at=step.started_at or 0.0,
-            finished_at=step.finished_at or step.job_finished_at or 0.0,
-            counts=counts_to_wire(counts.get(step.job_id or "", {})),
-            params=params.get(step.job_id or "", {})))
-    return wire
 
 
 def step_jobs(flow: WorkflowRecord) -> Iterable[str]:
