@@ -82,30 +82,48 @@ class Client:
         job = self.get(job_id)  # unreachable (4) or unknown job (5) fail at once
         if job.finished:
             return job
+        watching = progress
+
+        def answer(request: audience_pb2.WaitRequest, call_timeout: float | None) -> audience_pb2.Job | None:
+            if watching is None:
+                for finished in self.stub.WaitJob(request, timeout=call_timeout):
+                    return finished  # type: ignore[no-any-return]
+                return None
+            for update in self.stub.WatchJob(request, timeout=call_timeout):
+                if update.HasField("job"):
+                    return update.job  # type: ignore[no-any-return]
+                watching(update.progress)
+            return None
+
+        def plain_wait() -> bool:  # a conductor from before WatchJob
+            nonlocal watching
+            asked_to_watch, watching = watching is not None, None
+            return asked_to_watch
+        return self._ride_out(job_id, timeout, self.get, answer, plain_wait)
+
+    def _ride_out(self, ident: str, timeout: float | None, get: Callable[[str], T],
+                  answer: Callable[[audience_pb2.WaitRequest, float | None], T | None],
+                  unimplemented: Callable[[], bool] = lambda: False) -> T:
+        """One server-side wait for a job or workflow (``answer``: its last message, None
+        when the stream ended without one), asked again with jittered backoff while the
+        conductor restarts, until ``timeout`` (then ``get`` reads it as it stands) or,
+        without one, an outage of MAX_OUTAGE. ``unimplemented`` says whether to ask again
+        when the conductor does not know the call."""
         deadline = None if timeout is None else time.monotonic() + timeout
         outage_since: float | None = None
         delay = 0.2
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return self.get(job_id)
-            request = audience_pb2.WaitRequest(job_id=job_id, timeout_seconds=remaining or 0.0)
-            call_timeout = None if remaining is None else remaining + CALL_TIMEOUT
+                return get(ident)
+            request = audience_pb2.WaitRequest(job_id=ident, timeout_seconds=remaining or 0.0)
             try:
-                if progress is None:
-                    for answer in self.stub.WaitJob(request, timeout=call_timeout):
-                        finished: audience_pb2.Job = answer
-                        return finished
-                else:
-                    for update in self.stub.WatchJob(request, timeout=call_timeout):
-                        if update.HasField("job"):
-                            last: audience_pb2.Job = update.job
-                            return last
-                        progress(update.progress)
-                raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
+                found = answer(request, None if remaining is None else remaining + CALL_TIMEOUT)
+                if found is None:
+                    raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
+                return found
             except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.UNIMPLEMENTED and progress is not None:
-                    progress = None  # a conductor from before WatchJob
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED and unimplemented():
                     continue
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self.translate(err) from None
@@ -173,31 +191,12 @@ class Client:
         flow = self.get_workflow(workflow_id)  # unreachable (4) or unknown workflow (5) fail at once
         if flow.finished:
             return flow
-        deadline = None if timeout is None else time.monotonic() + timeout
-        outage_since: float | None = None
-        delay = 0.2
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return self.get_workflow(workflow_id)
-            request = audience_pb2.WaitRequest(job_id=workflow_id, timeout_seconds=remaining or 0.0)
-            try:
-                for answer in self.stub.WaitWorkflow(
-                        request, timeout=None if remaining is None else remaining + CALL_TIMEOUT):
-                    finished: audience_pb2.Workflow = answer
-                    return finished
-                raise UnreachableError(f"the conductor at {self.where} ended the wait without an answer")
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise self.translate(err) from None
-                now = time.monotonic()
-                outage_since = outage_since or now
-                if deadline is None and now - outage_since > MAX_OUTAGE:
-                    raise self.translate(err) from None
-            import random  # only a wait that rides out an outage needs it
 
-            time.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, 5.0)
+        def answer(request: audience_pb2.WaitRequest, call_timeout: float | None) -> audience_pb2.Workflow | None:
+            for finished in self.stub.WaitWorkflow(request, timeout=call_timeout):
+                return finished  # type: ignore[no-any-return]
+            return None
+        return self._ride_out(workflow_id, timeout, self.get_workflow, answer)
 
     # ---- schedules ---------------------------------------------------------------------
 

@@ -199,6 +199,26 @@ def takes_value(parser: Parser, word: str) -> bool:
     return action is not None and action.nargs != 0
 
 
+def split_options(parser: Parser, words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Options (each with its value) apart from the other words, so options may stand
+    anywhere on a line: no score, host or parameter name starts with '-', and '--' ends
+    the options."""
+    options: list[str] = []
+    others: list[str] = []
+    index, options_end = 0, False
+    while index < len(words):
+        word, step = words[index], 1
+        if word == "--" and not options_end:
+            options_end = True
+        elif looks_like_option(word) and not options_end:
+            step = 2 if takes_value(parser, word) else 1
+            options += words[index:index + step]
+        else:
+            others.append(word)
+        index += step
+    return options, others
+
+
 @dataclass
 class Words:
     """A command line sorted into what argparse must read as options and what it must not."""

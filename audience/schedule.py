@@ -19,7 +19,7 @@ from typing import Any
 
 from audience import completion, workflowfile
 from audience.common import JOB_MEANINGS, Parser, add_common, run_command, with_client
-from audience.parse import looks_like_option, parse_submission, takes_value
+from audience.parse import looks_like_option, parse_submission, split_options, takes_value
 from audience.submitjob import request_of
 from orchestra.cli import INTERRUPTED_MEANING, ExitMeanings, visible, write_out
 from orchestra.errors import ExitCode
@@ -105,20 +105,7 @@ def arranged(parser: Parser, argv: Sequence[str]) -> list[str]:
         index += 2 if takes_value(parser, argv[index]) else 1
     if index >= len(argv) or argv[index] != "add":
         return list(argv)
-    add = _subparser(parser, "add")
-    options: list[str] = []
-    words: list[str] = []
-    rest, position, options_end = argv[index + 1:], 0, False
-    while position < len(rest):
-        word, step = rest[position], 1
-        if word == "--" and not options_end:
-            options_end = True
-        elif looks_like_option(word) and not options_end:
-            step = 2 if takes_value(add, word) else 1
-            options += rest[position:position + step]
-        else:
-            words.append(word)
-        position += step
+    options, words = split_options(_subparser(parser, "add"), argv[index + 1:])
     return [*argv[:index + 1], *options, "--", *words]
 
 

@@ -19,7 +19,7 @@ from functools import cache
 from audience import completion, waiting, workflowfile
 from audience.client import Client
 from audience.common import JOB_MEANINGS, Parser, add_common, positive_seconds, run_command, with_client
-from audience.parse import looks_like_option, takes_value
+from audience.parse import looks_like_option, split_options, takes_value
 from orchestra.cli import INTERRUPTED_MEANING, ExitMeanings, visible, write_out
 from orchestra.errors import ExitCode
 from orchestra.joboptions import check_job_name, check_labels, parse_label
@@ -84,22 +84,7 @@ def build_parser() -> Parser:
 def sort_words(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Options (with their values) apart from FILE and the KEY=VALUE words, so options may
     stand anywhere; no parameter name starts with '-', and '--' ends the options."""
-    parser = build_parser()
-    options: list[str] = []
-    positionals: list[str] = []
-    index = 0
-    options_end = False
-    while index < len(argv):
-        word, step = argv[index], 1
-        if word == "--" and not options_end:
-            options_end = True
-        elif looks_like_option(word) and not options_end:
-            step = 2 if takes_value(parser, word) else 1
-            options += argv[index:index + step]
-        else:
-            positionals.append(word)
-        index += step
-    return options, positionals
+    return split_options(build_parser(), argv)
 
 
 def completion_order(words: list[str]) -> list[str]:
