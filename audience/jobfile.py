@@ -98,19 +98,24 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> JobFile:
 def parse(data: bytes, path: str, environ: Mapping[str, str] | None = None) -> JobFile:
     """A job file's content, checked; ``path`` names it in errors, and relative ``file``
     parameters are read from its directory."""
+    return _Reader(path, environ).job(read_toml(data, path, "job file"))
+
+
+def read_toml(data: bytes, path: str, kind: str) -> dict[str, Any]:
+    """A job or workflow file's bytes as a TOML table: bounded, UTF-8, valid TOML, or one
+    line naming ``path`` and the problem."""
     if len(data) > MAX_FILE_BYTES:
-        raise ValidationError(f"{path}: job file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
+        raise ValidationError(f"{path}: {kind} is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValidationError(f"{path}: job file is not UTF-8 text (byte {err.start})") from None
-    import tomllib  # only a job file needs it
+        raise ValidationError(f"{path}: {kind} is not UTF-8 text (byte {err.start})") from None
+    import tomllib  # only a job or workflow file needs it
 
     try:
-        table = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValidationError(f"{path}: invalid TOML: {err}") from None
-    return _Reader(path, environ).job(table)
 
 
 class _Reader:

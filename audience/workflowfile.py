@@ -52,18 +52,7 @@ def parse(data: bytes, path: str, params: Mapping[str, str] = {},
           environ: Mapping[str, str] | None = None) -> audience_pb2.WorkflowRequest:
     """A workflow file's content, checked, as the request the conductor takes; ``path``
     names it in errors, and relative ``file`` parameters are read from its directory."""
-    if len(data) > jobfile.MAX_FILE_BYTES:
-        raise ValidationError(f"{path}: workflow file is larger than {jobfile.MAX_FILE_BYTES // 1024 // 1024} MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValidationError(f"{path}: workflow file is not UTF-8 text (byte {err.start})") from None
-    import tomllib  # only a workflow file needs it
-
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValidationError(f"{path}: invalid TOML: {err}") from None
+    table = jobfile.read_toml(data, path, "workflow file")
     return _Workflow(_Reader(path, environ)).request(table, params)
 
 

@@ -177,6 +177,17 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                      context: grpc.aio.ServicerContext) -> audience_pb2.Job:
         return job_to_wire(await self._job(request.job_id, context))
 
+    async def _until_finished(self, event: asyncio.Event, timeout_seconds: float,
+                              context: grpc.aio.ServicerContext) -> None:
+        """Until ``event`` says the job or workflow finished, or the wait's timeout (0: none)
+        passed; a conductor shutting down meanwhile answers UNAVAILABLE."""
+        try:
+            await asyncio.wait_for(event.wait(), timeout_seconds if timeout_seconds > 0 else None)
+        except TimeoutError:
+            pass
+        if self.lifecycle.watchers.closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+
     async def WaitJob(self, request: audience_pb2.WaitRequest,  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.Job]:
         if JOB_ID_RE.fullmatch(request.job_id) is None:
@@ -185,13 +196,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         try:
             job = await self._job(request.job_id, context)  # read after watching: no finish slips between
             if job.finished_at is None:
-                timeout = request.timeout_seconds if request.timeout_seconds > 0 else None
-                try:
-                    await asyncio.wait_for(event.wait(), timeout)
-                except TimeoutError:
-                    pass
-                if self.lifecycle.watchers.closed:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+                await self._until_finished(event, request.timeout_seconds, context)
                 job = await self._unchecked_job(request.job_id, context)
         finally:
             self.lifecycle.watchers.unwatch(request.job_id, event)
@@ -488,13 +493,7 @@ class Audience(audience_pb2_grpc.AudienceServicer):
         try:
             flow = await self._workflow(request.job_id, context)  # read after watching: no end slips between
             if flow.finished_at is None:
-                timeout = request.timeout_seconds if request.timeout_seconds > 0 else None
-                try:
-                    await asyncio.wait_for(event.wait(), timeout)
-                except TimeoutError:
-                    pass
-                if watchers.closed:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+                await self._until_finished(event, request.timeout_seconds, context)
                 again = await self.store.get_workflow(request.job_id)
                 if again is None:
                     await context.abort(grpc.StatusCode.NOT_FOUND, f"no such workflow {request.job_id}")
