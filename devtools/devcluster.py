@@ -196,12 +196,9 @@ class Cluster:
         """Install a score; running players are told at once (SIGHUP), and this returns
         once the conductor knows (it refuses a job no target is known to be able to run)."""
         names = list(players or self.player_names)
-        for player in names:
-            path = self.scores_dir(player) / name
-            path.write_text(body)
-            path.chmod(0o755)
-            (self.scores_dir(player) / f"{name}.conf").write_text(conf)
-            (self.scores_dir(player) / f"{name}.conf").chmod(0o644)
+        for player in names:  # each file whole at once: a player may scan the directory meanwhile
+            self._install(self.scores_dir(player) / name, body, 0o755)
+            self._install(self.scores_dir(player) / f"{name}.conf", conf, 0o644)
         live = [n for n in names if f"player-{n}" in self.procs and self.procs[f"player-{n}"].running]
         conductor = self.procs.get("conductor")
         if not live or conductor is None or not conductor.running:
@@ -213,6 +210,14 @@ class Cluster:
             have = {p.name for p in self.players() or [] if any(s.name == name for s in p.scores)}
             return set(live) <= have
         self.wait_for(reported, f"{name} in the inventory of {', '.join(live)}")
+
+    def _install(self, path: Path, text: str, mode: int) -> None:
+        """Write ``path`` by renaming a finished copy over it, as Puppet does: a reader
+        never sees half of it."""
+        staged = self.root / f".{path.name}.{os.getpid()}.staged"
+        staged.write_text(text)
+        staged.chmod(mode)
+        staged.replace(path)
 
     # ---- processes ---------------------------------------------------------------------
 

@@ -129,7 +129,8 @@ def test_higher_priority_work_goes_first_and_equal_priorities_stay_in_order(make
     cluster = make_cluster(["p1.test"], player_settings={"max_concurrent": 1})
     log = tmp_path / "runs.log"
     cluster.add_score("step", LOGGING_SCORE, CONF)
-    code, _, err = submit(cluster, "step", f"LOG={log}", "SLEEP=1.5", "p1.test")  # takes the only slot
+    # Takes the only slot, long enough for the four submissions below on a loaded machine.
+    code, _, err = submit(cluster, "step", f"LOG={log}", "SLEEP=6", "p1.test")
     assert code == 0, err
     cluster.wait_for(lambda: len(runs(log)) == 1, "the first job running")
     submitted = {}

@@ -95,14 +95,17 @@ def states(flow: audience_pb2.Workflow) -> dict[str, str]:
 
 
 def add_strict_score(cluster: Cluster, marker: Path) -> None:
-    """A score declaring IN with a pattern, once every player reports it valid (a player
-    may first see the executable without its .conf, and report it invalid)."""
+    """A score declaring IN with a pattern, once every player reports it with that
+    declaration (a player may first see the executable without its .conf, or a .conf
+    still being written, and report it invalid or without its params)."""
     cluster.add_score("strict", step_score(marker), "interface env\nparam TAG\nparam IN pattern=[a-z]+\nparam OUT\n")
 
     def valid() -> bool:
         players = cluster.players() or []
         return len(players) == len(PLAYERS) and all(
-            any(score.name == "strict" and score.valid for score in player.scores) for player in players)
+            any(score.name == "strict" and score.valid and any(decl.name == "IN" and decl.pattern
+                                                                for decl in score.params)
+                for score in player.scores) for player in players)
     cluster.wait_for(valid, "strict reported valid by every player")
 
 
