@@ -137,6 +137,25 @@ class Client:
             time.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, 5.0)
 
+    def follow(self, job_id: str, host: str, timeout: float | None,
+               on_event: Callable[[audience_pb2.FollowEvent], None]) -> audience_pb2.Job:
+        """The job's live output (of ``host`` only, if given) and task moves, each handed
+        to ``on_event`` as it comes, until the job ends (or ``timeout``); then the job.
+        Rides out conductor restarts like :meth:`wait` (what was printed meanwhile is
+        not shown)."""
+        job = self.get(job_id)  # unreachable (4) or unknown job (5) fail at once
+        if job.finished:
+            return job
+
+        def answer(request: audience_pb2.WaitRequest, call_timeout: float | None) -> audience_pb2.Job | None:
+            follow = audience_pb2.FollowRequest(job_id=job_id, host=host, timeout_seconds=request.timeout_seconds)
+            for event in self.stub.FollowJob(follow, timeout=call_timeout):
+                if event.HasField("job"):
+                    return event.job  # type: ignore[no-any-return]
+                on_event(event)
+            return None
+        return self._ride_out(job_id, timeout, self.get, answer)
+
     def cancel(self, job_id: str) -> audience_pb2.Job:
         job: audience_pb2.Job = self.call(lambda: self.stub.Cancel(audience_pb2.JobRef(job_id=job_id),
                                                                    timeout=CALL_TIMEOUT))

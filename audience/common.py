@@ -112,17 +112,21 @@ def add_job_arguments(parser: Parser, wait_help: str) -> None:
     add_common(parser)
     parser.add_argument("--wait", action="store_true", help=wait_help)
     completion.attach(parser.add_argument("--timeout", type=positive_seconds,
-                                          help="with --wait: give up after S seconds (exit 3)"),
+                                          help="with --wait (or --follow): give up after S seconds"
+                                               " (exit 3)"),
                       completion.nothing)
     completion.attach(parser.add_argument("job_id", metavar="JOBID",
                                           help="the job's id, as submitjob printed it"),
                       completion.nothing)
 
 
-def parse_job_arguments(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_job_arguments(parser: Parser, argv: Sequence[str] | None,
+                        also_waits: Sequence[str] = ()) -> argparse.Namespace:
+    """The arguments; --timeout only with --wait (or another option that waits)."""
     args = parser.parse_args(argv)
-    if args.timeout is not None and not args.wait:
-        parser.error("--timeout needs --wait")
+    waits = ["--wait", *(f"--{name}" for name in also_waits)]
+    if args.timeout is not None and not any(getattr(args, name.lstrip("-")) for name in waits):
+        parser.error(f"--timeout needs {' or '.join(waits)}")
     return args
 
 

@@ -19,6 +19,7 @@ import grpc
 
 from conductor.auth import current_requester
 from conductor.lifecycle import KeyReused, Lifecycle
+from conductor.output import Piece, TooManyViewers
 from conductor.policy import Policy, Requester
 from conductor.states import RETRYABLE, TaskState
 from conductor.store import (
@@ -31,7 +32,7 @@ from orchestra import log
 from orchestra.errors import POLICY_REFUSAL, PolicyDenied, ValidationError
 from orchestra.joboptions import check_labels, parse_label
 from orchestra.outcome import JOB_STATUSES
-from orchestra.params import JOB_ID_RE, WORKFLOW_ID_RE, check_targets, is_group, redact
+from orchestra.params import CERTNAME_RE, JOB_ID_RE, WORKFLOW_ID_RE, check_targets, is_group, redact
 from orchestra.wire import audience_pb2, audience_pb2_grpc
 
 if TYPE_CHECKING:
@@ -241,6 +242,46 @@ class Audience(audience_pb2_grpc.AudienceServicer):
             watchers.unfollow(job_id, moved)
             watchers.unwatch(job_id, ended)
         yield audience_pb2.JobUpdate(job=job_to_wire(job))
+
+    async def FollowJob(self, request: audience_pb2.FollowRequest,  # noqa: N802
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[audience_pb2.FollowEvent]:
+        """The live output of the job's running tasks (of one host, if asked), and their
+        moves, as they come; then the job as it ended. A reader slower than the output
+        gets what fits in its viewer and, with the next piece, how many bytes it missed."""
+        if JOB_ID_RE.fullmatch(request.job_id) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid job id {request.job_id[:80]!r}")
+        if request.host and CERTNAME_RE.fullmatch(request.host) is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid host name {request.host[:80]!r}")
+        if not math.isfinite(request.timeout_seconds):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "timeout_seconds must be a finite number")
+        job_id = request.job_id
+        watchers = self.lifecycle.watchers
+        ended = watchers.watch(job_id)
+        timer = (asyncio.get_running_loop().call_later(request.timeout_seconds, ended.set)
+                 if request.timeout_seconds > 0 else None)
+        try:
+            job = await self._job(job_id, context)  # watch first: no end slips between
+            if job.finished_at is None and not watchers.closed and not ended.is_set():
+                try:
+                    viewer = await self.lifecycle.output.open(job_id, request.host or None)
+                except TooManyViewers as err:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+                try:
+                    while not ended.is_set():
+                        for piece in await _until(viewer.pieces(), ended):
+                            yield piece_to_wire(piece)
+                    for piece in viewer.take():  # what came before the end (its last output)
+                        yield piece_to_wire(piece)
+                finally:
+                    self.lifecycle.output.close(viewer)
+            if watchers.closed:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "conductor shutting down")
+            job = await self._unchecked_job(job_id, context)
+        finally:
+            watchers.unwatch(job_id, ended)
+            if timer is not None:
+                timer.cancel()
+        yield audience_pb2.FollowEvent(job=job_to_wire(job))
 
     async def ListJobs(self, request: audience_pb2.ListJobsRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> audience_pb2.JobList:
@@ -572,6 +613,27 @@ class Audience(audience_pb2_grpc.AudienceServicer):
                 info.running = len(session.in_flight)
             reply.players.append(info)
         return reply
+
+
+async def _until(work: Awaitable[list[T]], event: asyncio.Event) -> list[T]:
+    """The result of ``work``, or [] if ``event`` is set first (``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    return []
+
+
+def piece_to_wire(piece: Piece) -> audience_pb2.FollowEvent:
+    if piece.state:
+        return audience_pb2.FollowEvent(task=audience_pb2.TaskMoved(host=piece.host, state=piece.state))
+    return audience_pb2.FollowEvent(output=audience_pb2.OutputPiece(
+        host=piece.host, stream=piece.stream, data=piece.data, skipped=piece.skipped, cut=piece.cut))
 
 
 async def _deny_by_policy(context: grpc.aio.ServicerContext, reason: str) -> None:

@@ -32,6 +32,7 @@ from conductor.states import IN_FLIGHT, STARTED, UNSTARTED, TaskState
 from conductor.store import (
     Change, Drain, JobRecord, NewJob, QueuedTask, Retried, Store, Submitted, TaskRecord, TaskRef,
 )
+from conductor.output import OutputHub
 from conductor.watchers import Watchers
 from orchestra import faults, log
 from orchestra.errors import ValidationError
@@ -81,6 +82,7 @@ class Lifecycle:
         self.drains: dict[str, Drain] = {}
         self.drained: dict[str, Drain] = {}  # each drained player, with the drain covering it
         self.watchers = Watchers()
+        self.output = OutputHub(store, sessions)  # live output to followers of a job
         self.dispatch_wanted = asyncio.Event()
         self.deadlines_changed = asyncio.Event()
         self.retries_changed = asyncio.Event()
@@ -206,6 +208,7 @@ class Lifecycle:
                     self._left_flight(change.task_id)
                 if change.state.terminal:
                     self.rollouts.ended(change.job_id, change.task_id)
+                self.output.moved(change)
             self.watchers.task_changed(change.job_id)
         if change.phase is not None:
             self._phase_moved(change)

@@ -139,8 +139,10 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
             reconciling = asyncio.ensure_future(self.lifecycle.player_connected(session, hello))
             self._track(reconciling)
             await asyncio.shield(reconciling)  # see Lifecycle._apply
-            if session.ready and self.reconciled is not None:
-                self.reconciled(session)
+            if session.ready:
+                self.lifecycle.output.reconnected(session.name)
+                if self.reconciled is not None:
+                    self.reconciled(session)
             # Read until the stream ends, or until the session is closed (liveness sweep,
             # replacement, removal, revocation): whichever comes first.
             relay = asyncio.ensure_future(self._relay(session, context, handling))
@@ -218,6 +220,9 @@ class PlayerLink(player_pb2_grpc.PlayerLinkServicer):
                 recording.add_done_callback(handling.discard)
                 self._track(recording)
                 await asyncio.shield(recording)
+                continue
+            if kind == "output":  # handed on without waiting: a viewer holds what it can
+                self.lifecycle.output.chunk(session.name, message.output)
                 continue
             if kind not in ("start_request", "result"):
                 continue  # a heartbeat: being heard was all it was for

@@ -202,6 +202,7 @@ class Execution:
         self.timeout = score.conf.timeout or limits.default_timeout
         self._cancel_reason: str | None = None
         self._cancelled = asyncio.Event()
+        self.ended = asyncio.Event()  # set by the caller once run() returned (live output ends)
 
     def cancel(self, reason: str) -> None:
         self._cancel_reason = reason

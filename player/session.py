@@ -32,7 +32,7 @@ from orchestra.params import MAX_REASON_CHARS, MAX_TAIL_BYTES, TASK_ID_RE, apply
 from orchestra.stream import Heard, send_with_heartbeats
 from orchestra.tls import MAX_MESSAGE_BYTES, Material, channel_credentials, channel_options
 from orchestra.wire import common_pb2, player_pb2, player_pb2_grpc
-from player import runner, scores
+from player import follow, runner, scores
 from player.occupancy import ScoreOccupancy
 from player.watch import SCORES_CHECK_SECONDS, scan_inventory, scores_signature
 from player.spool import Entry, Spool, Step, Verdict
@@ -111,6 +111,11 @@ class Player:
         self.inventory_lock = asyncio.Lock()  # one scan and announcement at a time, in order
         self.scores_seen: tuple[object, ...] | None = None  # signature the last scan saw
         self.inventory_sent = b""  # the list last announced on the current session
+        # Live output: the tasks the conductor asked to watch on this session (with the
+        # attempt), their followers while they run, and the session's unsent window.
+        self.watching: dict[str, int] = {}
+        self.followers: dict[str, asyncio.Task[None]] = {}
+        self.window = follow.Window()
 
     # ---- start-up recovery -------------------------------------------------------------
 
@@ -222,6 +227,8 @@ class Player:
         faults.point("player.started")
         self.executions[entry.task_id] = execution
         logger.info("task_started", task_id=entry.task_id, score=score.name, attempt=entry.attempt)
+        ended = execution.ended
+        self._follow(entry.task_id)
         try:
             # The pid is committed while the score runs, not before it is watched;
             # it is on disk before the result is recorded.
@@ -233,8 +240,10 @@ class Player:
             result = await execution.run(note)
             await asyncio.gather(*noted)
         finally:
+            ended.set()  # a follower sends what is left, then stops
             self.executions.pop(entry.task_id, None)
-        await self._finish(result)
+            self.watching.pop(entry.task_id, None)
+        await self._finish(result, self.followers.get(entry.task_id))
 
     async def _ask_to_start(self, entry: Entry) -> tuple[bool, str]:
         """Wait for the conductor's grant; asked again after every reconnect."""
@@ -249,13 +258,19 @@ class Player:
     def _request_start(self, task_id: str, attempt: int) -> None:
         self._send(_message(start_request=player_pb2.StartRequest(task_id=task_id, attempt=attempt)))
 
-    async def _finish(self, result: player_pb2.TaskResult) -> None:
+    async def _finish(self, result: player_pb2.TaskResult, follower: asyncio.Task[None] | None = None) -> None:
+        """Record the result, then send it. A task whose output is followed lets the
+        follower's last pass (what the score printed last) go out first, for at most
+        LAST_PASS_SECONDS: after the result is durable, so a crash meanwhile loses nothing."""
         if await self.spool.finish(result):
             faults.point("player.finished")
             outcome = TaskOutcome.from_wire(result.outcome)
             logger.info("task_finished", task_id=result.task_id,
                         ending=player_pb2.Ending.Name(result.ending),
                         exit_code=outcome.exit_code, signal=outcome.signal or None)
+            if follower is not None:
+                await asyncio.wait({follower}, timeout=follow.LAST_PASS_SECONDS)
+                follower.cancel()
             self._send_result(result)
 
     def _send_result(self, result: player_pb2.TaskResult) -> None:
@@ -332,6 +347,55 @@ class Player:
             runner.kill_group(entry.pid, signal.SIGTERM)
         elif entry.step == Step.FINISHED and entry.result is not None:
             self._send_result(entry.result)
+
+    def _on_watch(self, watch: player_pb2.WatchOutput) -> None:
+        """Start or stop sending a task's live output. A wish for a task not running yet
+        (its grant and the wish crossed) is kept until it starts or the session ends."""
+        if TASK_ID_RE.fullmatch(watch.task_id) is None:
+            return
+        if not watch.on:
+            self.watching.pop(watch.task_id, None)
+            follower = self.followers.pop(watch.task_id, None)
+            if follower is not None:
+                follower.cancel()
+            return
+        if len(self.watching) >= 4 * self.config.max_concurrent + 64 and watch.task_id not in self.watching:
+            return  # wishes for tasks that never come here cannot pile up
+        self.watching[watch.task_id] = watch.attempt
+        self._follow(watch.task_id)
+
+    def _follow(self, task_id: str) -> None:
+        """A follower for the task, if it runs here now, is watched, and has none yet."""
+        execution = self.executions.get(task_id)
+        attempt = self.watching.get(task_id)
+        if execution is None or attempt is None or task_id in self.followers or self.outbox is None:
+            return
+        if attempt and attempt != execution.ctx.attempt:
+            return
+        outbox = self.outbox
+
+        def send(chunk: player_pb2.OutputChunk) -> None:
+            if self.outbox is outbox:  # never onto the next session's outbox
+                outbox.put_nowait(_message(output=chunk))
+            else:
+                self.window.written(len(chunk.data))
+        follower = asyncio.ensure_future(follow.follow(task_id, execution.ctx.attempt, execution.files.dir,
+                                                       execution.ended, self.window, send))
+        self.followers[task_id] = follower
+        follower.add_done_callback(lambda _: self._followed(task_id, follower))
+
+    def _followed(self, task_id: str, follower: asyncio.Task[None]) -> None:
+        if self.followers.get(task_id) is follower:
+            del self.followers[task_id]
+
+    def _stop_following(self) -> None:
+        """The session ended: its wishes end with it (the next conductor session asks
+        again for what is still followed), and so does its window."""
+        self.watching.clear()
+        for follower in list(self.followers.values()):
+            follower.cancel()
+        self.followers.clear()
+        self.window = follow.Window()
 
     def _on_ack(self, ack: player_pb2.ResultAck) -> None:
         # An ack of another attempt (an earlier one acknowledged late, or a later one this
@@ -444,6 +508,7 @@ class Player:
             finally:
                 self.outbox = None
                 self.connected = False
+                self._stop_following()
             if self.stopping.is_set():
                 break
             # A session that got going resets the backoff; refusals and outages grow it.
@@ -472,8 +537,14 @@ class Player:
             raise
         for result in results:  # after the Hello, in the order it lists them
             self._send_result(result)
+        window = self.window
+
+        async def write(message: player_pb2.PlayerMessage) -> None:
+            await call.write(message)
+            if message.HasField("output"):
+                window.written(len(message.output.data))
         writer = asyncio.ensure_future(send_with_heartbeats(
-            outbox, call.write, self.config.heartbeat_seconds, _heartbeat))
+            outbox, write, self.config.heartbeat_seconds, _heartbeat))
         stopper = asyncio.ensure_future(self.stopping.wait())
         try:
             await self._receive(call, stopper, writer)
@@ -536,6 +607,8 @@ class Player:
             await self._on_cancel(message.cancel)
         elif kind == "ack":
             self._on_ack(message.ack)
+        elif kind == "watch":
+            self._on_watch(message.watch)
 
     async def close(self) -> None:
         """Stop without touching running scores: they run on in their own sessions, and

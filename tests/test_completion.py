@@ -75,7 +75,8 @@ def test_without_a_conductor_completion_offers_options_and_no_names_at_once(tmp_
     # Refused at once: the lookup budget is not spent (the rest is starting the processes).
     assert elapsed < asking_nobody + LOOKUP_SECONDS * 2 / 3
     assert complete("submitjob hello ", config)[0] == []
-    assert complete("getstatus --", config)[0] == ["--config", "--help", "--json", "--timeout", "--wait"]
+    assert complete("getstatus --", config)[0] == ["--config", "--follow", "--help", "--host", "--json", "--timeout",
+                                                  "--wait"]
     assert complete("getstatus ", config)[0] == []  # a job id: neither names nor file names
     assert complete("canceljob --w", config)[0] == ["--wait"]
     assert complete("listplayers --j", config)[0] == ["--json"]

@@ -575,3 +575,45 @@ class ScheduleList(_message.Message):
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     schedules: _containers.RepeatedCompositeFieldContainer[ScheduleInfo]
     def __init__(self, schedules: _Optional[_Iterable[_Union[ScheduleInfo, _Mapping]]] = ...) -> None: ...
+
+class FollowRequest(_message.Message):
+    __slots__ = ("job_id", "host", "timeout_seconds")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    host: str
+    timeout_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., host: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class OutputPiece(_message.Message):
+    __slots__ = ("host", "stream", "data", "skipped", "cut")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    stream: str
+    data: bytes
+    skipped: int
+    cut: bool
+    def __init__(self, host: _Optional[str] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., skipped: _Optional[int] = ..., cut: _Optional[bool] = ...) -> None: ...
+
+class TaskMoved(_message.Message):
+    __slots__ = ("host", "state")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    state: str
+    def __init__(self, host: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class FollowEvent(_message.Message):
+    __slots__ = ("output", "task", "job")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    output: OutputPiece
+    task: TaskMoved
+    job: Job
+    def __init__(self, output: _Optional[_Union[OutputPiece, _Mapping]] = ..., task: _Optional[_Union[TaskMoved, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

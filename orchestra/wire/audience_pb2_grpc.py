@@ -119,6 +119,11 @@ class AudienceStub:
                 request_serializer=orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=orchestra_dot_v1_dot_audience__pb2.ScheduleList.FromString,
                 _registered_method=True)
+        self.FollowJob = channel.unary_stream(
+                '/orchestra.v1.Audience/FollowJob',
+                request_serializer=orchestra_dot_v1_dot_audience__pb2.FollowRequest.SerializeToString,
+                response_deserializer=orchestra_dot_v1_dot_audience__pb2.FollowEvent.FromString,
+                _registered_method=True)
 
 
 class AudienceServicer:
@@ -242,6 +247,13 @@ class AudienceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowJob(self, request, context):
+        """Live output of a job's running tasks (getstatus --follow), then the job once it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +341,11 @@ def add_AudienceServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.FromString,
                     response_serializer=orchestra_dot_v1_dot_audience__pb2.ScheduleList.SerializeToString,
+            ),
+            'FollowJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowJob,
+                    request_deserializer=orchestra_dot_v1_dot_audience__pb2.FollowRequest.FromString,
+                    response_serializer=orchestra_dot_v1_dot_audience__pb2.FollowEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -790,6 +807,33 @@ class Audience:
             '/orchestra.v1.Audience/ListSchedules',
             orchestra_dot_v1_dot_audience__pb2.ListSchedulesRequest.SerializeToString,
             orchestra_dot_v1_dot_audience__pb2.ScheduleList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orchestra.v1.Audience/FollowJob',
+            orchestra_dot_v1_dot_audience__pb2.FollowRequest.SerializeToString,
+            orchestra_dot_v1_dot_audience__pb2.FollowEvent.FromString,
             options,
             channel_credentials,
             insecure,

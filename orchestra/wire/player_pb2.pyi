@@ -25,6 +25,12 @@ class Ending(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDING_CANCELLED: _ClassVar[Ending]
     ENDING_LOST: _ClassVar[Ending]
     ENDING_EXPIRED: _ClassVar[Ending]
+
+class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_STREAM_UNSPECIFIED: _ClassVar[OutputStream]
+    OUTPUT_STREAM_STDOUT: _ClassVar[OutputStream]
+    OUTPUT_STREAM_STDERR: _ClassVar[OutputStream]
 SPOOL_STATE_UNSPECIFIED: SpoolState
 SPOOL_STATE_ACCEPTED: SpoolState
 SPOOL_STATE_STARTED: SpoolState
@@ -37,6 +43,9 @@ ENDING_REFUSED: Ending
 ENDING_CANCELLED: Ending
 ENDING_LOST: Ending
 ENDING_EXPIRED: Ending
+OUTPUT_STREAM_UNSPECIFIED: OutputStream
+OUTPUT_STREAM_STDOUT: OutputStream
+OUTPUT_STREAM_STDERR: OutputStream
 
 class SpoolEntry(_message.Message):
     __slots__ = ("task_id", "attempt", "state", "result")
@@ -91,18 +100,36 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at: _Optional[float] = ...) -> None: ...
 
 class PlayerMessage(_message.Message):
-    __slots__ = ("hello", "start_request", "result", "heartbeat", "inventory")
+    __slots__ = ("hello", "start_request", "result", "heartbeat", "inventory", "output")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     START_REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     start_request: StartRequest
     result: TaskResult
     heartbeat: Heartbeat
     inventory: _common_pb2.Inventory
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., start_request: _Optional[_Union[StartRequest, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., inventory: _Optional[_Union[_common_pb2.Inventory, _Mapping]] = ...) -> None: ...
+    output: OutputChunk
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., start_request: _Optional[_Union[StartRequest, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., inventory: _Optional[_Union[_common_pb2.Inventory, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ...) -> None: ...
+
+class OutputChunk(_message.Message):
+    __slots__ = ("task_id", "attempt", "stream", "data", "skipped", "cut")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    stream: OutputStream
+    data: bytes
+    skipped: int
+    cut: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[OutputStream, str]] = ..., data: _Optional[bytes] = ..., skipped: _Optional[int] = ..., cut: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("protocol_version", "conductor", "heartbeat_seconds")
@@ -166,17 +193,29 @@ class StartGrant(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class ConductorMessage(_message.Message):
-    __slots__ = ("welcome", "run", "cancel", "ack", "heartbeat", "grant")
+    __slots__ = ("welcome", "run", "cancel", "ack", "heartbeat", "grant", "watch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     GRANT_FIELD_NUMBER: _ClassVar[int]
+    WATCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     run: RunTask
     cancel: CancelTask
     ack: ResultAck
     heartbeat: Heartbeat
     grant: StartGrant
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., run: _Optional[_Union[RunTask, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., grant: _Optional[_Union[StartGrant, _Mapping]] = ...) -> None: ...
+    watch: WatchOutput
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., run: _Optional[_Union[RunTask, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., grant: _Optional[_Union[StartGrant, _Mapping]] = ..., watch: _Optional[_Union[WatchOutput, _Mapping]] = ...) -> None: ...
+
+class WatchOutput(_message.Message):
+    __slots__ = ("task_id", "attempt", "on")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    on: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., on: _Optional[bool] = ...) -> None: ...
