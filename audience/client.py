@@ -61,7 +61,8 @@ class Client:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             if STORAGE_FAILURE in metadata:
                 return StorageError(details)
-            return ValidationError(f"request too large: {details}")
+            # A message over the limit, or a limit of the conductor's reached (followers).
+            return ValidationError(details if "try again later" in details else f"request too large: {details}")
         return UnreachableError(f"cannot reach the conductor at {self.where}: {code.name.lower()}"
                                 f"{': ' + details.splitlines()[0] if details else ''}")
 
