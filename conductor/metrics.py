@@ -188,6 +188,8 @@ class Snapshot:
     players_drained: int = 0
     tasks_held: int = 0  # queued tasks a rollout holds back
     state: ConductorState = ConductorState.STARTING  # the conductor's own
+    followers: int = 0  # live output viewers open (getstatus --follow, web view)
+    output_dropped_bytes: int = 0  # live output a viewer had no room for
     taken_at: float = field(default_factory=time.time)
 
 
@@ -231,7 +233,8 @@ async def take_snapshot(watched: Watched) -> Snapshot:
         reload_failures=dict(watched.reload_failures), material=watched.material,
         first_player_expiry=first, players_expiring=expiring, crl=crl,
         players_drained=sum(1 for name in lifecycle.drained if name in sessions.roster),
-        tasks_held=lifecycle.rollouts.holding(), state=watched.state.current)
+        tasks_held=lifecycle.rollouts.holding(), state=watched.state.current,
+        followers=lifecycle.output.open_viewers, output_dropped_bytes=lifecycle.output.dropped_bytes)
 
 
 def families(snapshot: Snapshot) -> list[Metric]:
@@ -275,6 +278,10 @@ def families(snapshot: Snapshot) -> list[Metric]:
                    "reason", snapshot.handshakes_refused),
         m.counters(f"{p}_calls_refused_total", "Calls refused by authentication or authorization, by reason.",
                    "reason", snapshot.calls_refused),
+        GaugeMetricFamily(f"{p}_live_output_followers", "Live output followers open (getstatus --follow, web"
+                          " view).", value=snapshot.followers),
+        m.counter(f"{p}_live_output_dropped_bytes_total", "Live output bytes a follower had no room for (it was"
+                  " told how many it missed).", snapshot.output_dropped_bytes),
         m.counter(f"{p}_audit_write_failures_total", "Audit lines that could not be written when recorded.",
                   snapshot.audit_write_failures),
         GaugeMetricFamily(f"{p}_audit_pending_lines", "Audit lines kept in memory until the file can be written.",
