@@ -9,41 +9,29 @@ jobs ``getstatus`` would show them (CONTRACT.md §6).
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 from audience import completion, render
 from audience.client import Client
 from audience.common import Parser, add_common, run_command, with_client
 from orchestra.cli import report, visible, write_out
-from orchestra.errors import ExitCode
-from orchestra.joboptions import check_job_name, check_labels, parse_label
+from orchestra.errors import ExitCode, ValidationError
+from orchestra.joboptions import check_job_name, check_labels, parse_label, parse_since
 from orchestra.outcome import JOB_STATUSES, iso
 from orchestra.wire import audience_pb2
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 def since_time(text: str, now: float | None = None) -> float:
     """``--since``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601 date
     or time (``2026-11-24``, ``2026-11-24T08:00``, UTC unless it names its offset)."""
-    now = time.time() if now is None else now
-    match = _DURATION.fullmatch(text.strip())
-    if match is not None:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an age (30m, 12h, 7d) or an ISO 8601 date or time: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+        return parse_since(text, now)
+    except ValidationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def limit(text: str) -> int:

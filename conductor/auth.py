@@ -194,46 +194,54 @@ class Gate:
             return grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN
         return None
 
+    def check_certificate(self, identity: PeerIdentity | None, service: str, method: str,
+                          peer: str) -> tuple[grpc.StatusCode, str] | None:
+        """The rules for a client certificate TLS verified, whatever carried the call (gRPC,
+        or a request to the web view, which asks as the Audience service): store the
+        identity and requester it stands for, or return (code, reason) to refuse."""
+        if identity is None:
+            return self._refuse("authn_refused", "bad_certificate", "no acceptable verified client certificate",
+                                method=method, peer=peer)
+        revoked = self.revocation.refuses(identity)
+        if revoked:
+            why = self.revocation.revoked(identity)
+            if (why is not None and service == PLAYER_SERVICE and self.player_revoked is not None
+                    and identity.certname in self.roster()):
+                self.player_revoked(identity, why)
+            return self._refuse("authn_refused", "crl_unusable" if why is None else "revoked", revoked,
+                                method=method, certname=identity.certname, serial=f"{identity.serial:x}")
+        current_identity.set(identity)
+        if service == HEALTH_SERVICE:
+            return None
+        if service == PLAYER_SERVICE:
+            if identity.certname not in self.roster():
+                return self._refuse("authz_refused", "not_in_players_file",
+                                    f"{identity.certname} is not in the players file",
+                                    method=method, certname=identity.certname)
+            return None
+        if service in (AUDIENCE_SERVICE, REFLECTION_SERVICE):
+            if not self.policy().admits_cert(identity.certname):
+                return self._refuse("authz_refused", "not_audience",
+                                    f"{identity.certname} is not an audience identity",
+                                    method=method, certname=identity.certname)
+            current_requester.set(Requester("cert", identity.certname, serial=identity.serial,
+                                            issuer=identity.issuer))
+            return None
+        return self._refuse("authz_refused", "no_such_service", f"no such service for this caller: {service}",
+                            method=method)
+
     def check(self, service: str, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
         """Resolve and store the caller's identity; return (code, reason) to refuse."""
         ssl = context.auth_context().get("transport_security_type") == [b"ssl"]
         if ssl:
-            identity = peer_identity(context)
-            if identity is None:
-                return self._refuse("authn_refused", "bad_certificate", "no acceptable verified client certificate",
-                                    method=method, peer=context.peer())
-            revoked = self.revocation.refuses(identity)
-            if revoked:
-                why = self.revocation.revoked(identity)
-                if (why is not None and service == PLAYER_SERVICE and self.player_revoked is not None
-                        and identity.certname in self.roster()):
-                    self.player_revoked(identity, why)
-                return self._refuse("authn_refused", "crl_unusable" if why is None else "revoked", revoked,
-                                    method=method, certname=identity.certname, serial=f"{identity.serial:x}")
-            current_identity.set(identity)
-            if service == HEALTH_SERVICE:
-                return None
-            if service == PLAYER_SERVICE:
-                if identity.certname not in self.roster():
-                    return self._refuse("authz_refused", "not_in_players_file",
-                                        f"{identity.certname} is not in the players file",
-                                        method=method, certname=identity.certname)
-                return None
-            if service in (AUDIENCE_SERVICE, REFLECTION_SERVICE):
-                if not self.policy().admits_cert(identity.certname):
-                    return self._refuse("authz_refused", "not_audience",
-                                        f"{identity.certname} is not an audience identity",
-                                        method=method, certname=identity.certname)
-                current_requester.set(Requester("cert", identity.certname, serial=identity.serial,
-                                                issuer=identity.issuer))
-                return None
-        elif service in (AUDIENCE_SERVICE, REFLECTION_SERVICE, HEALTH_SERVICE) and self.local is not None:
+            return self.check_certificate(peer_identity(context), service, method, context.peer())
+        if service in (AUDIENCE_SERVICE, REFLECTION_SERVICE, HEALTH_SERVICE) and self.local is not None:
             cred = self.local.lookup(context.peer())
             if cred is None:
                 return self._refuse("authn_refused", "not_local", "not a verified local connection", method=method)
             current_requester.set(unix_requester(cred.uid, cred.gid))
             return None
-        elif service == PLAYER_SERVICE:
+        if service == PLAYER_SERVICE:
             return self._refuse("authn_refused", "no_certificate",
                                 "player sessions need a verified client certificate",
                                 method=method)

@@ -4,9 +4,11 @@
 ``orchestra-pki init DIR --conductor NAME --player NAME... --audience NAME...`` writes
 ``certs/ca.pem``, ``certs/NAME.pem``, ``private_keys/NAME.pem`` (0600) and ``crl.pem``.
 ``issue`` adds a certificate from the same CA (never replacing one without ``--force``:
-a key silently overwritten is a host locked out), ``revoke`` adds its serial to the CRL.
-Each prints DIR; with ``--json``, one object saying what it wrote (paths, certnames,
-serials, expiry dates), for scripts that provision hosts.
+a key silently overwritten is a host locked out), ``revoke`` adds its serial to the CRL,
+``export --p12 OUT`` writes a certificate, its key and the CA chain as one PKCS#12 file,
+password-protected, to load into a browser for the conductor's web view.
+Each prints DIR (``export``: OUT); with ``--json``, one object saying what it wrote
+(paths, certnames, serials, expiry dates), for scripts that provision hosts.
 Production fleets use Puppet's own CA instead (see certs/README.md).
 """
 
@@ -14,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestra.cli import (
@@ -193,19 +198,75 @@ def _check_name(name: str) -> str:
     return name
 
 
-def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[str]) -> SSLDir:
+def init(root: Path, conductor: str, players: Sequence[str], audience: Sequence[str],
+         ca_name: str = "Orchestra development CA") -> SSLDir:
+    """A new CA (named ``ca_name``: a browser can be told to pick only its certificates)
+    and one certificate and key per name, in a new ssl directory."""
     ssl = SSLDir(root)
     if ssl.ca_cert.exists():
         raise UsageError(f"{ssl.ca_cert} already exists; refusing to replace a CA")
     names = [_check_name(n) for n in [conductor, *players, *audience]]
     if len(set(names)) != len(names):
         raise UsageError("each certname may be given once")
-    authority = new_authority()
+    authority = new_authority(ca_name)
     ssl.write_authority(authority)
     for name, role in [(conductor, "conductor"), *((p, "player") for p in players),
                        *((a, "audience") for a in audience)]:
         ssl.write_leaf(name, *issue(authority, name, ROLE_USAGES[role]))
     return ssl
+
+
+# A PKCS#12 file's protection: AES-256 with a key derived from the password (PBKDF2, many
+# rounds), as current browsers and NSS read it. A password shorter than this is refused.
+MIN_PASSWORD_CHARS = 8
+P12_KDF_ROUNDS = 200_000
+
+
+def p12_bytes(name: str, cert_path: Path, key_path: Path, ca_path: Path, password: bytes | None) -> bytes:
+    """NAME's certificate and key with the CA chain (every certificate of the bundle), as
+    PKCS#12; encrypted with ``password`` (None: not encrypted at all)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        chain = x509.load_pem_x509_certificates(ca_path.read_bytes())
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror}") from None
+    except ValueError as err:
+        raise UsageError(f"cannot use {name}'s certificate, key or CA bundle: {err}") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise UsageError(f"{key_path}: only EC and RSA keys can be exported")
+    encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
+    if password is not None:
+        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(P12_KDF_ROUNDS)
+                      .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+                      .build(password))
+    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, chain, encryption)
+
+
+def export_password(password_file: Path | None, none: bool) -> bytes | None:
+    """The PKCS#12 password: the first line of ``password_file``, or asked twice on the
+    terminal; None only with ``--no-password``. A short or missing one is refused: the
+    file holds a private key, and it is meant to be carried to another machine."""
+    if none:
+        if password_file is not None:
+            raise UsageError("--no-password and --password-file cannot be used together")
+        return None
+    if password_file is not None:
+        try:
+            lines = password_file.read_text().splitlines()
+        except OSError as err:
+            raise UsageError(f"cannot read password file {password_file}: {err.strerror}") from None
+        password = lines[0] if lines else ""
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password for the PKCS#12 file: ")
+        if getpass.getpass("The same password again: ") != password:
+            raise UsageError("the two passwords differ")
+    else:
+        raise UsageError("no terminal to ask for a password on: give --password-file FILE (or --no-password)")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UsageError(f"the password must be at least {MIN_PASSWORD_CHARS} characters"
+                         " (--no-password writes an unprotected file)")
+    return password.encode()
 
 
 # What orchestra-pki's exit codes mean; its --help (and each subcommand's) and its man
@@ -214,7 +275,8 @@ PKI_EXITS: ExitMeanings = (
     (ExitCode.OK, "done: prints DIR (with --json, one JSON object saying what was written)"),
     (ExitCode.FAILED, "anything else (a directory it may not write, a full disk)"),
     (ExitCode.USAGE, "refused: a bad option or certname, a CA or certificate already there "
-                     "(without --force), no CA in DIR, no certificate to revoke"),
+                     "(without --force), no CA in DIR, no certificate to revoke or export, an "
+                     "export file already there (without --force), a password too short"),
     INTERRUPTED_MEANING,
 )
 JSON_HELP = ("print one JSON object instead of DIR: the paths, certnames, serials (hex) and "
@@ -230,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     # top-level answer alone unless given (argparse would otherwise reset it to False).
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="init, issue or revoke (COMMAND --help for its options)")
+                                help="init, issue, revoke or export (COMMAND --help for its options)")
     p_init = sub.add_parser("init", help="create a CA, certificates and an empty CRL",
                             description="Create DIR's CA, its empty CRL and one certificate and "
                                         "key per name given; refuses a DIR that has a CA already.")
@@ -257,7 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the conductor SIGHUP or let it notice the new file.")
     p_revoke.add_argument("dir", type=Path, metavar="DIR", help="an ssl directory made by init")
     p_revoke.add_argument("name", metavar="NAME", help="the certname whose certificate to revoke")
-    for command in (p_init, p_issue, p_revoke):
+    p_export = sub.add_parser(
+        "export", help="write a certificate, its key and the CA chain as one PKCS#12 file",
+        description="Write NAME's certificate and key, with DIR's CA certificates, as a PKCS#12 "
+                    "file (mode 0600) to load into a browser for the conductor's web view, encrypted "
+                    f"(AES-256) with a password of at least {MIN_PASSWORD_CHARS} characters: read from "
+                    "--password-file, or asked twice on the terminal.")
+    p_export.add_argument("dir", type=Path, metavar="DIR", help="an ssl directory (Puppet's layout)")
+    p_export.add_argument("name", metavar="NAME", help="the certname to export")
+    p_export.add_argument("--p12", type=Path, required=True, metavar="OUT", help="the PKCS#12 file to write")
+    p_export.add_argument("--password-file", type=Path, metavar="FILE",
+                          help="read the password from the first line of FILE instead of asking")
+    p_export.add_argument("--no-password", action="store_true",
+                          help="write the private key unencrypted (only for a file that never leaves "
+                               "a trusted machine)")
+    p_export.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    for command in (p_init, p_issue, p_revoke, p_export):
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
         document_exits(command, PKI_EXITS)
     document_exits(parser, PKI_EXITS)
@@ -309,6 +386,8 @@ def _command(args: argparse.Namespace) -> Done:
             "crl": _crl(ssl),
             "certificates": [_leaf(ssl, name, role) for name, role in leaves]})
     ssl = SSLDir(args.dir)
+    if args.command == "export":
+        return _export(ssl, args)
     if args.command == "issue":
         name = _check_name(args.name)
         authority = ssl.load_authority()
@@ -328,6 +407,17 @@ def _command(args: argparse.Namespace) -> Done:
     return Done(ssl, {"revoked": _certificate(ssl.cert(name), certname=name), "crl": _crl(ssl)})
 
 
+def _export(ssl: SSLDir, args: argparse.Namespace) -> Done:
+    name = _check_name(args.name)
+    out: Path = args.p12
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} already exists; refusing to replace it (--force replaces it)")
+    password = export_password(args.password_file, args.no_password)
+    _write(out, p12_bytes(name, ssl.cert(name), ssl.key(name), ssl.ca_cert, password), 0o600)
+    return Done(ssl, {"exported": {**_certificate(ssl.cert(name), certname=name), "p12": str(out.absolute()),
+                                   "encrypted": password is not None}})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
 
@@ -345,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_out(json.dumps({"command": args.command, "dir": str(done.ssl.root.absolute()),
                                   **done.report}, indent=2) + "\n")
         else:
-            write_out(f"{done.ssl.root}\n")
+            write_out(f"{args.p12 if args.command == 'export' else done.ssl.root}\n")
         return 0
     return run_cli("orchestra-pki", body)
 

@@ -1,12 +1,16 @@
 """The options a job carries besides its score, targets and parameters: a name, labels,
-a priority and a rollout (canary, batch, failure limit). Pure validation, shared by
-submitjob, job files and the conductor, so all of them refuse exactly the same input.
+a priority and a rollout (canary, batch, failure limit); and how a listing finds jobs
+again by them (labels, and the time since which jobs were submitted). Pure validation,
+shared by submitjob, job files, listjobs and the conductor's web view, so all of them
+refuse exactly the same input.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -58,6 +62,27 @@ def parse_label(word: str) -> tuple[str, str]:
     if not sep:
         raise ValidationError(f"a label is KEY=VALUE, not {word!r}")
     return key, value
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``listjobs --since``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``) or an ISO 8601
+    date or time (``2026-11-24``, ``2026-11-24T08:00``, UTC unless it names its offset), as
+    Unix seconds."""
+    now = time.time() if now is None else now
+    match = _AGE.fullmatch(text.strip())
+    if match is not None:
+        return now - float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(f"not an age (30m, 12h, 7d) or an ISO 8601 date or time: {text[:60]!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
 
 
 def parse_priority(text: str | int) -> int:

@@ -50,6 +50,7 @@ from orchestra import log
 from orchestra.config import TLSFiles, listen_host
 from orchestra.errors import ConfigError, StartupError
 from orchestra.log import throttled
+from orchestra.tls import server_context
 
 logger = log.get("metrics")
 
@@ -205,16 +206,7 @@ def certificate_gauges(name: str, doc: str, certificates: Iterable[CertExpiry], 
 def tls_context(files: TLSFiles) -> ssl.SSLContext:
     """The daemon's own certificate and key; clients must present a certificate of its CA
     bundle (TLS 1.2 at least)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        context.load_cert_chain(files.cert, files.key)
-        context.load_verify_locations(cafile=files.ca)
-    except (OSError, ssl.SSLError) as err:
-        raise StartupError(f"metrics_tls: cannot use certificate {files.cert}, key {files.key} and CA bundle"
-                           f" {files.ca}: {err.strerror or err}") from None
-    return context
+    return server_context(files, "metrics_tls")
 
 
 class _QuietHandler(WSGIRequestHandler):

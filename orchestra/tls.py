@@ -23,6 +23,8 @@ from orchestra.params import CERTNAME_RE
 # the audience commands on the local socket use this module's channel settings only,
 # and the certificate parser would be the heaviest thing they load.
 if TYPE_CHECKING:
+    import ssl
+
     from cryptography import x509
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -155,6 +157,17 @@ class PeerIdentity:
         return f"{self.certname} (serial {self.serial:x})"
 
 
+def leaf_identity(cert: x509.Certificate) -> PeerIdentity | None:
+    """The identity a client certificate stands for, once TLS has verified it against the
+    CA bundle; None when it is not acceptable as one (see :func:`certname_of`). The one
+    rule for every listener: gRPC peers and the web view's clients alike."""
+    name = certname_of(cert)
+    if name is None:
+        return None
+    return PeerIdentity(name, cert.serial_number, cert.not_valid_after_utc.timestamp(),
+                        cert.issuer.public_bytes())
+
+
 def peer_identity(context: Any) -> PeerIdentity | None:
     """The verified identity of an mTLS peer, or None (which always means deny)."""
     from cryptography import x509
@@ -169,12 +182,43 @@ def peer_identity(context: Any) -> PeerIdentity | None:
         cert = x509.load_pem_x509_certificate(pems[0])
     except ValueError:
         return None
-    name = certname_of(cert)
-    common = auth.get("x509_common_name")
-    if name is None or common != [name.encode()]:
+    identity = leaf_identity(cert)
+    # gRPC reports every name of the certificate: anything but exactly the certname is refused.
+    if identity is None or auth.get("x509_common_name") != [identity.certname.encode()]:
         return None
-    return PeerIdentity(name, cert.serial_number, cert.not_valid_after_utc.timestamp(),
-                        cert.issuer.public_bytes())
+    return identity
+
+
+def der_identity(der: bytes | None) -> PeerIdentity | None:
+    """The identity of a verified client certificate given as DER (what Python's ssl
+    module hands a server), or None."""
+    from cryptography import x509
+
+    if not der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    return leaf_identity(cert)
+
+
+def server_context(files: TLSFiles, setting: str) -> ssl.SSLContext:
+    """A server's TLS context for an HTTP listener (metrics, the web view): the daemon's
+    own certificate and key, TLS 1.2 at least, and a client certificate that chains to
+    the CA bundle required of every client. ``setting`` names the config key in errors."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(files.cert, files.key)
+        context.load_verify_locations(cafile=files.ca)
+    except (OSError, ssl.SSLError) as err:
+        raise StartupError(f"{setting}: cannot use certificate {files.cert}, key {files.key} and CA bundle"
+                           f" {files.ca}: {err.strerror or err}") from None
+    return context
 
 
 def not_after(cert_pem: bytes) -> float:

@@ -74,7 +74,7 @@ def test_issue_refuses_to_replace_a_certificate_and_key_unless_forced(
 def test_every_subcommand_and_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = pki.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert {c.dest for c in commands._choices_actions} == {"init", "issue", "revoke"}
+    assert {c.dest for c in commands._choices_actions} == {"init", "issue", "revoke", "export"}
     assert all(c.help for c in commands._choices_actions)
     for name, sub in commands.choices.items():
         undocumented = [a.dest for a in sub._actions if not a.help or a.help == argparse.SUPPRESS]
@@ -159,3 +159,38 @@ def test_json_changes_nothing_about_a_refusal(tmp_path: Path) -> None:
                              "c.test", "--role", "conductor"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("orchestra-pki: ") and result.stderr.count("\n") == 1
+
+
+def test_export_writes_a_password_protected_pkcs12_with_the_ca_chain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    root = tmp_path / "ssl"
+    pki.init(root, "c.test", [], ["ops.test"])
+    password = tmp_path / "password"
+    password.write_text("correct horse battery\n")
+    out = tmp_path / "ops.p12"
+    assert pki.main(["export", str(root), "ops.test", "--p12", str(out), "--password-file", str(password)]) == 0
+    assert capsys.readouterr().out == f"{out}\n"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    loaded = pkcs12.load_pkcs12(out.read_bytes(), b"correct horse battery")
+    assert loaded.cert is not None and certname_of(loaded.cert.certificate) == "ops.test"
+    assert loaded.key is not None
+    ca = x509.load_pem_x509_certificate((root / "certs" / "ca.pem").read_bytes())
+    assert [extra.certificate for extra in loaded.additional_certs] == [ca]
+    with pytest.raises(ValueError):
+        pkcs12.load_pkcs12(out.read_bytes(), b"wrong")
+    # Never over an existing file unless asked; never with a short password; and without
+    # a terminal or a file, it says how to give one.
+    assert pki.main(["export", str(root), "ops.test", "--p12", str(out), "--password-file", str(password)]) == 2
+    password.write_text("short\n")
+    assert pki.main(["export", str(root), "ops.test", "--p12", str(tmp_path / "b.p12"),
+                     "--password-file", str(password)]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    bare = tmp_path / "bare.p12"
+    result = subprocess.run([sys.executable, "-m", "devtools.pki", "export", str(root), "ops.test", "--p12",
+                             str(bare)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "--password-file" in result.stderr and not bare.exists()
+    assert pki.main(["export", str(root), "ops.test", "--p12", str(bare), "--no-password"]) == 0
+    assert pkcs12.load_pkcs12(bare.read_bytes(), None).key is not None
+    assert pki.main(["export", str(root), "nobody.test", "--p12", str(tmp_path / "n.p12"), "--no-password"]) == 2
