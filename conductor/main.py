@@ -55,6 +55,7 @@ from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, PeerIdenti
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2_grpc
 
 if TYPE_CHECKING:
+    from conductor.web.server import WebView
     from orchestra.metrics import MetricsServer
 
 logger = log.get("conductor")
@@ -128,6 +129,7 @@ class Conductor:
         # Reloads that failed and kept the old value, by part (for the metrics).
         self.reload_failures: Counter[str] = Counter(dict.fromkeys(RELOADED_PARTS, 0))
         self.metrics: MetricsServer | None = None
+        self.web: WebView | None = None
 
     def _fetch_certs(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each new handshake: hand over a rotated cert once."""
@@ -172,6 +174,9 @@ class Conductor:
             self.metrics = self._serve_metrics()
         self._close_refused()  # players revoked while the conductor was down
         port = await self._listen(server, relay, local)
+        if cfg.web_listen:
+            from conductor.web.server import WebView  # aiohttp: loaded only when asked for
+            self.web = await WebView.start(self)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop_signalled, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._stop_signalled, "SIGINT")
@@ -219,6 +224,8 @@ class Conductor:
             await self.health.close()
             self.gate.stopping = True
             lifecycle.watchers.close()
+            if self.web is not None:
+                await self.web.close()
             self.audience.workflows.close()
             for task in background:
                 task.cancel()
@@ -455,19 +462,24 @@ class Conductor:
         self._close_refused()
 
     def _reload_metrics_tls(self) -> None:
-        """A rotated certificate serves the metrics too, from the next connection on."""
-        if self.metrics is None:
-            return
-        try:
-            self.metrics.reload_tls(self.cfg.tls)
-        except StartupError as err:
-            self.reload_failures["certificate"] += 1
-            logger.error("certificate_reload_failed", error=str(err), listener="metrics")
+        """A rotated certificate serves the metrics and the web view too, from the next
+        connection on."""
+        listeners: list[tuple[str, MetricsServer | WebView | None]] = [("metrics", self.metrics), ("web", self.web)]
+        for name, listener in listeners:
+            if listener is None:
+                continue
+            try:
+                listener.reload_tls(self.cfg.tls)
+            except StartupError as err:
+                self.reload_failures["certificate"] += 1
+                logger.error("certificate_reload_failed", error=str(err), listener=name)
 
     def _close_refused(self) -> None:
         """Live sessions and streams are never re-checked by TLS: close the refused ones."""
         self.lifecycle.revoked(self.revocation.refuses, self.revocation.revoked)
         self.gate.streams.close_failing(self.revocation.refuses)
+        if self.web is not None:  # its live views end on a removal from [audience] too
+            self.web.close_refused()
 
     def _reload_crl(self) -> None:
         try:

@@ -132,13 +132,17 @@ class Cluster:
     scores_src: Path = SAMPLE_SCORES
     log_level: str = "info"
     port: int = 0
+    # Serve the web view (web_listen) on a free loopback port: see web_url.
+    web: bool = False
+    ca_name: str = "Orchestra development CA"
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ssl = pki.init(self.root / "ssl", CONDUCTOR_NAME, list(self.player_names),
-                            list(self.audience_names))
+                            list(self.audience_names), ca_name=self.ca_name)
         self.port = self.port or free_port()
+        self.web_port = free_port() if self.web else 0
         self.players_file = self.root / "players"
         self.set_players(self.player_names)
         self.socket = self.root / "run" / "conductor.sock"
@@ -146,6 +150,7 @@ class Cluster:
         self.conductor_config = write_toml(self.root / "conductor.toml", {
             "listen": f"127.0.0.1:{self.port}", "audience_socket": str(self.socket),
             "state_dir": str(self.state_dir), "players_file": str(self.players_file),
+            **({"web_listen": f"127.0.0.1:{self.web_port}"} if self.web else {}),
             **self.conductor_settings,
         }, {"ca": str(self.ssl.ca_cert), "cert": str(self.ssl.cert(CONDUCTOR_NAME)),
             "key": str(self.ssl.key(CONDUCTOR_NAME)), "crl": str(self.ssl.crl)})
@@ -236,12 +241,21 @@ class Cluster:
     def start_conductor(self, wait: bool = True, extra_env: Mapping[str, str] | None = None,
                         prefix: Sequence[str] = ()) -> Proc:
         """Start the conductor (under ``prefix``, e.g. a prlimit command, if given)."""
+        listening = self.log_text("conductor").count("web_listening")  # of earlier runs
         proc = self._start("conductor", [*prefix, sys.executable, "-m", "conductor.main", "--config",
                                          str(self.conductor_config), "--log-level", self.log_level],
                            extra_env)
         if wait:
             self.wait_for(lambda: self.players() is not None, "conductor ready", proc=proc)
+            if self.web:
+                self.wait_for(lambda: self.log_text("conductor").count("web_listening") > listening, "the web view",
+                              proc=proc)
         return proc
+
+    @property
+    def web_url(self) -> str:
+        """The web view's address (``web=True``), e.g. ``https://127.0.0.1:PORT/``."""
+        return f"https://127.0.0.1:{self.web_port}/"
 
     def start_player(self, name: str, config: Path | None = None,
                      extra_env: Mapping[str, str] | None = None) -> Proc:

@@ -98,6 +98,9 @@ class ConductorConfig:
     # serves HTTPS with client certificates (required off loopback).
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # The read-only web view: HOST:PORT of its HTTPS listener ("" = none). Always TLS with
+    # the [tls] certificate, and a client certificate of the CA required.
+    web_listen: str = ""
     # [[audit_sinks]] (none: one "file" sink at audit_log) and [[notifiers]]: plugins by
     # name with their options, checked by each plugin at start (orchestra/plugins.py).
     audit_sinks: tuple[PluginTable, ...] = ()
@@ -334,11 +337,18 @@ def load_conductor(path: Path) -> ConductorConfig:
         audit_sinks=_plugin_tables(top, "audit_sinks"),
         notifiers=_plugin_tables(top, "notifiers"),
         **_metrics(top),
+        web_listen=_optional_address(top, "web_listen"),
     )
     top.finish()
     if config.liveness_timeout <= config.heartbeat_seconds:
         raise ConfigError(f"{path}: liveness_timeout: must be greater than heartbeat_seconds")
     return config
+
+
+def _optional_address(table: _Table, key: str) -> str:
+    """A HOST:PORT listener that is off when empty (the default)."""
+    value = table.string(key, "")
+    return _check_address(table, key, value) if value else ""
 
 
 def load_player(path: Path) -> PlayerConfig:

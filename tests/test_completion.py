@@ -121,7 +121,7 @@ def test_daemons_and_orchestra_pki_complete_their_options_without_running(tmp_pa
     # A daemon run for a completion answers and exits: it never starts serving.
     assert complete("conductor --log-level ", config)[0] == ["critical", "debug", "error", "info", "warning"]
     assert complete("player --", config)[0] == ["--config", "--help", "--log-level"]
-    assert complete("orchestra-pki ", config)[0] == ["init", "issue", "revoke"]
+    assert complete("orchestra-pki ", config)[0] == ["export", "init", "issue", "revoke"]
     assert complete("orchestra-pki issue ssl ops --role ", config)[0] == ["audience", "conductor", "player"]
     assert complete("orchestra-pki init ssl --j", config)[0] == ["--json"]
     assert not (tmp_path / "ssl").exists()

@@ -129,6 +129,7 @@ AUDIENCE_CALLS = {
     "Cancel": audience_pb2.JobRef(job_id="0" * 32),
     "ListJobs": audience_pb2.ListJobsRequest(),
     "WatchJob": audience_pb2.WaitRequest(job_id="0" * 32, timeout_seconds=1),
+    "FollowJob": audience_pb2.FollowRequest(job_id="0" * 32, timeout_seconds=1),
     "Retry": audience_pb2.RetryRequest(job_id="0" * 32),
     "Delete": audience_pb2.JobRef(job_id="0" * 32),
     "Drain": audience_pb2.DrainRequest(names=["p1.test"]),
@@ -156,7 +157,7 @@ def _call(channel: grpc.Channel, method: str, request: object) -> grpc.StatusCod
     stub = audience_pb2_grpc.AudienceStub(channel)
     try:
         result = getattr(stub, method)(request, timeout=10)
-        if method in ("WaitJob", "WatchJob", "WaitWorkflow"):
+        if method in ("WaitJob", "WatchJob", "FollowJob", "WaitWorkflow"):
             list(result)
     except grpc.RpcError as err:
         return err.code()
