@@ -42,6 +42,13 @@ params = {{ WHO = "{{{{ steps.greet.response.player }}}}" }}
 """
 
 
+# Prints a few lines with pauses, for getstatus --follow to show them as they come.
+COUNTDOWN = """#!/bin/sh
+for n in 3 2 1; do echo "$n on $ORC_PLAYER"; sleep 0.4; done
+echo "liftoff" >&2
+"""
+
+
 def say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -114,6 +121,10 @@ def main() -> int:
         run(cluster, "submitjob", "--one-of", "--wait", "--timeout", "30", "uptime", *PLAYERS)
         run(cluster, "submitjob", "--all-of", "--wait", "--timeout", "30", "fail", "code=7",
             PLAYERS[0], PLAYERS[1])
+        say("Live output: each host's lines as its score prints them, then the report")
+        cluster.add_score("countdown", COUNTDOWN, "interface env\ntimeout 60\n")
+        counting = run(cluster, "submitjob", "--all-of", "countdown", *PLAYERS[:2])
+        run(cluster, "getstatus", "--follow", counting.stdout.strip())
         say("A rollout: one canary first, then at most two hosts at a time; one host drained")
         run(cluster, "drain", "--reason", "maintenance", PLAYERS[-1])
         rollout = run(cluster, "submitjob", "--all-of", "--canary", "1", "--batch", "2", "--name",
