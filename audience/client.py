@@ -139,16 +139,23 @@ class Client:
             delay = min(delay * 2, 5.0)
 
     def follow(self, job_id: str, host: str, timeout: float | None,
-               on_event: Callable[[audience_pb2.FollowEvent], None]) -> audience_pb2.Job:
+               on_event: Callable[[audience_pb2.FollowEvent], None],
+               on_gap: Callable[[], None] = lambda: None) -> audience_pb2.Job:
         """The job's live output (of ``host`` only, if given) and task moves, each handed
         to ``on_event`` as it comes, until the job ends (or ``timeout``); then the job.
-        Rides out conductor restarts like :meth:`wait` (what was printed meanwhile is
-        not shown)."""
+        Rides out conductor restarts (and a connection lost meanwhile) like :meth:`wait`;
+        ``on_gap`` is told each time the follow begins again, since what was printed
+        meanwhile is not shown."""
         job = self.get(job_id)  # unreachable (4) or unknown job (5) fail at once
         if job.finished:
             return job
+        calls = 0
 
         def answer(request: audience_pb2.WaitRequest, call_timeout: float | None) -> audience_pb2.Job | None:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                on_gap()
             follow = audience_pb2.FollowRequest(job_id=job_id, host=host, timeout_seconds=request.timeout_seconds)
             for event in self.stub.FollowJob(follow, timeout=call_timeout):
                 if event.HasField("job"):

@@ -13,6 +13,7 @@ several hosts never mix, and prints:
 
 With ``--json`` each of these is one JSON object on stdout instead (``host``, and
 ``stream`` + ``line``, or ``skipped``/``cut``, or ``state``), and the job's JSON follows.
+A follow that was cut off and begins again says so (``{"interrupted": true}``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ class Lines:
             rest = b""
         if rest:
             self.partial[key] = rest
+
+    def gap(self) -> None:
+        """The follow was cut off (the connection or the conductor went away) and begins
+        again: say so, since what was printed meanwhile is not shown."""
+        self.finish()
+        if self.as_json:
+            self.out(json.dumps({"interrupted": True}) + "\n")
+        else:
+            self.err("getstatus: the follow was interrupted; output printed meanwhile is not shown\n")
 
     def finish(self) -> None:
         """Print what is left of every unfinished line (the job ended)."""

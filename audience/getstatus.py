@@ -47,7 +47,7 @@ def follow(client: Client, job_id: str, host: str, timeout: float | None, as_jso
     """Print the job's live output until it ends, then the job; getstatus's exit code."""
     lines = Lines(as_json)
     try:
-        job = client.follow(job_id, host, timeout, lines.event)
+        job = client.follow(job_id, host, timeout, lines.event, lines.gap)
     finally:
         lines.finish()
     write_out(render.job_json(job) if as_json else render.job_text(job))

@@ -34,9 +34,11 @@ from orchestra.wire import player_pb2
 logger = log.get("conductor")
 
 VIEWER_BYTES = 1024 * 1024  # output one viewer holds for its reader at most
-RECENT_BYTES = 4096  # of each stream of each watched task, for a viewer that comes later
+RECENT_BYTES = 8192  # of each stream of each watched task, for a viewer that comes later
 MAX_VIEWERS = 1000  # viewers open at once (each can hold VIEWER_BYTES)
 STREAMS = {player_pb2.OUTPUT_STREAM_STDOUT: "stdout", player_pb2.OUTPUT_STREAM_STDERR: "stderr"}
+# A task prints while it runs, and while it is being stopped (cancelling: TERM, kill_grace).
+WATCHABLE = frozenset({TaskState.RUNNING, TaskState.CANCELLING})
 
 
 class TooManyViewers(RuntimeError):
@@ -67,6 +69,8 @@ class Viewer:
     _queue: deque[Piece] = field(default_factory=deque)
     _held: int = 0
     _missed: dict[tuple[str, str], tuple[int, bool]] = field(default_factory=dict)
+    # Task moves not taken yet: only the latest of each host (bounded by the job's hosts).
+    _moves: dict[str, str] = field(default_factory=dict)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, host: str | None) -> bool:
@@ -76,6 +80,10 @@ class Viewer:
         """Keep the piece if there is room (True); otherwise count it as missed, to be
         said with the next piece of its stream that fits (or when the reader catches up)."""
         if self.closed:
+            return True
+        if not piece.stream:
+            self._moves[piece.host] = piece.state
+            self._ready.set()
             return True
         if piece.stream:
             key = (piece.host, piece.stream)
@@ -98,13 +106,13 @@ class Viewer:
 
     def take(self) -> list[Piece]:
         """Everything held now, without waiting (what arrived before the job's end)."""
-        if not self._queue and not self._missed:
+        if not self._queue and not self._missed and not self._moves:
             return []
         return self._taken()
 
     async def pieces(self) -> list[Piece]:
         """Everything held now (waiting for at least one piece); [] once closed."""
-        while not self._queue and not self._missed and not self.closed:
+        while not self._queue and not self._missed and not self._moves and not self.closed:
             self._ready.clear()
             await self._ready.wait()
         if self.closed and not self._queue:
@@ -112,13 +120,17 @@ class Viewer:
         return self._taken()
 
     def _taken(self) -> list[Piece]:
-        taken = list(self._queue)
+        """Tasks that started, then the output, then tasks that moved on (ended)."""
+        started = [Piece(host, state=state) for host, state in self._moves.items() if state == "running"]
+        taken = started + list(self._queue)
         self._queue.clear()
         self._held = 0
         # What was dropped and never followed by a piece that fit: said now, with no data.
         for (host, stream), (skipped, cut) in self._missed.items():
             taken.append(Piece(host, stream, b"", skipped, cut))
         self._missed.clear()
+        taken += [Piece(host, state=state) for host, state in self._moves.items() if state != "running"]
+        self._moves.clear()
         return taken
 
 
@@ -131,9 +143,16 @@ class _Watched:
     host: str
     attempt: int
     recent: dict[str, bytes] = field(default_factory=dict)
+    ends: dict[str, int] = field(default_factory=dict)  # where the last chunk of each stream ended
 
-    def keep(self, stream: str, data: bytes) -> None:
-        self.recent[stream] = (self.recent.get(stream, b"") + data)[-RECENT_BYTES:]
+    def keep(self, stream: str, chunk: player_pb2.OutputChunk) -> None:
+        self.recent[stream] = (self.recent.get(stream, b"") + chunk.data)[-RECENT_BYTES:]
+        self.ends[stream] = chunk.offset + len(chunk.data)
+
+    def resume(self, task_id: str) -> player_pb2.WatchOutput:
+        """Watch again from where the last chunks ended (the player's session was replaced)."""
+        return player_pb2.WatchOutput(task_id=task_id, attempt=self.attempt, on=True, resume=bool(self.ends),
+                                      stdout_from=self.ends.get("stdout", 0), stderr_from=self.ends.get("stderr", 0))
 
 
 class OutputHub:
@@ -156,12 +175,20 @@ class OutputHub:
         viewer = Viewer(job_id, host)
         self._viewers[job_id].add(viewer)
         self.open_viewers += 1
-        job = await self.store.get_job(job_id)
+        try:
+            job = await self.store.get_job(job_id)
+        except BaseException:  # cancelled (the follower left) or failed: never left open
+            self.close(viewer)
+            raise
         if viewer.closed:  # closed while the job was read
             return viewer
         for task in job.tasks if job is not None else ():
-            if task.state == TaskState.RUNNING and task.player is not None and viewer.wants(task.player):
+            if task.player is None or not viewer.wants(task.player):
+                continue
+            if task.state in WATCHABLE:
                 self._watch(task.task_id, job_id, task.player, task.attempt, viewer)
+            if host is not None:  # one host's follower learns where its task stands now
+                viewer.offer(Piece(task.player, state=task.state.value))
         return viewer
 
     def close(self, viewer: Viewer) -> None:
@@ -214,15 +241,15 @@ class OutputHub:
     def moved(self, change: Change) -> None:
         """A task of some job moved (committed): start watching it if it now runs and is
         followed; tell the followers; forget it once it ended."""
+        if change.state is not None and change.state not in WATCHABLE:
+            watched = self._watched.get(change.task_id)
+            if watched is not None:  # it ended: the player forgets the wish at once
+                self._unwatch(change.task_id, watched)
         if change.job_id not in self._viewers or change.state is None or not change.applied:
-            if change.state is not None and change.state != TaskState.RUNNING:
-                self._watched.pop(change.task_id, None)
             return
         host = change.player or ""
-        if change.state == TaskState.RUNNING and self._wanted(change.job_id, host):
+        if change.state in WATCHABLE and self._wanted(change.job_id, host):
             self._watch(change.task_id, change.job_id, host, change.attempt)
-        elif change.state != TaskState.RUNNING:
-            self._watched.pop(change.task_id, None)
         for viewer in self._viewers[change.job_id]:
             if viewer.wants(host):
                 viewer.offer(Piece(host, state=change.state.value))
@@ -234,7 +261,7 @@ class OutputHub:
             return
         for task_id, watched in self._watched.items():
             if watched.host == name:
-                session.send(watch=player_pb2.WatchOutput(task_id=task_id, attempt=watched.attempt, on=True))
+                session.send(watch=watched.resume(task_id))
 
     def chunk(self, player: str, chunk: player_pb2.OutputChunk) -> None:
         """A piece of live output from a player: to every viewer that wants it, now."""
@@ -250,7 +277,7 @@ class OutputHub:
                                                               on=False))
             return
         piece = Piece(player, stream, chunk.data, chunk.skipped, chunk.cut)
-        watched.keep(stream, chunk.data)
+        watched.keep(stream, chunk)
         for viewer in self._viewers.get(watched.job_id, ()):
             if viewer.wants(player) and not viewer.offer(piece):
                 self.dropped_bytes += len(piece.data)

@@ -61,9 +61,10 @@ class Window:
 class _Source:
     """One output file of the task, read from ``position`` on."""
 
-    def __init__(self, path: Path, stream: player_pb2.OutputStream) -> None:
+    def __init__(self, path: Path, stream: player_pb2.OutputStream, start: int | None = None) -> None:
         self.path, self.stream = path, stream
         self.fd: int | None = None
+        self.start = start  # resume from here; None: the last START_TAIL bytes
         self.position = 0
         self.skipped = 0
         self.cut = False
@@ -76,7 +77,10 @@ class _Source:
             except FileNotFoundError:
                 return b""  # not created yet (the score is being spawned)
             size = os.fstat(self.fd).st_size
-            self.position = self.skipped = max(0, size - START_TAIL)
+            if self.start is None:
+                self.position = self.skipped = max(0, size - START_TAIL)
+            else:  # a size below it is caught just below: the cap emptied the file
+                self.position = self.start
         size = os.fstat(self.fd).st_size
         if size < self.position:  # the output cap emptied the file: what was between is lost
             self.position, self.cut = 0, True
@@ -95,10 +99,12 @@ class _Source:
 
 
 async def follow(task_id: str, attempt: int, directory: Path, ended: asyncio.Event, window: Window,
-                 send: Callable[[player_pb2.OutputChunk], None]) -> None:
+                 send: Callable[[player_pb2.OutputChunk], None], starts: tuple[int, int] | None = None) -> None:
     """Send the task's output as it is written until the task ended and all of it that
-    was there then is sent (or until cancelled: the conductor no longer asks)."""
-    sources = [_Source(directory / name, stream) for name, stream in STREAMS]
+    was there then is sent (or until cancelled: the conductor no longer asks). With
+    ``starts`` (stdout, stderr offsets), resume there instead of at the last START_TAIL."""
+    sources = [_Source(directory / name, stream, None if starts is None else starts[index])
+               for index, (name, stream) in enumerate(STREAMS)]
     began, sent = time.monotonic(), 0
     try:
         while True:
@@ -110,10 +116,11 @@ async def follow(task_id: str, attempt: int, directory: Path, ended: asyncio.Eve
                 # Over the rate: wait, and let the file hold what is printed meanwhile.
                 await asyncio.sleep(ahead / RATE_BYTES if ahead > 0 else 0)
                 data = source.read()
+                offset = source.position - len(data)  # where data begins (after any skip or cut)
                 if not data and not source.cut and not (last and source.skipped):
                     continue
                 chunk = player_pb2.OutputChunk(task_id=task_id, attempt=attempt, stream=source.stream,
-                                               data=data, skipped=source.skipped, cut=source.cut)
+                                               data=data, skipped=source.skipped, cut=source.cut, offset=offset)
                 source.skipped, source.cut = 0, False
                 window.queued(len(data))
                 sent += len(data)

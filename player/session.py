@@ -50,6 +50,20 @@ RESULT_MAX_BYTES = MAX_MESSAGE_BYTES // 2
 HOSTNAME_MISMATCH = "Hostname Verification Check failed"
 
 
+# How long a wish to watch a task that is not running here is kept when wishes pile up.
+WISH_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Wish:
+    """The conductor asked to watch a task's output: which attempt, from where (None: the
+    last part printed so far), and when (time.monotonic())."""
+
+    attempt: int
+    starts: tuple[int, int] | None
+    at: float
+
+
 def _message(**body: object) -> player_pb2.PlayerMessage:
     return player_pb2.PlayerMessage(**body)  # type: ignore[arg-type]
 
@@ -113,7 +127,7 @@ class Player:
         self.inventory_sent = b""  # the list last announced on the current session
         # Live output: the tasks the conductor asked to watch on this session (with the
         # attempt), their followers while they run, and the session's unsent window.
-        self.watching: dict[str, int] = {}
+        self.watching: dict[str, Wish] = {}
         self.followers: dict[str, asyncio.Task[None]] = {}
         self.window = follow.Window()
 
@@ -359,18 +373,25 @@ class Player:
             if follower is not None:
                 follower.cancel()
             return
-        if len(self.watching) >= 4 * self.config.max_concurrent + 64 and watch.task_id not in self.watching:
-            return  # wishes for tasks that never come here cannot pile up
-        self.watching[watch.task_id] = watch.attempt
+        now = time.monotonic()
+        if len(self.watching) >= 4 * self.config.max_concurrent + 64:
+            # A wish for a task that never started here (its end and the wish crossed) is
+            # forgotten after WISH_SECONDS, so they cannot crowd out the live ones.
+            self.watching = {task_id: wish for task_id, wish in self.watching.items()
+                             if task_id in self.executions or now - wish.at < WISH_SECONDS}
+            if len(self.watching) >= 4 * self.config.max_concurrent + 64:
+                return
+        starts = (watch.stdout_from, watch.stderr_from) if watch.resume else None
+        self.watching[watch.task_id] = Wish(watch.attempt, starts, now)
         self._follow(watch.task_id)
 
     def _follow(self, task_id: str) -> None:
         """A follower for the task, if it runs here now, is watched, and has none yet."""
         execution = self.executions.get(task_id)
-        attempt = self.watching.get(task_id)
-        if execution is None or attempt is None or task_id in self.followers or self.outbox is None:
+        wish = self.watching.get(task_id)
+        if execution is None or wish is None or task_id in self.followers or self.outbox is None:
             return
-        if attempt and attempt != execution.ctx.attempt:
+        if wish.attempt and wish.attempt != execution.ctx.attempt:
             return
         outbox = self.outbox
 
@@ -380,7 +401,7 @@ class Player:
             else:
                 self.window.written(len(chunk.data))
         follower = asyncio.ensure_future(follow.follow(task_id, execution.ctx.attempt, execution.files.dir,
-                                                       execution.ended, self.window, send))
+                                                       execution.ended, self.window, send, wish.starts))
         self.followers[task_id] = follower
         follower.add_done_callback(lambda _: self._followed(task_id, follower))
 

@@ -15,7 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+import pytest
+
+from audience.client import Client
 from devtools.devcluster import Cluster
+from orchestra.config import load_audience
+from orchestra.wire import audience_pb2
 from tests.conftest import MakeCluster, submit
 
 # Prints two lines on stdout and one on stderr, waits for $ORC_GO, then prints more.
@@ -151,6 +157,15 @@ def test_follow_of_another_users_job_is_no_such_job(make_cluster: MakeCluster, t
         other = cluster.cli("getstatus", "--follow", job, config=cluster.remote_audience_config("bob.test"))
         assert other.returncode == 5 and f"no such job {job}" in other.stderr
         assert "early" not in other.stdout
+        # FollowJob itself, asked directly (the CLI asks GetJob first): no such job either.
+        client = Client(load_audience(cluster.remote_audience_config("bob.test"), explicit=True))
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                for _ in client.stub.FollowJob(audience_pb2.FollowRequest(job_id=job), timeout=10):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            client.close()
     finally:
         go.touch()
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 from audience.following import MAX_LINE_BYTES, Lines
-from conductor.output import Piece, Viewer
+from conductor.output import OutputHub, Piece, Viewer
+from conductor.states import TaskState
+from conductor.store import Change
 from orchestra.wire import audience_pb2, player_pb2
 from player import follow
 
@@ -134,3 +137,94 @@ def test_a_line_without_end_is_printed_once_it_is_too_long() -> None:
     lines = Lines(False, out.append, out.append)
     lines.event(output("a", b"x" * (MAX_LINE_BYTES + 1)))
     assert out == ["a: " + "x" * (MAX_LINE_BYTES + 1) + "\n"]
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.sent: list[player_pb2.ConductorMessage] = []
+
+    def send(self, **body: object) -> None:
+        self.sent.append(player_pb2.ConductorMessage(**body))  # type: ignore[arg-type]
+
+
+class _Sessions:
+    def __init__(self) -> None:
+        self.by_name = {"p1": _Session()}
+
+    def get(self, name: str | None) -> _Session | None:
+        return self.by_name.get(name or "")
+
+
+class _Store:
+    def __init__(self, tasks: list[SimpleNamespace], delay: float = 0.0) -> None:
+        self.tasks, self.delay = tasks, delay
+
+    async def get_job(self, job_id: str) -> SimpleNamespace:
+        await asyncio.sleep(self.delay)
+        return SimpleNamespace(tasks=self.tasks)
+
+
+def _hub(tasks: list[SimpleNamespace], delay: float = 0.0) -> tuple[OutputHub, _Session]:
+    sessions = _Sessions()
+    return OutputHub(_Store(tasks, delay), sessions), sessions.by_name["p1"]  # type: ignore[arg-type]
+
+
+def _running(state: TaskState = TaskState.RUNNING) -> SimpleNamespace:
+    return SimpleNamespace(task_id="j.0", player="p1", attempt=1, state=state)
+
+
+def test_a_follower_that_leaves_while_the_hub_reads_the_job_is_not_left_open() -> None:
+    hub, _ = _hub([_running()], delay=0.5)
+
+    async def run() -> None:
+        opening = asyncio.ensure_future(hub.open("j"))
+        await asyncio.sleep(0.05)
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+
+    asyncio.run(run())
+    assert hub.open_viewers == 0 and not hub._viewers and not hub._watched
+
+
+def test_a_task_being_cancelled_is_watched_and_its_end_tells_the_player_to_stop() -> None:
+    hub, session = _hub([_running(TaskState.CANCELLING)])
+
+    async def run() -> Viewer:
+        return await hub.open("j", "p1")
+
+    viewer = asyncio.run(run())
+    assert [m.watch.on for m in session.sent] == [True]
+    hub.chunk("p1", player_pb2.OutputChunk(task_id="j.0", attempt=1, stream=player_pb2.OUTPUT_STREAM_STDOUT,
+                                           data=b"cleaning up\n", offset=0))
+    hub.moved(Change(applied=True, job_id="j", state=TaskState.CANCELLED, task_id="j.0", player="p1", attempt=1))
+    assert [m.watch.on for m in session.sent] == [True, False]  # ended: the player stops at once
+    # Only the latest move of a host waits for the reader (cancelling was overtaken).
+    assert viewer.take() == [Piece("p1", "stdout", b"cleaning up\n"), Piece("p1", state="cancelled")]
+
+
+def test_task_moves_waiting_for_a_reader_are_bounded_by_the_hosts() -> None:
+    viewer = Viewer("j", None)
+    for n in range(10_000):
+        viewer.offer(Piece(f"h{n % 3}", state="queued" if n % 2 else "running"))
+    assert len(viewer.take()) == 3
+
+
+def test_after_a_reconnect_the_player_resumes_where_the_last_chunks_ended() -> None:
+    hub, session = _hub([_running()])
+    asyncio.run(hub.open("j"))
+    hub.chunk("p1", player_pb2.OutputChunk(task_id="j.0", attempt=1, stream=player_pb2.OUTPUT_STREAM_STDOUT,
+                                           data=b"12345", offset=100))
+    hub.reconnected("p1")
+    resumed = session.sent[-1].watch
+    assert resumed.on and resumed.resume and resumed.stdout_from == 105 and resumed.stderr_from == 0
+
+
+def test_a_resumed_source_starts_where_it_was_told(tmp_path: Path) -> None:
+    path = tmp_path / "stdout"
+    path.write_bytes(b"a" * 100 + b"new")
+    source = follow._Source(path, player_pb2.OUTPUT_STREAM_STDOUT, start=100)
+    assert source.read() == b"new" and source.skipped == 0
+    source.close()
+    shrunk = follow._Source(path, player_pb2.OUTPUT_STREAM_STDOUT, start=10_000)  # the cap emptied it
+    assert shrunk.read() == b"a" * 100 + b"new" and shrunk.cut
+    shrunk.close()

@@ -75,8 +75,10 @@ class WebView:
     def reload_tls(self, files: TLSFiles) -> None:
         """The conductor's certificate was replaced: new connections get the new one.
         Raises StartupError (and keeps the old one) when the files cannot be used."""
-        server_context(files, "web_listen")  # the whole set checked before the live context changes
-        self.context.load_cert_chain(files.cert, files.key)
+        # A new context from the whole set (certificate, key and CA bundle), swapped in only
+        # once it loaded: a rotated CA is trusted, and a retired one no longer, from the next
+        # connection on.
+        self.context = self.listener.context = server_context(files, "web_listen")
 
     async def close(self) -> None:
         """Every live view says the conductor is stopping and ends; then the listener closes."""

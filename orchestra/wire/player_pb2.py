@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orchestra.wire import common_pb2 as orchestra_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orchestra/v1/player.proto\x12\x0corchestra.v1\x1a\x19orchestra/v1/common.proto\"\x81\x01\n\nSpoolEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.orchestra.v1.SpoolState\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x18.orchestra.v1.TaskResult\"\xa5\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.orchestra.v1.ScoreInfo\x12\'\n\x05spool\x18\x04 \x03(\x0b\x32\x18.orchestra.v1.SpoolEntry\x12\x16\n\x0emax_concurrent\x18\x05 \x01(\r\"0\n\x0cStartRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\x86\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12$\n\x06\x65nding\x18\x03 \x01(\x0e\x32\x14.orchestra.v1.Ending\x12*\n\x07outcome\x18\x10 \x01(\x0b\x32\x19.orchestra.v1.TaskOutcomeJ\x04\x08\x04\x10\x10\"\x1c\n\tHeartbeat\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\"\xa7\x02\n\rPlayerMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.orchestra.v1.HelloH\x00\x12\x33\n\rstart_request\x18\x02 \x01(\x0b\x32\x1a.orchestra.v1.StartRequestH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.orchestra.v1.TaskResultH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.orchestra.v1.HeartbeatH\x00\x12,\n\tinventory\x18\x05 \x01(\x0b\x32\x17.orchestra.v1.InventoryH\x00\x12+\n\x06output\x18\x06 \x01(\x0b\x32\x19.orchestra.v1.OutputChunkH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0bOutputChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12*\n\x06stream\x18\x03 \x01(\x0e\x32\x1a.orchestra.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07skipped\x18\x05 \x01(\x04\x12\x0b\n\x03\x63ut\x18\x06 \x01(\x08\"Q\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tconductor\x18\x02 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\r\"\xd4\x01\n\x07RunTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\t\x12\x31\n\x06params\x18\x05 \x03(\x0b\x32!.orchestra.v1.RunTask.ParamsEntry\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_at\x18\x07 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"-\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\".\n\nStartGrant\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\xc3\x02\n\x10\x43onductorMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.orchestra.v1.WelcomeH\x00\x12$\n\x03run\x18\x02 \x01(\x0b\x32\x15.orchestra.v1.RunTaskH\x00\x12*\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x18.orchestra.v1.CancelTaskH\x00\x12&\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x17.orchestra.v1.ResultAckH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.orchestra.v1.HeartbeatH\x00\x12)\n\x05grant\x18\x06 \x01(\x0b\x32\x18.orchestra.v1.StartGrantH\x00\x12*\n\x05watch\x18\x07 \x01(\x0b\x32\x19.orchestra.v1.WatchOutputH\x00\x42\x06\n\x04\x62ody\";\n\x0bWatchOutput\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\n\n\x02on\x18\x03 \x01(\x08*v\n\nSpoolState\x12\x1b\n\x17SPOOL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SPOOL_STATE_ACCEPTED\x10\x01\x12\x17\n\x13SPOOL_STATE_STARTED\x10\x02\x12\x18\n\x14SPOOL_STATE_FINISHED\x10\x03*\xa7\x01\n\x06\x45nding\x12\x16\n\x12\x45NDING_UNSPECIFIED\x10\x00\x12\r\n\tENDING_OK\x10\x01\x12\x11\n\rENDING_FAILED\x10\x02\x12\x14\n\x10\x45NDING_TIMED_OUT\x10\x03\x12\x12\n\x0e\x45NDING_REFUSED\x10\x04\x12\x14\n\x10\x45NDING_CANCELLED\x10\x05\x12\x0f\n\x0b\x45NDING_LOST\x10\x06\x12\x12\n\x0e\x45NDING_EXPIRED\x10\x07*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02\x32X\n\nPlayerLink\x12J\n\x07Session\x12\x1b.orchestra.v1.PlayerMessage\x1a\x1e.orchestra.v1.ConductorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orchestra/v1/player.proto\x12\x0corchestra.v1\x1a\x19orchestra/v1/common.proto\"\x81\x01\n\nSpoolEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.orchestra.v1.SpoolState\x12(\n\x06result\x18\x04 \x01(\x0b\x32\x18.orchestra.v1.TaskResult\"\xa5\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.orchestra.v1.ScoreInfo\x12\'\n\x05spool\x18\x04 \x03(\x0b\x32\x18.orchestra.v1.SpoolEntry\x12\x16\n\x0emax_concurrent\x18\x05 \x01(\r\"0\n\x0cStartRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\x86\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12$\n\x06\x65nding\x18\x03 \x01(\x0e\x32\x14.orchestra.v1.Ending\x12*\n\x07outcome\x18\x10 \x01(\x0b\x32\x19.orchestra.v1.TaskOutcomeJ\x04\x08\x04\x10\x10\"\x1c\n\tHeartbeat\x12\x0f\n\x07sent_at\x18\x01 \x01(\x01\"\xa7\x02\n\rPlayerMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.orchestra.v1.HelloH\x00\x12\x33\n\rstart_request\x18\x02 \x01(\x0b\x32\x1a.orchestra.v1.StartRequestH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.orchestra.v1.TaskResultH\x00\x12,\n\theartbeat\x18\x04 \x01(\x0b\x32\x17.orchestra.v1.HeartbeatH\x00\x12,\n\tinventory\x18\x05 \x01(\x0b\x32\x17.orchestra.v1.InventoryH\x00\x12+\n\x06output\x18\x06 \x01(\x0b\x32\x19.orchestra.v1.OutputChunkH\x00\x42\x06\n\x04\x62ody\"\x97\x01\n\x0bOutputChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12*\n\x06stream\x18\x03 \x01(\x0e\x32\x1a.orchestra.v1.OutputStream\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0f\n\x07skipped\x18\x05 \x01(\x04\x12\x0b\n\x03\x63ut\x18\x06 \x01(\x08\x12\x0e\n\x06offset\x18\x07 \x01(\x04\"Q\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tconductor\x18\x02 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\r\"\xd4\x01\n\x07RunTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\t\x12\x31\n\x06params\x18\x05 \x03(\x0b\x32!.orchestra.v1.RunTask.ParamsEntry\x12\x11\n\trequester\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_at\x18\x07 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"-\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\".\n\nStartGrant\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\xc3\x02\n\x10\x43onductorMessage\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.orchestra.v1.WelcomeH\x00\x12$\n\x03run\x18\x02 \x01(\x0b\x32\x15.orchestra.v1.RunTaskH\x00\x12*\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x18.orchestra.v1.CancelTaskH\x00\x12&\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x17.orchestra.v1.ResultAckH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.orchestra.v1.HeartbeatH\x00\x12)\n\x05grant\x18\x06 \x01(\x0b\x32\x18.orchestra.v1.StartGrantH\x00\x12*\n\x05watch\x18\x07 \x01(\x0b\x32\x19.orchestra.v1.WatchOutputH\x00\x42\x06\n\x04\x62ody\"u\n\x0bWatchOutput\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\n\n\x02on\x18\x03 \x01(\x08\x12\x0e\n\x06resume\x18\x04 \x01(\x08\x12\x13\n\x0bstdout_from\x18\x05 \x01(\x04\x12\x13\n\x0bstderr_from\x18\x06 \x01(\x04*v\n\nSpoolState\x12\x1b\n\x17SPOOL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SPOOL_STATE_ACCEPTED\x10\x01\x12\x17\n\x13SPOOL_STATE_STARTED\x10\x02\x12\x18\n\x14SPOOL_STATE_FINISHED\x10\x03*\xa7\x01\n\x06\x45nding\x12\x16\n\x12\x45NDING_UNSPECIFIED\x10\x00\x12\r\n\tENDING_OK\x10\x01\x12\x11\n\rENDING_FAILED\x10\x02\x12\x14\n\x10\x45NDING_TIMED_OUT\x10\x03\x12\x12\n\x0e\x45NDING_REFUSED\x10\x04\x12\x14\n\x10\x45NDING_CANCELLED\x10\x05\x12\x0f\n\x0b\x45NDING_LOST\x10\x06\x12\x12\n\x0e\x45NDING_EXPIRED\x10\x07*a\n\x0cOutputStream\x12\x1d\n\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n\x14OUTPUT_STREAM_STDERR\x10\x02\x32X\n\nPlayerLink\x12J\n\x07Session\x12\x1b.orchestra.v1.PlayerMessage\x1a\x1e.orchestra.v1.ConductorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNTASK_PARAMSENTRY']._loaded_options = None
   _globals['_RUNTASK_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_SPOOLSTATE']._serialized_start=1867
-  _globals['_SPOOLSTATE']._serialized_end=1985
-  _globals['_ENDING']._serialized_start=1988
-  _globals['_ENDING']._serialized_end=2155
-  _globals['_OUTPUTSTREAM']._serialized_start=2157
-  _globals['_OUTPUTSTREAM']._serialized_end=2254
+  _globals['_SPOOLSTATE']._serialized_start=1941
+  _globals['_SPOOLSTATE']._serialized_end=2059
+  _globals['_ENDING']._serialized_start=2062
+  _globals['_ENDING']._serialized_end=2229
+  _globals['_OUTPUTSTREAM']._serialized_start=2231
+  _globals['_OUTPUTSTREAM']._serialized_end=2328
   _globals['_SPOOLENTRY']._serialized_start=71
   _globals['_SPOOLENTRY']._serialized_end=200
   _globals['_HELLO']._serialized_start=203
@@ -53,23 +53,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAYERMESSAGE']._serialized_start=588
   _globals['_PLAYERMESSAGE']._serialized_end=883
   _globals['_OUTPUTCHUNK']._serialized_start=886
-  _globals['_OUTPUTCHUNK']._serialized_end=1021
-  _globals['_WELCOME']._serialized_start=1023
-  _globals['_WELCOME']._serialized_end=1104
-  _globals['_RUNTASK']._serialized_start=1107
-  _globals['_RUNTASK']._serialized_end=1319
-  _globals['_RUNTASK_PARAMSENTRY']._serialized_start=1274
-  _globals['_RUNTASK_PARAMSENTRY']._serialized_end=1319
-  _globals['_CANCELTASK']._serialized_start=1321
-  _globals['_CANCELTASK']._serialized_end=1383
-  _globals['_RESULTACK']._serialized_start=1385
-  _globals['_RESULTACK']._serialized_end=1430
-  _globals['_STARTGRANT']._serialized_start=1432
-  _globals['_STARTGRANT']._serialized_end=1478
-  _globals['_CONDUCTORMESSAGE']._serialized_start=1481
-  _globals['_CONDUCTORMESSAGE']._serialized_end=1804
-  _globals['_WATCHOUTPUT']._serialized_start=1806
-  _globals['_WATCHOUTPUT']._serialized_end=1865
-  _globals['_PLAYERLINK']._serialized_start=2256
-  _globals['_PLAYERLINK']._serialized_end=2344
+  _globals['_OUTPUTCHUNK']._serialized_end=1037
+  _globals['_WELCOME']._serialized_start=1039
+  _globals['_WELCOME']._serialized_end=1120
+  _globals['_RUNTASK']._serialized_start=1123
+  _globals['_RUNTASK']._serialized_end=1335
+  _globals['_RUNTASK_PARAMSENTRY']._serialized_start=1290
+  _globals['_RUNTASK_PARAMSENTRY']._serialized_end=1335
+  _globals['_CANCELTASK']._serialized_start=1337
+  _globals['_CANCELTASK']._serialized_end=1399
+  _globals['_RESULTACK']._serialized_start=1401
+  _globals['_RESULTACK']._serialized_end=1446
+  _globals['_STARTGRANT']._serialized_start=1448
+  _globals['_STARTGRANT']._serialized_end=1494
+  _globals['_CONDUCTORMESSAGE']._serialized_start=1497
+  _globals['_CONDUCTORMESSAGE']._serialized_end=1820
+  _globals['_WATCHOUTPUT']._serialized_start=1822
+  _globals['_WATCHOUTPUT']._serialized_end=1939
+  _globals['_PLAYERLINK']._serialized_start=2330
+  _globals['_PLAYERLINK']._serialized_end=2418
 # @@protoc_insertion_point(module_scope)

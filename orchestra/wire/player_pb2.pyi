@@ -116,20 +116,22 @@ class PlayerMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., start_request: _Optional[_Union[StartRequest, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., inventory: _Optional[_Union[_common_pb2.Inventory, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ...) -> None: ...
 
 class OutputChunk(_message.Message):
-    __slots__ = ("task_id", "attempt", "stream", "data", "skipped", "cut")
+    __slots__ = ("task_id", "attempt", "stream", "data", "skipped", "cut", "offset")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     stream: OutputStream
     data: bytes
     skipped: int
     cut: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[OutputStream, str]] = ..., data: _Optional[bytes] = ..., skipped: _Optional[int] = ..., cut: _Optional[bool] = ...) -> None: ...
+    offset: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[OutputStream, str]] = ..., data: _Optional[bytes] = ..., skipped: _Optional[int] = ..., cut: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("protocol_version", "conductor", "heartbeat_seconds")
@@ -211,11 +213,17 @@ class ConductorMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., run: _Optional[_Union[RunTask, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., grant: _Optional[_Union[StartGrant, _Mapping]] = ..., watch: _Optional[_Union[WatchOutput, _Mapping]] = ...) -> None: ...
 
 class WatchOutput(_message.Message):
-    __slots__ = ("task_id", "attempt", "on")
+    __slots__ = ("task_id", "attempt", "on", "resume", "stdout_from", "stderr_from")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ON_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FROM_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FROM_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     on: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., on: _Optional[bool] = ...) -> None: ...
+    resume: bool
+    stdout_from: int
+    stderr_from: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., on: _Optional[bool] = ..., resume: _Optional[bool] = ..., stdout_from: _Optional[int] = ..., stderr_from: _Optional[int] = ...) -> None: ...
