@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestra.cli import visible
 from orchestra.errors import ExitCode
-from orchestra.joboptions import PRIORITIES
+from orchestra.joboptions import PRIORITIES, rollout_text, settings_text
 from orchestra.outcome import TaskOutcome, iso
 from orchestra.wire import audience_pb2, common_pb2
 
@@ -164,31 +164,6 @@ def priority_text(priority: int) -> str:
     """``10 (high)``, ``-3``: the number, and its name when it has one."""
     names = [name for name, value in PRIORITIES.items() if value == priority]
     return f"{priority}{f' ({names[0]})' if names else ''}"
-
-
-def rollout_text(rollout: audience_pb2.Rollout) -> str:
-    """``canary 2, batch 5, max failures 3: rolling, 1 failure``."""
-    limits = [f"canary {rollout.canary}" if rollout.canary else "",
-              f"batch {rollout.batch}" if rollout.batch else "",
-              f"max failures {rollout.max_failures}" if rollout.has_max_failures else ""]
-    phase = visible(rollout.phase) or "?"
-    if rollout.phase_reason:
-        phase += f" ({visible(rollout.phase_reason)})"
-    failures = f"{rollout.failures} failure{'' if rollout.failures == 1 else 's'}"
-    return f"{', '.join(part for part in limits if part) or 'no limits'}: {phase}, {failures}"
-
-
-def settings_text(job: audience_pb2.Job) -> str:
-    """What the score's .conf asks of the conductor: ``retries 2 (30s apart), concurrency 5,
-    exclusive``; "" when nothing."""
-    parts = []
-    if job.retries:
-        parts.append(f"retries {job.retries}" + (f" ({job.retry_delay:g}s apart)" if job.retry_delay else ""))
-    if job.concurrency:
-        parts.append(f"concurrency {job.concurrency}")
-    if job.exclusive:
-        parts.append("exclusive")
-    return ", ".join(parts)
 
 
 def job_text(job: audience_pb2.Job) -> str:

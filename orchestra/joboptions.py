@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from orchestra.cli import visible
 from orchestra.errors import ValidationError
+from orchestra.wire import audience_pb2
 
 MAX_NAME_CHARS = 200
 LABEL_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -167,3 +169,28 @@ def resolve_rollout(canary: int, batch: str | int, max_failures: str | int, scop
         raise ValidationError(f"--canary {canary} leaves no other target: the job has {targets}")
     return Rollout(canary, batch_amount.of(targets) if batch_amount else 0,
                    failures.of(targets) if failures else None)
+
+
+def rollout_text(rollout: audience_pb2.Rollout) -> str:
+    """``canary 2, batch 5, max failures 3: rolling, 1 failure`` (getstatus, the web view)."""
+    limits = [f"canary {rollout.canary}" if rollout.canary else "",
+              f"batch {rollout.batch}" if rollout.batch else "",
+              f"max failures {rollout.max_failures}" if rollout.has_max_failures else ""]
+    phase = visible(rollout.phase) or "?"
+    if rollout.phase_reason:
+        phase += f" ({visible(rollout.phase_reason)})"
+    failures = f"{rollout.failures} failure{'' if rollout.failures == 1 else 's'}"
+    return f"{', '.join(part for part in limits if part) or 'no limits'}: {phase}, {failures}"
+
+
+def settings_text(job: audience_pb2.Job) -> str:
+    """What the score's .conf asks of the conductor: ``retries 2 (30s apart), concurrency 5,
+    exclusive``; "" when nothing (getstatus, the web view)."""
+    parts = []
+    if job.retries:
+        parts.append(f"retries {job.retries}" + (f" ({job.retry_delay:g}s apart)" if job.retry_delay else ""))
+    if job.concurrency:
+        parts.append(f"concurrency {job.concurrency}")
+    if job.exclusive:
+        parts.append("exclusive")
+    return ", ".join(parts)

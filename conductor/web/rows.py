@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from conductor.states import TERMINAL, TaskState, job_status
+from orchestra.joboptions import rollout_text, settings_text
 from orchestra.wire import audience_pb2
 
 EXPIRY_WARNING_DAYS = 30  # a player certificate this close to expiry is highlighted
@@ -133,31 +134,6 @@ class JobView:
 SCOPES = {audience_pb2.SCOPE_ALL_OF: "all-of", audience_pb2.SCOPE_ONE_OF: "one-of"}
 
 
-def rollout_text(job: audience_pb2.Job) -> str:
-    """``canary 1, batch 2, max failures 3: rolling (reason), 1 failure``; "" without one."""
-    if not job.HasField("rollout"):
-        return ""
-    rollout = job.rollout
-    limits = [f"canary {rollout.canary}" if rollout.canary else "",
-              f"batch {rollout.batch}" if rollout.batch else "",
-              f"max failures {rollout.max_failures}" if rollout.has_max_failures else ""]
-    phase = rollout.phase + (f" ({rollout.phase_reason})" if rollout.phase_reason else "")
-    failures = f"{rollout.failures} failure{'' if rollout.failures == 1 else 's'}"
-    return f"{', '.join(part for part in limits if part) or 'no limits'}: {phase}, {failures}"
-
-
-def settings_text(job: audience_pb2.Job) -> str:
-    """What the score's .conf asks of the conductor; "" when nothing."""
-    parts = []
-    if job.retries:
-        parts.append(f"retries {job.retries}" + (f" ({job.retry_delay:g} s apart)" if job.retry_delay else ""))
-    if job.concurrency:
-        parts.append(f"concurrency {job.concurrency}")
-    if job.exclusive:
-        parts.append("exclusive")
-    return ", ".join(parts)
-
-
 def job_view(job: audience_pb2.Job, now: float) -> JobView:
     tasks = tuple(task_row(number, task, now) for number, task in enumerate(job.tasks))
     counts: dict[str, int] = {}
@@ -169,7 +145,7 @@ def job_view(job: audience_pb2.Job, now: float) -> JobView:
         params=tuple(sorted(job.params.items())), labels=tuple(sorted(job.labels.items())),
         requester=job.requester, created=when(job.created_at), deadline=when(job.deadline_at),
         finished=when(job.finished_at), status=job.status, done=job.finished, priority=job.priority,
-        rollout=rollout_text(job), phase=job.rollout.phase if job.HasField("rollout") else "",
+        rollout=rollout_text(job.rollout) if job.HasField("rollout") else "", phase=job.rollout.phase if job.HasField("rollout") else "",
         workflow_id=job.workflow_id, step=job.step, settings=settings_text(job), counts=ordered_counts(counts),
         tasks=tasks)
 
