@@ -11,6 +11,9 @@ several hosts never mix, and prints:
   cap …]`` where the player's cap emptied the file;
 * ``HOST: [STATE]`` when a task starts running or ends.
 
+Each line is shown as every report shows what a score printed: control characters and
+the like as visible escapes (``\x1b``), never obeyed by the terminal.
+
 With ``--json`` each of these is one JSON object on stdout instead (``host``, and
 ``stream`` + ``line``, or ``skipped``/``cut``, or ``state``), and the job's JSON follows.
 A follow that was cut off and begins again says so (``{"interrupted": true}``).
@@ -22,7 +25,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from orchestra.cli import write_out
+from orchestra.cli import report, visible, write_out
 from orchestra.wire import audience_pb2
 
 # An unfinished line longer than this is printed as it is (a score printing megabytes
@@ -80,7 +83,7 @@ class Lines:
         if self.as_json:
             self.out(json.dumps({"interrupted": True}) + "\n")
         else:
-            self.err("getstatus: the follow was interrupted; output printed meanwhile is not shown\n")
+            report("getstatus", "the follow was interrupted; output printed meanwhile is not shown")
 
     def finish(self) -> None:
         """Print what is left of every unfinished line (the job ended)."""
@@ -98,9 +101,9 @@ class Lines:
         self._note(host, {"stream": stream, "line": line}, line, stream)
 
     def _note(self, host: str, fields: dict[str, object], text: str, stream: str = "stdout") -> None:
-        if self.as_json:
+        if self.as_json:  # exact data, as every --json
             self.out(json.dumps({"host": host, **fields}, ensure_ascii=False) + "\n")
-        elif stream == "stderr":
-            self.err(f"{host}: {text}\n")
-        else:
-            self.out(f"{host}: {text}\n")
+            return
+        # What a score printed is shown, never obeyed by the terminal (escapes, bidi, ...).
+        line = f"{visible(host)}: {visible(text)}\n"
+        (self.err if stream == "stderr" else self.out)(line)

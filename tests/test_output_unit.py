@@ -228,3 +228,12 @@ def test_a_resumed_source_starts_where_it_was_told(tmp_path: Path) -> None:
     shrunk = follow._Source(path, player_pb2.OUTPUT_STREAM_STDOUT, start=10_000)  # the cap emptied it
     assert shrunk.read() == b"a" * 100 + b"new" and shrunk.cut
     shrunk.close()
+
+
+def test_what_a_score_printed_is_shown_never_obeyed_by_the_terminal() -> None:
+    out: list[str] = []
+    Lines(False, out.append, out.append).event(output("a", b"\x1b[2Jgone\x1b]0;title\x07\n"))
+    assert out == ["a: \\x1b[2Jgone\\x1b]0;title\\x07\n"]
+    exact: list[str] = []
+    Lines(True, exact.append, exact.append).event(output("a", b"\x1b[2J\n"))
+    assert exact == ['{"host": "a", "stream": "stdout", "line": "\\u001b[2J"}\n']
