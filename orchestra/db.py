@@ -1,8 +1,8 @@
-"""Durable SQLite for the conductor's queue and the player's spool, with group commit.
+"""Durable SQL for the conductor's queue and the player's spool, with group commit.
 
-WAL with synchronous=FULL, read back to be sure: a commit is the promise behind every
-acknowledgement (DESIGN-NOTES §3.3). All access goes through one worker thread, so the
-event loop never blocks on fsync and transactions never interleave.
+SQLite runs in WAL with synchronous=FULL, read back to be sure: a commit is the promise
+behind every acknowledgement (DESIGN-NOTES §3.3). All access goes through one worker
+thread, so the event loop never blocks on fsync and transactions never interleave.
 
 Writes are committed in groups: ``await db.write(fn)`` queues ``fn``; the worker takes
 every write queued at that moment, runs each inside its own SAVEPOINT of one shared
@@ -11,6 +11,9 @@ write that raises is rolled back to its savepoint alone; if the COMMIT itself fa
 every write of the group fails. So a caller still learns of its write only once it is
 on disk, exactly as with one transaction per write, while a burst of N writes costs
 one fsync instead of N.
+
+The same group commit serves PostgreSQL (conductor/store/postgresql.py): a subclass opens
+the connection and begins each group its own way (:meth:`Database._begin`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from orchestra.errors import StartupError
 
@@ -30,6 +33,30 @@ T = TypeVar("T")
 # A write nobody waits for (write_later) is committed with the next awaited write, or
 # after this long at the latest.
 LATER_SECONDS = 0.5
+
+
+class Cursor(Protocol):
+    """What the store's SQL reads back: rows by position and by column name."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """The part of a DB-API connection the store uses: ``sqlite3.Connection`` itself, or
+    the PostgreSQL adapter, which takes the same SQL (``?`` placeholders)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+
+class Unavailable(sqlite3.OperationalError):
+    """The queue cannot be written now: the database is unreachable, or this conductor
+    is no longer the leader. A kind of OperationalError, so every caller that copes with
+    a full disk (try again later, tell the client "storage") copes with it alike."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -76,13 +103,26 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"db-{path.stem}")
-        self.conn = self._executor.submit(connect, path).result()
+        self.conn: Any = self._executor.submit(self._open).result()
         self.commits = 0  # group transactions committed: one WAL fsync each
         self.writes = 0   # writes those transactions carried
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
         self._flush_queued = False
         self._later: asyncio.TimerHandle | None = None
+
+    def _open(self) -> Any:
+        """The connection, opened on the database thread."""
+        return connect(self.path)
+
+    def _begin(self, conn: Any) -> None:
+        """Begin a group's transaction: SQLite takes its write lock at once."""
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _failed(self, err: Exception) -> Exception:
+        """What the callers of a group learn when BEGIN or COMMIT failed (a subclass may
+        say it its own way)."""
+        return err
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -132,7 +172,7 @@ class Database:
         conn = self.conn
         results: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for item in batch:
                 conn.execute("SAVEPOINT write")
                 try:
@@ -148,9 +188,9 @@ class Database:
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the transaction is gone either way; the callers learn of err
-            results = [(False, err)] * len(batch)
+            except Exception:  # noqa: S110 - the transaction is gone either way; the callers learn of err
+                pass
+            results = [(False, self._failed(err))] * len(batch)
         else:
             self.commits += 1
             self.writes += len(batch)

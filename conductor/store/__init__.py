@@ -5,16 +5,15 @@ and return the typed records of :mod:`conductor.store.records`. No row, tuple or
 name leaves a backend. Each verb is one atomic transaction committed before it returns,
 and every state change goes through the state table of :mod:`conductor.states`.
 
-Today's backend is SQLite (:mod:`conductor.store.sqlite`). The interface is shaped so
-a second backend — PostgreSQL, for two conductors sharing one queue — can implement the
-same verbs without touching the lifecycle or dispatch: a verb never relies on being the
-only writer, and conditional moves (``expect_*``) report a task that moved on instead
-of failing.
+Two backends implement it with the same SQL (:mod:`conductor.store.sql`): SQLite, the
+embedded default (:mod:`conductor.store.sqlite`), and PostgreSQL, one queue for a leading
+conductor and its standbys (:mod:`conductor.store.postgresql`). Conditional moves
+(``expect_*``) report a task that moved on instead of failing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -125,7 +124,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(state_dir: Path) -> Store:
-    """The queue in state_dir (SQLite, created or upgraded as needed)."""
+def open_store(state_dir: Path, backend: str = "sqlite", dsn: str = "", *, epoch: int | None = None,
+               on_lost: Callable[[str], None] | None = None, timeout: float = 5.0) -> Store:
+    """The queue, created or upgraded as needed: SQLite in state_dir, or the PostgreSQL
+    database ``dsn`` names, its writes fenced by the lease ``epoch`` when given one;
+    ``on_lost`` hears why when it is fenced or loses the database."""
+    if backend == "postgresql":
+        from conductor.store.postgresql import PostgresStore
+        return PostgresStore(dsn, epoch=epoch, on_lost=on_lost, timeout=timeout)
     from conductor.store.sqlite import SqliteStore
     return SqliteStore(state_dir)

@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 from conductor import states
-from orchestra.db import Transaction
+from orchestra.db import Conn, Transaction
 from orchestra.errors import StartupError
 
 SCHEMA_VERSION = 7
@@ -261,7 +261,7 @@ def _upgrade_from_3(conn: sqlite3.Connection) -> None:
                      [(scoped_key(row[1], row[2]), row[0]) for row in rows])
 
 
-def finished_status(conn: sqlite3.Connection, job_id: str) -> str:
+def finished_status(conn: Conn, job_id: str) -> str:
     """A finished job's status, from its tasks' states (states.job_status)."""
     return states.job_status(states.TaskState(row[0]) for row in
                              conn.execute("SELECT state FROM tasks WHERE job_id = ?", (job_id,)))
