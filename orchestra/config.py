@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ MAX_OUTPUT_TAIL_BYTES = MAX_TAIL_BYTES
 MAX_RESPONSE_BYTES = 1024 * 1024
 # The cap of each output file in the spool while a score runs (disk, not the wire).
 MAX_OUTPUT_FILE_BYTES = 1024 * 1024 * 1024
+# Conductors a player or the audience may list (one leads, the others stand by).
+MAX_CONDUCTORS = 16
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,32 @@ class PluginTable:
     name: str
     options: dict[str, Any]
     where: str  # how errors name the table: 'FILE: [[notifiers]] #2 (webhook)'
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where the conductor keeps its queue.
+
+    ``sqlite`` (the default) is a file in state_dir and one conductor. ``postgresql`` is a
+    database several conductors share: one leads, holding a lease of ``lease_seconds``
+    that it renews, the others stand by and take over when it lapses. ``dsn`` is a libpq
+    connection string or URI; TLS to the database is set in it (sslmode, sslrootcert,
+    sslcert, sslkey). It may hold a password, so it is never shown: not in errors, not in
+    this object's repr. ``advertise`` is the HOST:PORT standbys name to clients as this
+    conductor's address while it leads ("" = its certname with the port of ``listen``)."""
+
+    backend: str = "sqlite"
+    dsn: str = field(default="", repr=False)
+    lease_seconds: float = 5.0
+    advertise: str = ""
+
+
+def _split(conductor: str) -> tuple[str, ...]:
+    return tuple(conductor.split(",")) if conductor else ()
+
+
+def _targets(conductor: str, conductor_name: str) -> tuple[tuple[str, str], ...]:
+    return tuple((address, conductor_name or listen_host(address)) for address in _split(conductor))
 
 
 @dataclass(frozen=True)
@@ -105,6 +134,7 @@ class ConductorConfig:
     # name with their options, checked by each plugin at start (orchestra/plugins.py).
     audit_sinks: tuple[PluginTable, ...] = ()
     notifiers: tuple[PluginTable, ...] = ()
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 @dataclass(frozen=True)
@@ -130,16 +160,41 @@ class PlayerConfig:
     metrics_listen: str = ""
     metrics_tls: bool = False
 
+    # ``conductor`` holds every conductor's address, comma-separated, in the order they
+    # are dialled (one address in the usual case of one conductor); ``conductor_name`` the
+    # name each one's certificate must carry, or "" for each address's own host (with one
+    # address, that host is filled in). Both are read through these two:
+    @property
+    def conductors(self) -> tuple[str, ...]:
+        """Every conductor's HOST:PORT, in the order they are dialled."""
+        return _split(self.conductor)
+
+    def targets(self) -> tuple[tuple[str, str], ...]:
+        """(HOST:PORT, name its certificate must carry) of each conductor, in order."""
+        return _targets(self.conductor, self.conductor_name)
+
 
 @dataclass(frozen=True)
 class AudienceConfig:
-    """audience.toml, validated; ``conductor`` empty means the local socket."""
+    """audience.toml, validated; ``conductor`` empty (``conductors`` empty) means the
+    local socket."""
 
     path: Path | None
     socket: Path
     conductor: str
     conductor_name: str
     tls: TLSFiles | None
+
+    # As in PlayerConfig: ``conductor`` holds every address, comma-separated.
+    @property
+    def conductors(self) -> tuple[str, ...]:
+        """Every conductor's HOST:PORT, in order; none for the local socket."""
+        return _split(self.conductor)
+
+    def targets(self) -> tuple[tuple[str, str], ...]:
+        """(HOST:PORT, name its certificate must carry) of each conductor, in order;
+        none for the local socket."""
+        return _targets(self.conductor, self.conductor_name)
 
 
 class _Table:
@@ -267,6 +322,45 @@ def _check_address(table: _Table, key: str, value: str) -> str:
     return value
 
 
+def _conductors(table: _Table, key: str, required: bool) -> tuple[str, ...]:
+    """``conductor``: one HOST:PORT, or a list of 1 to MAX_CONDUCTORS different ones (the
+    conductors that may lead, dialled in that order). Not required: "" or no key is none."""
+    table.used.add(key)
+    if key not in table.data:
+        if required:
+            raise table._fail(key, "is required")
+        return ()
+    value = table.data[key]
+    if isinstance(value, str):
+        if not value and not required:
+            return ()
+        value = [value]
+    if not isinstance(value, list):
+        raise table._fail(key, f"must be HOST:PORT or a list of them, not {value!r}")
+    if not 1 <= len(value) <= MAX_CONDUCTORS:
+        raise table._fail(key, f"must list 1 to {MAX_CONDUCTORS} addresses, not {len(value)}")
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, str):
+            raise table._fail(key, f"must list HOST:PORT strings, not {item!r}")
+        _check_address(table, key, item)
+        if "," in item:  # no host name has one; the addresses are kept comma-separated
+            raise table._fail(key, f"must be HOST:PORT, not {item!r}")
+        if item.lower() in seen:
+            raise table._fail(key, f"lists {item!r} twice")
+        seen.add(item.lower())
+    return tuple(value)
+
+
+def _expected_name(table: _Table, conductors: tuple[str, ...]) -> str:
+    """conductor_name: the name every conductor's certificate must carry when set; unset,
+    each address's own host ("" with several addresses, the host itself with one)."""
+    name = table.string("conductor_name", "")
+    if not name and len(conductors) == 1:
+        return listen_host(conductors[0])
+    return name
+
+
 def listen_host(address: str) -> str:
     """The host part of HOST:PORT, without the brackets of an IPv6 address."""
     return address.rpartition(":")[0].strip("[]")
@@ -338,6 +432,7 @@ def load_conductor(path: Path) -> ConductorConfig:
         notifiers=_plugin_tables(top, "notifiers"),
         **_metrics(top),
         web_listen=_optional_address(top, "web_listen"),
+        store=_store(top),
     )
     top.finish()
     if config.liveness_timeout <= config.heartbeat_seconds:
@@ -351,14 +446,39 @@ def _optional_address(table: _Table, key: str) -> str:
     return _check_address(table, key, value) if value else ""
 
 
+def _store(top: _Table) -> StoreConfig:
+    """[store]. The dsn's value never appears in an error: it may hold a password."""
+    table = top.table("store", required=False)
+    if table is None:
+        return StoreConfig()
+    backend = table.string("backend", "sqlite")
+    if backend not in STORE_BACKENDS:
+        raise table._fail("backend", f"must be one of {', '.join(STORE_BACKENDS)}, not {backend!r}")
+    table.used.add("dsn")
+    dsn = table.data.get("dsn", "")
+    if not isinstance(dsn, str):
+        raise table._fail("dsn", "must be a string (a libpq connection string or URI)")
+    if backend == "postgresql" and not dsn.strip():
+        raise table._fail("dsn", 'is required with backend = "postgresql": a libpq connection string'
+                                 " or URI")
+    if backend != "postgresql" and dsn:
+        raise table._fail("dsn", f'is only for backend = "postgresql", not {backend!r}')
+    store = StoreConfig(
+        backend=backend, dsn=dsn,
+        lease_seconds=table.number("lease_seconds", StoreConfig.lease_seconds, minimum=1),
+        advertise=_optional_address(table, "advertise"),
+    )
+    table.finish()
+    return store
+
+
 def load_player(path: Path) -> PlayerConfig:
     top = _Table(_read(path), path)
-    conductor = _check_address(top, "conductor", top.string("conductor"))
-    name = top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]")
+    conductors = _conductors(top, "conductor", required=True)
     config = PlayerConfig(
         path=path.absolute(),
-        conductor=conductor,
-        conductor_name=name,
+        conductor=",".join(conductors),
+        conductor_name=_expected_name(top, conductors),
         scores_dir=top.path("scores_dir", "/usr/lib/orchestra/scores"),  # type: ignore[arg-type]
         spool_dir=top.path("spool_dir", "/var/lib/orchestra/player"),  # type: ignore[arg-type]
         max_concurrent=top.integer("max_concurrent", 1, minimum=1, maximum=MAX_CONCURRENT),
@@ -389,14 +509,12 @@ def load_audience(path: Path, explicit: bool) -> AudienceConfig:
         return AudienceConfig(path=None, socket=Path("/run/orchestra/conductor.sock"),
                               conductor="", conductor_name="", tls=None)
     top = _Table(_read(path), path)
-    conductor = top.string("conductor", "")
-    if conductor:
-        _check_address(top, "conductor", conductor)
+    conductors = _conductors(top, "conductor", required=False)
     config = AudienceConfig(
         path=path.absolute(),
         socket=top.path("socket", "/run/orchestra/conductor.sock"),  # type: ignore[arg-type]
-        conductor=conductor,
-        conductor_name=top.string("conductor_name", "") or conductor.rpartition(":")[0].strip("[]"),
+        conductor=",".join(conductors),
+        conductor_name=_expected_name(top, conductors),
         tls=_tls(top, with_crl=False) if "tls" in top.data else None,
     )
     top.used.add("tls")
