@@ -49,12 +49,13 @@ from conductor.timers import run_deadlines, run_retention, run_retries, run_star
 from orchestra import config as configuration
 from orchestra import log, sdnotify
 from orchestra.daemon import raise_fd_limit, run_daemon, usage
-from orchestra.errors import ConfigError, StartupError
+from orchestra.errors import ConfigError, OrchestraError, StartupError
 from orchestra.stream import sweep
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE, Material, PeerIdentity, not_after
 from orchestra.wire import audience_pb2, audience_pb2_grpc, player_pb2_grpc
 
 if TYPE_CHECKING:
+    from conductor.leadership import Lease
     from conductor.web.server import WebView
     from orchestra.metrics import MetricsServer
 
@@ -66,6 +67,11 @@ AUDIT_FLUSH_SECONDS = 2.0
 FD_HEADROOM = 512
 # The services whose health follows the conductor's state, besides the overall "".
 HEALTH_SERVICES = [health.AUDIENCE, health.PLAYER_LINK]
+
+
+class SteppedDown(OrchestraError):
+    """This conductor led and lost the lease: it stopped, and systemd (Restart=on-failure)
+    starts it again, as a standby."""
 
 
 def take_lock(state_dir: Path) -> IO[bytes]:
@@ -130,6 +136,8 @@ class Conductor:
         self.reload_failures: Counter[str] = Counter(dict.fromkeys(RELOADED_PARTS, 0))
         self.metrics: MetricsServer | None = None
         self.web: WebView | None = None
+        self.lease: Lease | None = None  # [store] backend = "postgresql": leading or standing by
+        self.lost = ""  # why this conductor stepped down as leader
 
     def _fetch_certs(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC before each new handshake: hand over a rotated cert once."""
@@ -155,7 +163,27 @@ class Conductor:
         self.revocation = Revocation(cfg.tls.crl, material.ca)
         self.revocation.load()
         lock = take_lock(cfg.state_dir)
-        store = open_store(cfg.state_dir)
+        store_cfg = cfg.store
+        epoch = None
+        if store_cfg.backend == "postgresql":
+            try:
+                epoch = await self._stand_by(material)
+            except BaseException:
+                lock.close()
+                raise
+            if epoch is None:  # stopped while standing by
+                lock.close()
+                logger.info("conductor_stopped")
+                return
+        # Renewed from now on: rebuilding from a large queue may outlast a lease.
+        keeper = asyncio.ensure_future(self._keep_lease()) if self.lease is not None else None
+        try:
+            store = open_store(cfg.state_dir, store_cfg.backend, store_cfg.dsn, epoch=epoch,
+                               on_lost=self._leadership_lost, timeout=store_cfg.lease_seconds)
+        except BaseException:
+            await self._give_up_lease(keeper)
+            lock.close()
+            raise
         # [[notifiers]] and [[audit_sinks]]: a plugin missing or failing stops the start here.
         notifications = Notifications.configured(cfg, store)
         audit = AuditLog.configured(cfg)
@@ -190,6 +218,7 @@ class Conductor:
                     asyncio.ensure_future(run_startup_grace(lifecycle, cfg.reconnect_grace)),
                     asyncio.ensure_future(run_retention(lifecycle, cfg.job_retention))]
         background = [*starters,
+                      *([keeper] if keeper is not None else []),
                       asyncio.ensure_future(self._watch_crl()),
                       asyncio.ensure_future(self._flush_audit(audit)),
                       asyncio.ensure_future(sweep(lambda: sessions, cfg.heartbeat_seconds, cfg.liveness_timeout))]
@@ -235,9 +264,122 @@ class Conductor:
             await asyncio.gather(server.stop(grace=2), relay.stop(grace=2))
             await notifications.close()  # bounded: what is queued gets CLOSE_SECONDS
             store.close()
+            await self._give_up_lease(keeper)
             audit.close()
             lock.close()
             logger.info("conductor_stopped")
+        if self.lost:
+            raise SteppedDown(f"stepped down as leader: {self.lost}")
+
+    def _advertised(self) -> str:
+        """The address standbys name for this conductor while it leads."""
+        port = self.cfg.listen.rpartition(":")[2]
+        return self.cfg.store.advertise or f"{self.material.certname}:{port}"
+
+    async def _stand_by(self, material: Material) -> int | None:
+        """Serve refusals until this conductor takes the lease: its epoch, or None when
+        stopped first (SIGTERM, SIGINT)."""
+        from conductor.leadership import TRIES_PER_LEASE, Lease, Standby, holder_name, instance_name
+
+        cfg = self.cfg.store
+        lease = Lease(cfg.dsn, cfg.lease_seconds, holder_name(material.certname), self._advertised(),
+                      instance_name(self.cfg.state_dir))
+        self.lease = lease
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop_signalled, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._stop_signalled, "SIGINT")
+        # Asked for now, done once leading (as their defaults would end the process).
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: logger.warning("stats", state="standby", **usage()))
+        standby = Standby(self.cfg.listen, self.cfg.audience_socket, self._credentials(material))
+        try:
+            make_socket_dir(self.cfg.audience_socket.parent)
+            await standby.start()
+        except (RuntimeError, OSError) as err:
+            await standby.close()
+            lease.close()
+            raise StartupError(f"cannot listen on {self.cfg.listen} or {self.cfg.audience_socket}: {err}") from None
+        self.state.move(ConductorState.STANDBY, "waiting for the lease", address=self._advertised())
+        sdnotify.ready(f"standby {self.cfg.listen}: another conductor leads")
+        reported = ""
+        try:
+            while not self.stopping.is_set():
+                epoch = await lease.acquire()
+                if epoch is not None:
+                    break
+                standby.refusals.leader = await lease.leader()
+                seen = lease.error or f"leader {standby.refusals.leader or 'none'}"
+                if seen != reported:  # said once per change, not every poll
+                    reported = seen
+                    if lease.error:
+                        logger.warning("lease_unavailable", error=lease.error)
+                    else:
+                        logger.info("standing_by", leader=standby.refusals.leader or "")
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), cfg.lease_seconds / TRIES_PER_LEASE)
+                except TimeoutError:
+                    pass
+            else:
+                await standby.close()
+                lease.close()
+                return None
+        except BaseException:
+            await standby.close()
+            lease.close()
+            raise
+        logger.warning("leadership_taken", epoch=epoch, address=self._advertised(), lease_seconds=cfg.lease_seconds)
+        await standby.handover()
+        self.state.move(ConductorState.STARTING, "leading: the lease is ours", epoch=epoch)
+        return epoch
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every fifth of it; step down when it was taken over, or when it
+        could not be renewed before it may have expired (by our own clock, which runs
+        ahead of the database's: the renewal was asked before the database stamped it)."""
+        from conductor.leadership import TRIES_PER_LEASE
+
+        lease = self.lease
+        assert lease is not None
+        while True:
+            await asyncio.sleep(lease.seconds / TRIES_PER_LEASE)
+            late = time.monotonic() - lease.valid_until
+            if late >= 0:  # asleep past the lease's end: frozen (SIGSTOP), or starved of CPU
+                self._leadership_lost(f"the lease ran out {late:.1f} s ago while this conductor did not run")
+                return
+            try:  # a renewal stuck on an unreachable database ends with the lease
+                renewed = await asyncio.wait_for(lease.renew(), max(0.0, lease.valid_until - time.monotonic()))
+            except TimeoutError:
+                self._leadership_lost(f"could not renew the lease in {lease.seconds:g} s: the database does not answer")
+                return
+            if renewed is False:
+                self._leadership_lost("another conductor took the lease over")
+                return
+            if renewed is None and time.monotonic() >= lease.valid_until - lease.seconds / TRIES_PER_LEASE:
+                self._leadership_lost(f"could not renew the lease in {lease.seconds:g} s: {lease.error}")
+                return
+
+    async def _give_up_lease(self, keeper: asyncio.Future[None] | None) -> None:
+        """Stop renewing; end the lease now unless it is lost already (then a standby has it,
+        or will once it expires)."""
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        if self.lease is not None:
+            if not self.lost:
+                await self.lease.release()  # a standby takes over at once
+            self.lease.close()
+
+    def _leadership_lost(self, why: str) -> None:
+        """Fenced, cut off, or out-leased: stop at once (nothing more can be committed),
+        without waiting for player messages in hand; their players say them again to the
+        next leader."""
+        if self.lost or self.lease is None:
+            return
+        self.lost = why
+        logger.error("leadership_lost", reason=why, epoch=self.lease.epoch)
+        self.stop_signal = "leadership lost"
+        self.stop_now.set()
+        self.stopping.set()
 
     def _owner_revoked(self, who: Requester) -> str | None:
         """Why the CRL refuses the certificate a workflow or schedule runs as (None: it
@@ -374,12 +516,17 @@ class Conductor:
             health.add_to(server, self.health)
         return public, relay
 
+    def _credentials(self, material: Material) -> grpc.ServerCredentials:
+        """mTLS: a client certificate of the CA required; a rotated certificate is served
+        from the next handshake on."""
+        return grpc.dynamic_ssl_server_credentials(
+            grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.ca),
+            self._fetch_certs, require_client_authentication=True)
+
     async def _listen(self, server: grpc.aio.Server, relay: grpc.aio.Server, local: LocalSocket) -> int:
         """mTLS for players and remote audience, the relay port, then the unix socket."""
         cfg, material = self.cfg, self.material
-        credentials = grpc.dynamic_ssl_server_credentials(
-            grpc.ssl_server_certificate_configuration([(material.key, material.cert)], material.ca),
-            self._fetch_certs, require_client_authentication=True)
+        credentials = self._credentials(material)
         try:
             port: int = server.add_secure_port(cfg.listen, credentials)
             local.backend_port = relay.add_insecure_port("127.0.0.1:0")

@@ -32,6 +32,7 @@ logger = log.get("conductor")
 
 class ConductorState(StrEnum):
     STARTING = "starting"
+    STANDBY = "standby"  # another conductor leads the shared queue (conductor/leadership.py)
     RECOVERING = "recovering"
     SERVING = "serving"
     DRAINING = "draining"
@@ -46,7 +47,8 @@ S = ConductorState
 # Which moves are legal. A stop may come at any point after the signal handlers are set,
 # recovering is skipped when nothing needs recovering, and draining is the last state.
 MOVES: dict[ConductorState, frozenset[ConductorState]] = {
-    S.STARTING: frozenset({S.RECOVERING, S.SERVING, S.DRAINING}),
+    S.STARTING: frozenset({S.STANDBY, S.RECOVERING, S.SERVING, S.DRAINING}),
+    S.STANDBY: frozenset({S.STARTING}),
     S.RECOVERING: frozenset({S.SERVING, S.DRAINING}),
     S.SERVING: frozenset({S.DRAINING}),
     S.DRAINING: frozenset(),

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import psycopg
 import pytest
 
 from audience import listplayers
@@ -33,7 +34,7 @@ from conductor.state import MOVES, ConductorState, IllegalMove, Recovery, StateM
 from devtools.devcluster import CONDUCTOR_NAME, Cluster, free_port
 from orchestra.errors import ExitCode
 from orchestra.wire import audience_pb2
-from tests.conftest import MakeCluster, queue_rows, read_rows, submit
+from tests.conftest import MakeCluster, queue_rows, read_rows, store_dsn, submit
 from tests.test_health import CLIENT, target
 from tests.test_metrics import lint, samples, scrape, value
 
@@ -106,8 +107,16 @@ def spool_step(cluster: Cluster, player: str) -> str:
 
 
 @contextmanager
-def queue_locked(cluster: Cluster) -> Iterator[sqlite3.Connection]:
-    """Hold the queue's write lock: every commit of the conductor waits until released."""
+def queue_locked(cluster: Cluster) -> Iterator[object]:
+    """Hold the queue's write lock: every commit of the conductor waits until released
+    (on PostgreSQL, the lock on the tasks table every result's commit needs)."""
+    dsn = store_dsn(cluster)
+    if dsn is not None:
+        with psycopg.connect(dsn) as pg:  # one transaction, rolled back at the end
+            pg.execute("LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE")
+            yield pg
+            pg.rollback()
+        return
     conn = sqlite3.connect(cluster.state_dir / "queue.db", isolation_level=None, timeout=30)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -214,8 +223,10 @@ def test_listplayers_shows_the_state_first_and_nothing_for_an_older_conductor(
 def test_a_conductor_with_nothing_in_flight_goes_straight_to_serving_everywhere(make_cluster: MakeCluster) -> None:
     metrics_port = free_port()
     cluster = make_cluster(["p1.test"], conductor_settings={"metrics_listen": f"127.0.0.1:{metrics_port}"})
-    assert moves(cluster) == [("starting", "serving")]
-    [event] = events(cluster, "conductor_state")
+    # On PostgreSQL it takes the lease first (at once: no other conductor holds it).
+    leading = [("starting", "standby"), ("standby", "starting")] if store_dsn(cluster) else []
+    assert moves(cluster) == [*leading, ("starting", "serving")]
+    event = events(cluster, "conductor_state")[-1]
     assert event["reason"] == "no player holds tasks in flight"
     for cert in (None, "p1.test"):  # the local socket, and a certificate of the CA over mTLS
         statuses = probe(cluster, cert)
@@ -227,9 +238,9 @@ def test_a_conductor_with_nothing_in_flight_goes_straight_to_serving_everywhere(
     lint(text)
     found = samples(text)
     assert {state: value(found, "orchestra_conductor_state", state=state) for state in STATES} == {
-        "starting": 0, "recovering": 0, "serving": 1, "draining": 0}
+        "starting": 0, "standby": 0, "recovering": 0, "serving": 1, "draining": 0}
     assert cluster.conductor().stop() == 0
-    assert moves(cluster) == [("starting", "serving"), ("serving", "draining")]
+    assert moves(cluster) == [*leading, ("starting", "serving"), ("serving", "draining")]
     assert drained(cluster)["outcome"] == "done" and drained(cluster)["handlers"] == 0
 
 

@@ -147,6 +147,7 @@ def test_each_state_has_a_health_name_serving_only_while_the_conductor_is_in_it(
         return seen
     assert asyncio.run(statuses()) == [
         (health.NOT_SERVING, health.NOT_SERVING, ["orchestra.v1.Conductor/starting"]),
+        (health.NOT_SERVING, health.NOT_SERVING, ["orchestra.v1.Conductor/standby"]),
         (health.SERVING, health.SERVING, ["orchestra.v1.Conductor/recovering"]),
         (health.SERVING, health.SERVING, ["orchestra.v1.Conductor/serving"]),
         (health.NOT_SERVING, health.NOT_SERVING, ["orchestra.v1.Conductor/draining"])]

@@ -10,11 +10,13 @@ hears of its write only after COMMIT returned, which with ``synchronous_commit``
 ``fsync`` on: both checked at start) means the commit is in PostgreSQL's WAL on disk.
 
 Fencing: with several conductors only the leader writes (conductor/leadership.py). Each
-group transaction of the leader first reads the lease row ``FOR SHARE`` and checks its
-epoch is still the one it was granted. A standby can only take the lease over by updating
-that row, which waits for every transaction holding the share lock; once it has, each
-later transaction of the old leader sees the new epoch and fails before writing anything.
-So a deposed or frozen leader can never commit after losing the lease. A leader that is
+group transaction of the leader first reads the lease row ``FOR KEY SHARE`` and checks
+its epoch is still the one it was granted. A standby takes the lease over only after
+locking that row ``FOR UPDATE``, which waits for every transaction holding the key-share
+lock; from then on each transaction of the old leader sees the new epoch and fails
+before writing anything. So a deposed or frozen leader can never commit after losing the
+lease. (The leader's renewals are plain UPDATEs, whose lock does not conflict with a key
+share: a long write transaction never holds up a renewal.) A leader that is
 fenced, or loses its connection (it then cannot know whether its last COMMIT landed),
 hands the news to ``on_lost`` and steps down: its memory may differ from the queue, and
 the next leader rebuilds from the database.
@@ -22,7 +24,10 @@ the next leader rebuilds from the database.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,6 +164,21 @@ def connect(dsn: str, timeout: float, application: str) -> psycopg.Connection[An
         raise StartupError(f"cannot connect to the PostgreSQL database: {_first_line(err)}") from None
 
 
+def sever(raw: psycopg.Connection[Any]) -> None:
+    """Shut the connection's socket down under a call that waits on it, which then fails
+    at once (closing it would wait for that call)."""
+    try:
+        duplicate = socket.socket(fileno=os.dup(raw.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # closed already
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        duplicate.close()
+
+
 def check_dsn(dsn: str) -> None:
     """A dsn libpq can parse; the error does not quote it."""
     try:
@@ -222,12 +242,30 @@ class PgDatabase(Database):
         conn.execute("BEGIN")
         if self.epoch is None:
             return
-        row = conn.execute("SELECT epoch FROM leader WHERE id = 1 FOR SHARE").fetchone()
+        row = conn.execute("SELECT epoch FROM leader WHERE id = 1 FOR KEY SHARE").fetchone()
         if row is None or row[0] != self.epoch:
             why = (f"fenced: the lease's epoch is {row[0] if row else 'gone'}, this conductor's is {self.epoch}:"
                    " another conductor leads")
             self._lose(why)
             raise Fenced(why)
+
+    def close(self) -> None:
+        """Commit what is queued and close, within ``timeout`` seconds each: a database cut
+        off by the network answers nothing (its host's silence may look like a live
+        connection for minutes), and a conductor stepping down must not wait for it."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        for step in (self._flush, self.conn.close):
+            try:
+                self._executor.submit(step).result(timeout=self.timeout)
+            except concurrent.futures.TimeoutError:
+                sever(self.conn.raw)  # the call in progress fails at once; the rest is dropped
+                logger.warning("database_close_cut_short", seconds=self.timeout)
+                break
+            except Exception:  # noqa: BLE001,S112 - closing: the callers of the flush heard why
+                continue
+        self._executor.shutdown(wait=False)
 
     def _failed(self, err: Exception) -> Exception:
         if isinstance(err, psycopg.Error):
@@ -243,6 +281,7 @@ LEASE_TABLE = """CREATE TABLE IF NOT EXISTS leader (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     epoch BIGINT NOT NULL,
     holder TEXT NOT NULL /* who holds it: certname, host and pid */,
+    instance TEXT NOT NULL DEFAULT '' /* host and state_dir: one conductor at a time (its flock) */,
     address TEXT NOT NULL /* HOST:PORT where it serves players and the audience */,
     acquired_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
