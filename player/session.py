@@ -9,6 +9,12 @@ a Hello too large to be accepted).
 The inventory is kept current on a live session too: the scores directory is checked
 every SCORES_CHECK_SECONDS (and on SIGHUP; see :mod:`player.watch`), and a changed list
 is sent as an Inventory.
+
+With several conductors listed (one leads, the others stand by), the player dials them in
+turn until one welcomes it, following a standby's word on who leads, and watches the
+others' health meanwhile, so it moves as soon as another one starts to lead
+(:class:`LeaderWatch`). Moving is ending a session and starting one: the spool makes that
+as safe as any lost connection.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ import dataclasses
 import random
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestra import faults, log
 from orchestra.config import PlayerConfig
 from orchestra.errors import ValidationError
 from orchestra.inventory import PROTOCOL_VERSION
+from orchestra.leader_hint import PLAYER_LINK, is_refusal, leader_hint, same_address
 from orchestra.outcome import TaskOutcome
 from orchestra.params import MAX_REASON_CHARS, MAX_TAIL_BYTES, TASK_ID_RE, apply_decls, normalize_params
 from orchestra.stream import Heard, send_with_heartbeats
@@ -52,6 +60,139 @@ HOSTNAME_MISMATCH = "Hostname Verification Check failed"
 
 # How long a wish to watch a task that is not running here is kept when wishes pile up.
 WISH_SECONDS = 30.0
+# Seconds a dial may take to get its Welcome before another conductor seen leading is
+# dialled instead: a frozen conductor accepts the TCP connection and never finishes TLS,
+# which gRPC gives up on only after 20 s.
+DIAL_PATIENCE = 2.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def backoff_delay(initial: float, ceiling: float, exponent: int) -> float:
+    """Full-jitter exponential backoff: a random delay up to ``initial * 2**exponent``
+    (at most ``ceiling``), never under a quarter of ``initial``."""
+    top = min(ceiling, initial * 2 ** min(exponent, 20))
+    return random.uniform(initial / 4, max(top, initial / 4))
+
+
+def _position(targets: tuple[tuple[str, str], ...], address: str) -> int:
+    return next(number for number, (listed, _) in enumerate(targets) if same_address(listed, address))
+
+
+def _next_index(targets: tuple[tuple[str, str], ...], index: int, hint: str | None) -> int:
+    """The address to dial after ``targets[index]``: the leader a refusal named, when it
+    is one of ours (never an address taken from the network), else the next one."""
+    if hint is not None:
+        for number, (listed, _) in enumerate(targets):
+            if same_address(listed, hint) and number != index:
+                return number
+    return (index + 1) % len(targets)
+
+
+class LeaderWatch:
+    """gRPC health watches (service ``orchestra.v1.PlayerLink``) on every listed conductor
+    but the one dialled (on all of them between dials), so that a player learns at once
+    when another one starts to lead (a frozen leader's connection is otherwise noticed by
+    keepalive only, up to 50 s).
+
+    Each watch is a connection of its own with the player's certificate, so a player
+    listing N conductors holds N - 1 of them besides its session. One that fails is
+    dialled again with the player's jittered backoff, quietly: a standby that is down is
+    the leader's business, not this player's."""
+
+    def __init__(self, targets: tuple[tuple[str, str], ...],
+                 credentials: Callable[[], grpc.ChannelCredentials], backoff_initial: float,
+                 backoff_max: float) -> None:
+        self.targets = targets
+        self.credentials = credentials
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.serving: set[str] = set()  # last said SERVING on a live watch
+        self.promoted: set[str] = set()  # went from not serving to SERVING on one watch
+        self.news = asyncio.Event()  # set at every report
+
+    def watch_all_but(self, address: str | None) -> None:
+        """Watch every listed conductor except ``address`` (the one being dialled; None
+        between dials, when all are watched)."""
+        for listed, name in self.targets:
+            if listed == address:
+                task = self.tasks.pop(listed, None)
+                if task is not None:
+                    task.cancel()
+                self._forget(listed)
+            elif listed not in self.tasks:
+                self.tasks[listed] = asyncio.ensure_future(self._watch(listed, name))
+
+    def leader_other_than(self, address: str, stuck: bool) -> str | None:
+        """A conductor to leave ``address`` for: one seen to start leading (NOT_SERVING, then
+        SERVING) while it was watched; when the dial is ``stuck``, any that says SERVING.
+        (Only a change counts on a session that got going: two addresses of one conductor
+        must not bounce a player between them.)"""
+        for listed, _ in self.targets:
+            if listed != address and listed in self.promoted:
+                return listed
+        if stuck:
+            for listed, _ in self.targets:
+                if listed != address and listed in self.serving:
+                    return listed
+        return None
+
+    def leading(self, planned: str) -> str | None:
+        """Between dials: the conductor to dial next by what the watches say, if any. One
+        seen to start leading comes first (``planned`` if it is one), then one that says
+        it leads (again ``planned`` first): while a leader is frozen, its watch may still
+        say SERVING."""
+        for heard in (self.promoted, self.serving):
+            if planned in heard:
+                return planned
+            for listed, _ in self.targets:
+                if listed in heard:
+                    return listed
+        return None
+
+    def _forget(self, address: str) -> None:
+        self.serving.discard(address)
+        self.promoted.discard(address)
+
+    async def _watch(self, address: str, name: str) -> None:
+        failures = 0
+        while True:
+            leading: bool | None = None  # what this stream said last
+            try:
+                async with grpc.aio.secure_channel(address, self.credentials(),
+                                                   options=channel_options(name)) as channel:
+                    stub = health_pb2_grpc.HealthStub(channel)
+                    async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=PLAYER_LINK)):
+                        failures = 0
+                        now_leading = reply.status == SERVING
+                        if now_leading:
+                            self.serving.add(address)
+                            if leading is False:
+                                self.promoted.add(address)
+                        else:
+                            self._forget(address)
+                        leading = now_leading
+                        logger.debug("leader_watch_report", conductor=address,
+                                     status=health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+                        self.news.set()
+                logger.debug("leader_watch_ended", conductor=address)
+            except grpc.aio.AioRpcError as err:
+                logger.debug("leader_watch_failed", conductor=address, code=err.code().name,
+                             details=(err.details() or "").partition("\n")[0])
+            except (ConnectionError, TimeoutError) as err:
+                logger.debug("leader_watch_failed", conductor=address, error=str(err) or type(err).__name__)
+            except Exception:
+                logger.exception("leader_watch_failed", conductor=address)  # and it is tried again
+            if leading:
+                self._forget(address)
+                self.news.set()
+            failures += 1
+            await asyncio.sleep(backoff_delay(self.backoff_initial, self.backoff_max, failures))
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +262,7 @@ class Player:
         self.welcomed_at: float | None = None  # monotonic time of the last Welcome
         self.connected = False  # welcomed on the session in use now
         self.reconnects = 0  # sessions established after the first one (for the metrics)
+        self.dialled = config.conductors[0]  # HOST:PORT of the conductor of the current session
         self.scores_check_seconds = SCORES_CHECK_SECONDS
         self.inventory_lock = asyncio.Lock()  # one scan and announcement at a time, in order
         self.scores_seen: tuple[object, ...] | None = None  # signature the last scan saw
@@ -495,53 +637,160 @@ class Player:
         keeps the connection it has."""
         self.material = material
 
-    def _session_failed(self, err: grpc.aio.AioRpcError) -> None:
+    def _session_failed(self, err: grpc.aio.AioRpcError, address: str, name: str) -> None:
         details = err.details() or ""
         if HOSTNAME_MISMATCH in details:
             # gRPC says only that the check failed; say what to do about it.
-            logger.error("session_ended", code=err.code().name, details=details,
-                         conductor_name=self.config.conductor_name,
-                         hint=f"the conductor's certificate does not name {self.config.conductor_name!r}:"
+            logger.error("session_ended", conductor=address, code=err.code().name, details=details,
+                         conductor_name=name,
+                         hint=f"the conductor's certificate does not name {name!r}:"
                               f" set conductor_name in {self.config.path} to the name in the"
                               " conductor's certificate (needed when dialling it by IP address)")
+        elif is_refusal(err):  # a standby: expected while several conductors are listed
+            logger.info("session_ended", conductor=address, code=err.code().name, details=details,
+                        leader=leader_hint(err))
         else:
-            logger.warning("session_ended", code=err.code().name, details=details)
+            logger.warning("session_ended", conductor=address, code=err.code().name, details=details)
 
     async def serve(self) -> None:
-        """Connect, run a session, reconnect with full-jitter exponential backoff; forever."""
-        failures = 0
+        """Connect, run a session, reconnect with full-jitter exponential backoff; forever.
+
+        With several conductors listed, each dial goes to the next address, or to the one
+        a refusing standby named as the leader (if it is listed), and the backoff grows
+        per round of the list rather than per address. Meanwhile the others are watched
+        (:class:`LeaderWatch`): one that starts to lead ends the session at once."""
+        targets = self.config.targets()
+        watch = LeaderWatch(targets, lambda: channel_credentials(self.material), self.config.backoff_initial,
+                            self.config.backoff_max) if len(targets) > 1 else None
+        failures = 0  # dials in a row that did not get a session going
+        index = 0
+        try:
+            while not self.stopping.is_set():
+                address, name = targets[index]
+                started = time.monotonic()
+                hint, moved = await self._attempt(address, name, watch)
+                if self.stopping.is_set():
+                    break
+                # A session that got going resets the backoff; refusals and outages grow it.
+                welcomed = self.welcomed_at is not None and self.welcomed_at >= started
+                failures = 0 if welcomed and time.monotonic() - started > 5 else failures + 1
+                if moved is not None:
+                    index = _position(targets, moved)
+                else:
+                    index = _next_index(targets, index, hint)
+                if moved is not None and failures == 0:
+                    # Another conductor took over: come over soon, the fleet spread out.
+                    delay = random.uniform(0, self.config.backoff_initial)
+                else:
+                    delay = backoff_delay(self.config.backoff_initial, self.config.backoff_max,
+                                          failures // len(targets))
+                index = await self._pause(targets, index, delay, failures, watch)
+        finally:
+            if watch is not None:
+                await watch.close()
+
+    async def _attempt(self, address: str, name: str,
+                       watch: LeaderWatch | None) -> tuple[str | None, str | None]:
+        """One dial and the session it leads to, until it ends: the leader a refusal named
+        (or None), and the address a watch saw start to lead meanwhile (or None)."""
+        hint: str | None = None
+        moved: str | None = None
+        self.dialled = address
+        try:
+            if watch is None:
+                await self._dial(address, name)
+            else:
+                moved = await self._dial_watched(address, name, watch)
+        except grpc.aio.AioRpcError as err:
+            hint = leader_hint(err)
+            self._session_failed(err, address, name)
+        except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as err:
+            # InvalidStateError: a write raced with the end of the call.
+            logger.warning("session_ended", conductor=address, error=str(err) or type(err).__name__)
+        except Exception:
+            # Whatever went wrong with this session, the player must live on and retry.
+            logger.exception("session_failed", conductor=address)
+        finally:
+            self.outbox = None
+            self.connected = False
+            self._stop_following()
+        return hint, moved
+
+    async def _dial(self, address: str, name: str) -> None:
+        # Built for each dial: a certificate reloaded on SIGHUP is used from the next one.
+        async with grpc.aio.secure_channel(address, channel_credentials(self.material),
+                                           options=channel_options(name)) as channel:
+            await self._session(channel)
+
+    async def _dial_watched(self, address: str, name: str, watch: LeaderWatch) -> str | None:
+        """:meth:`_dial` while the other conductors are watched: ended (its call cancelled,
+        as a lost connection would end it) when one of them starts to lead; returns that
+        one. A dial that has not got through after DIAL_PATIENCE seconds (a frozen
+        conductor holds the TLS handshake) gives way to any other that leads now."""
+        started = time.monotonic()
+        watch.watch_all_but(address)
+        session = asyncio.ensure_future(self._dial(address, name))
+        try:
+            while True:
+                patience = DIAL_PATIENCE - (time.monotonic() - started)
+                news = asyncio.ensure_future(watch.news.wait())
+                try:
+                    await asyncio.wait({session, news}, return_when=asyncio.FIRST_COMPLETED,
+                                       timeout=patience if patience > 0 and not self.connected else None)
+                finally:
+                    news.cancel()
+                if session.done():
+                    session.result()  # how it ended, raised
+                    return None
+                watch.news.clear()
+                stuck = not self.connected and time.monotonic() - started >= DIAL_PATIENCE
+                leader = watch.leader_other_than(address, stuck)
+                if leader is not None:
+                    logger.info("session_ended", conductor=address, leader=leader,
+                                reason="another conductor leads now" if self.connected
+                                else "the dial did not get through and another conductor leads now")
+                    return leader
+        finally:
+            if not session.done():
+                session.cancel()
+            await asyncio.gather(session, return_exceptions=True)
+
+    async def _pause(self, targets: tuple[tuple[str, str], ...], index: int, delay: float, failures: int,
+                     watch: LeaderWatch | None) -> int:
+        """Wait ``delay`` before the next dial (to ``targets[index]``). A watched conductor
+        seen leading meanwhile (or already) turns the dial to it and cuts the wait to a
+        small random one. Returns the index of the address to dial."""
+        until = time.monotonic() + delay
+        hastened = False
+        told: tuple[int, bool] | None = None
+        if watch is not None:
+            watch.watch_all_but(None)  # the one just dialled too: it may be the one to lead
         while not self.stopping.is_set():
-            started = time.monotonic()
-            try:
-                # Built for each dial: a certificate reloaded on SIGHUP is used from the next one.
-                async with grpc.aio.secure_channel(
-                        self.config.conductor, channel_credentials(self.material),
-                        options=channel_options(self.config.conductor_name)) as channel:
-                    await self._session(channel)
-            except grpc.aio.AioRpcError as err:
-                self._session_failed(err)
-            except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as err:
-                # InvalidStateError: a write raced with the end of the call.
-                logger.warning("session_ended", error=str(err) or type(err).__name__)
-            except Exception:
-                # Whatever went wrong with this session, the player must live on and retry.
-                logger.exception("session_failed")
-            finally:
-                self.outbox = None
-                self.connected = False
-                self._stop_following()
-            if self.stopping.is_set():
+            if watch is not None:
+                watch.news.clear()
+                leader = watch.leading(targets[index][0])
+                if leader is not None:
+                    index = _position(targets, leader)
+                    if not hastened:
+                        hastened = True
+                        if until - time.monotonic() > self.config.backoff_initial:
+                            until = time.monotonic() + random.uniform(0, self.config.backoff_initial)
+            left = until - time.monotonic()
+            if told != (index, hastened):
+                told = (index, hastened)
+                logger.info("reconnect_scheduled", conductor=targets[index][0], delay=round(max(left, 0), 3),
+                            failures=failures)
+            if left <= 0:
                 break
-            # A session that got going resets the backoff; refusals and outages grow it.
-            welcomed = self.welcomed_at is not None and self.welcomed_at >= started
-            failures = 0 if welcomed and time.monotonic() - started > 5 else failures + 1
-            ceiling = min(self.config.backoff_max, self.config.backoff_initial * 2 ** min(failures, 20))
-            delay = random.uniform(self.config.backoff_initial / 4, max(ceiling, self.config.backoff_initial / 4))
-            logger.info("reconnect_scheduled", delay=round(delay, 3), failures=failures)
+            waits = {asyncio.ensure_future(self.stopping.wait())}
+            if watch is not None:
+                waits.add(asyncio.ensure_future(watch.news.wait()))
             try:
-                await asyncio.wait_for(self.stopping.wait(), delay)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        return index
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = player_pb2_grpc.PlayerLinkStub(channel)
@@ -614,7 +863,8 @@ class Player:
                 self.reconnects += 1
             self.welcomed_at = time.monotonic()
             self.connected = True
-            logger.info("session_established", conductor=message.welcome.conductor)
+            logger.info("session_established", conductor=self.dialled,
+                        conductor_certname=message.welcome.conductor)
             for task_id in list(self.grants):
                 entry = await self.spool.get(task_id)
                 if entry is not None:
