@@ -1,20 +1,33 @@
-"""Fixtures: real daemons as subprocesses on loopback, a fresh PKI and state per test."""
+"""Fixtures: real daemons as subprocesses on loopback, a fresh PKI and state per test.
+
+Every test that makes a cluster (``make_cluster``, ``cluster3``) runs once per store
+backend: ``test_x[sqlite]`` and ``test_x[postgresql]``, the latter on a database of its
+own in a PostgreSQL server started once per worker (``pg_server``). A module or test
+keeps to some backends with ``pytest.mark.backends("sqlite")``; a run keeps to some
+with ``--backend sqlite`` (or ``-k``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
+import psycopg
 import pytest
 import sqlite_utils
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from devtools.devcluster import Cluster
+from devtools.pgserver import DEBIAN_PACKAGE, PgServer, find_bindir
 
 # Short liveness settings keep fault scenarios quick; the defaults are documented.
 FAST_CONDUCTOR = {"heartbeat_seconds": 0.5, "liveness_timeout": 4, "reconnect_grace": 5}
@@ -23,15 +36,47 @@ FAST_PLAYER = {"heartbeat_seconds": 0.5, "liveness_timeout": 4, "backoff_initial
 
 MakeCluster = Callable[..., Cluster]
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="append", choices=BACKENDS, default=[],
+                     help="run cluster tests on this store backend only (repeatable; default: all)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): run this test's clusters on these store backends only "
+                   f"(of {', '.join(BACKENDS)})")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One variant per backend of every test whose fixtures include ``backend``."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    wanted = tuple(marker.args) if marker is not None else BACKENDS
+    unknown = set(wanted) - set(BACKENDS)
+    if unknown or not wanted:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: backends() takes some of "
+                                f"{', '.join(BACKENDS)}, not {sorted(unknown) or 'nothing'}")
+    chosen = metafunc.config.getoption("backend") or BACKENDS
+    metafunc.parametrize("backend", [name for name in wanted if name in chosen], indirect=True)
+
+
+def missing(what: str, package: str) -> NoReturn:
+    """CI must have what a test drives for real (``.ci/run`` installs the Debian
+    ``package``), so there its absence fails the test; elsewhere it is skipped."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing: CI must install the Debian package {package}")
+    pytest.skip(f"{what} is not installed (Debian package {package})")
+
 
 def required_tool(command: str, package: str) -> str:
-    """The path of a real tool a test drives: CI must have it (``.ci/run`` installs the
-    Debian ``package``), so there its absence fails the test; elsewhere it is skipped."""
+    """The path of a real tool a test drives (see ``missing``)."""
     tool = shutil.which(command)
     if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{command} is missing: CI must install the Debian package {package}")
-        pytest.skip(f"{command} is not installed (Debian package {package})")
+        missing(command, package)
     return tool
 
 
@@ -52,13 +97,66 @@ def tls_attempt(port: int, certificate: tuple[Path, Path] | None) -> None:
             pass
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of this worker's own, started when a test first needs one."""
+    if find_bindir() is None:
+        missing("PostgreSQL (initdb, pg_ctl, postgres)", DEBIAN_PACKAGE)
+    server = PgServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
+def own_pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for this test alone, for one that hurts it (``kill()``,
+    ``stop()``): the worker's shared ``pg_server`` stays up for every other test."""
+    if find_bindir() is None:
+        missing("PostgreSQL (initdb, pg_ctl, postgres)", DEBIAN_PACKAGE)
+    with PgServer() as server:
+        yield server
+
+
+def fresh_database_name() -> str:
+    return f"t_{secrets.token_hex(8)}"
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> Iterator[str]:
+    """The dsn of a new, empty database, dropped after the test."""
+    name = fresh_database_name()
+    dsn = pg_server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend of this variant (see pytest_generate_tests)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[MakeCluster]:
+    """Make (and start, unless ``start=False``) clusters on this test's backend: with
+    postgresql each gets a new database of its own, unless ``store=`` is given."""
     made: list[Cluster] = []
+    databases: list[str] = []
+    server: PgServer | None = request.getfixturevalue("pg_server") if backend == "postgresql" else None
 
     def make(players: list[str] | None = None, *, start: bool = True, **kwargs: object) -> Cluster:
-        conductor_settings = {**FAST_CONDUCTOR, **kwargs.pop("conductor_settings", {})}  # type: ignore[dict-item]
-        player_settings = {**FAST_PLAYER, **kwargs.pop("player_settings", {})}  # type: ignore[dict-item]
+        conductor_settings: dict[str, object] = {
+            **FAST_CONDUCTOR, **kwargs.pop("conductor_settings", {})}  # type: ignore[dict-item]
+        player_settings: dict[str, object] = {
+            **FAST_PLAYER, **kwargs.pop("player_settings", {})}  # type: ignore[dict-item]
+        if server is not None and "store" not in kwargs:
+            databases.append(fresh_database_name())
+            kwargs["store"] = {"backend": "postgresql", "dsn": server.create_database(databases[-1])}
         cluster = Cluster(tmp_path / f"cluster{len(made)}", players or ["p1.test"],
                           conductor_settings=conductor_settings, player_settings=player_settings,
                           **kwargs)  # type: ignore[arg-type]
@@ -68,8 +166,13 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
         return cluster
 
     yield make
-    for cluster in made:
-        cluster.stop()
+    try:
+        for cluster in made:
+            cluster.stop()
+    finally:
+        for name in databases:
+            assert server is not None
+            server.drop_database(name)
 
 
 @pytest.fixture
@@ -77,9 +180,19 @@ def cluster3(make_cluster: MakeCluster) -> Cluster:
     return make_cluster(["p1.test", "p2.test", "p3.test"])
 
 
+def store_dsn(cluster: Cluster) -> str | None:
+    """The dsn of the cluster's PostgreSQL database, or None when its queue is SQLite."""
+    store = cluster.store_table
+    return str(store["dsn"]) if store.get("backend") == "postgresql" else None
+
+
 def queue_rows(cluster: Cluster, table: str) -> list[dict[str, object]]:
-    """Read the conductor's queue directly (read-only) to check what was stored."""
-    return read_rows(cluster.state_dir / "queue.db", table)
+    """Read the conductor's queue directly (read-only) to check what was stored: each
+    row a dict in the table's column order, blobs as bytes, on either backend."""
+    dsn = store_dsn(cluster)
+    if dsn is None:
+        return read_rows(cluster.state_dir / "queue.db", table)
+    return pg_rows(dsn, table)
 
 
 def read_rows(path: Path, table: str) -> list[dict[str, object]]:
@@ -88,6 +201,25 @@ def read_rows(path: Path, table: str) -> list[dict[str, object]]:
         return list(sqlite_utils.Database(conn)[table].rows)
     finally:
         conn.close()
+
+
+# A table's primary key columns, in the key's order.
+PRIMARY_KEY = """SELECT a.attname FROM pg_index i
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+    WHERE i.indrelid = %s::regclass AND i.indisprimary
+    ORDER BY array_position(i.indkey::int2[], a.attnum)"""
+
+
+def pg_rows(dsn: str, table: str) -> list[dict[str, object]]:
+    """Every row of a PostgreSQL table, in primary key order (SQLite's rowid order has
+    no equivalent), read in a read-only transaction."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        conn.read_only = True
+        key = [str(row["attname"]) for row in conn.execute(PRIMARY_KEY, (table,))]
+        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))
+        if key:
+            query = sql.SQL("{} ORDER BY {}").format(query, sql.SQL(", ").join(map(sql.Identifier, key)))
+        return [dict(row) for row in conn.execute(query)]
 
 
 def submit(cluster: Cluster, *args: str, timeout: float = 60) -> tuple[int, str, str]:
