@@ -1,15 +1,29 @@
-"""Fleet benchmark: the real conductor with N simulated players, against floors.
+"""Fleet benchmark: the real conductor with N simulated players, against floors, on each store backend.
 
 Run ``.venv/bin/python bench/fleet.py --sizes 1000,3000,10000 --json out.json``
-(``--help`` lists the knobs). It prints one table (figure | value | floor | ratio to
-floor | goal) and, with ``--json``, writes every figure.
+(``--help`` lists the knobs). It prints a table of the floors, then one table per size
+with a group of columns per store backend (value | floor | ratio to floor, for SQLite
+and then for PostgreSQL) and the goal, and, with ``--json``, writes every figure.
 
-For each size N the benchmark starts the real conductor (``python -m conductor.main``,
-JSON logs at ``--conductor-log-level``, warning by default) on a fresh state directory, with
-a players file of N names (``p00001.fleet`` ...) from a dev PKI in which every player has
-its own certificate. ``bench/simplayer.py`` processes (``--workers``) hold the N player
-sessions: real protocol, one mTLS channel and certificate per session, nothing spawned
-on the player side. Then, in this order:
+``--backends sqlite,postgresql`` chooses the conductor's store backends: by default both
+when PostgreSQL's server binaries are found (``devtools.pgserver.find_bindir``: Debian's
+``postgresql`` package), else SQLite alone, with a note saying so (naming postgresql
+when the binaries are missing is an error). For PostgreSQL the run starts one throwaway
+server (``devtools.pgserver.PgServer``: its own cluster in a temporary directory,
+``fsync`` and ``synchronous_commit`` on, ``shared_buffers`` at PostgreSQL's default of
+128MB) before anything is measured, and gives each size a fresh database of its own;
+the conductor's ``conductor.toml`` gets ``[store] backend = "postgresql"`` with that
+database's dsn (TCP to 127.0.0.1 with a password, as a conductor on another host would
+connect) and takes its leader lease there before it serves. Everything else (players,
+phases, floors, goals) is the same for both backends; the sizes run in the order given,
+each on every backend in turn, so that both backends of a size see the same machine.
+
+For each size N and backend the benchmark starts the real conductor (``python -m
+conductor.main``, JSON logs at ``--conductor-log-level``, warning by default) on a fresh
+state directory, with a players file of N names (``p00001.fleet`` ...) from a dev PKI in
+which every player has its own certificate. ``bench/simplayer.py`` processes
+(``--workers``) hold the N player sessions: real protocol, one mTLS channel and
+certificate per session, nothing spawned on the player side. Then, in this order:
 
 initial connect  all N sessions dial a freshly started conductor; time until all are
                  welcomed (informative).
@@ -19,22 +33,30 @@ all-of fan-out   one job, score ``noop``, scope all-of, targets = all N players,
                  submitted over the audience socket: time from Submit until the job
                  finished (the conductor's ``finished_at``: every result committed),
                  time until the first RunTask reached a player, whether all N tasks
-                 ended ok, the conductor's CPU per task, and durable commits per task
-                 (SIGUSR1 makes the conductor log a ``stats`` line with ``commits`` and
-                 ``writes``; n/a when it has no SIGUSR1 handler or logs no such line at
-                 the chosen log level).
-connect storm    SIGTERM the conductor and start it again on the same state directory:
-                 time from that start until all N sessions are welcomed again (players
-                 back off as real ones do), and the conductor's CPU per connect in that
-                 window, less its start-up CPU (measured on the first start of the size,
-                 before any player connected).
+                 ended ok, the conductor's CPU per task, the database server's CPU per
+                 task (PostgreSQL: every process of the server, those that ended
+                 included; SQLite works inside the conductor, whose CPU holds it), and
+                 durable commits per task (SIGUSR1 makes the conductor log a ``stats``
+                 line with ``commits`` and ``writes``; n/a when it has no SIGUSR1
+                 handler or logs no such line at the chosen log level).
+connect storm    SIGTERM the conductor and start it again on the same state directory
+                 (and database): time from that start until all N sessions are welcomed
+                 again (players back off as real ones do), and the conductor's CPU per
+                 connect in that window, less its start-up CPU (measured on the first
+                 start of the size, before any player connected).
 
 Floors are measured in the same run before any conductor starts: asyncio spawn+wait of
-/bin/true and one durable SQLite insert+commit (as ``bench/run.py`` measures them), and,
-against an mTLS echo server in a process of its own (``simplayer.py echo``), the p50 of
-a round trip on an open bidirectional stream and of a fresh mTLS connection plus one
-round trip, with the server's CPU for each, and its memory per open session. Each
-figure is set against the floor it cannot beat:
+/bin/true; one durable SQLite insert+commit (as ``bench/run.py`` measures it:
+``orchestra.db``, WAL, synchronous=FULL); with PostgreSQL, one durable INSERT + COMMIT
+round trip to the run's server over psycopg, on a connection made as the conductor's
+is (the TCP dsn), ``synchronous_commit`` and ``fsync`` on (checked): an INSERT in its
+own transaction, so the statement and its COMMIT are one round trip and one WAL flush;
+both commit floors are the p50 of the same number of samples (a tenth of
+``--floor-samples``, at least 300), after a few unmeasured ones. Then, against an mTLS
+echo server in a process of its own (``simplayer.py echo``), the p50 of a round trip on
+an open bidirectional stream and of a fresh mTLS connection plus one round trip, with
+the server's CPU for each, and its memory per open session. Each figure is set against
+the floor it cannot beat; "commit" is the commit floor of the figure's own backend:
 
 * all-of:         3 commits (claim, grant and result, each batched over every task)
                   + N x 2.5 x echo-server CPU per round trip (a task is 5 messages at
@@ -50,13 +72,18 @@ figure is set against the floor it cannot beat:
 * idle RSS:       the echo server's RSS with no session + N x what one more open
                   session (an mTLS connection with one stream) adds to it.
 
-CPU seconds come from /proc/PID/stat (utime+stime over SC_CLK_TCK), memory from
-/proc/PID/status: Linux only. The machine is shared by the conductor and the
-simulated players, so wall-clock figures include the players' CPU (reported in the
-JSON). The run raises its open-files soft limit to the hard limit (the conductor and
-the workers inherit it) and refuses to start if the hard limit is too low for a size.
-``--keep`` keeps the run's directory: configs, state, and the logs of the conductor
-(``nN/logs/conductor.log``) and of the player processes.
+The database server's CPU per task has no floor: it is shown to say where the
+PostgreSQL backend spends what the conductor's own CPU does not show.
+
+CPU seconds come from /proc/PID/stat (utime+stime over SC_CLK_TCK; for the PostgreSQL
+server, its postmaster's own and reaped children's plus every live child's), memory
+from /proc/PID/status: Linux only. The machine is shared by the conductor, the
+simulated players and the PostgreSQL server, so wall-clock figures include the players'
+CPU (reported in the JSON) and the server's. The run raises its open-files soft limit
+to the hard limit (the conductor and the workers inherit it) and refuses to start if
+the hard limit is too low for a size. ``--keep`` keeps the run's directory: configs,
+state, the logs of the conductor (``nN-BACKEND/logs/conductor.log``) and of the player
+processes, and the PostgreSQL server's log (``postgresql.log``; its data goes with it).
 """
 
 from __future__ import annotations
@@ -69,13 +96,14 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +114,14 @@ CHILD_ENVIRON = dict(os.environ)  # before this process quiets gRPC's own loggin
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc  # noqa: E402
+import psycopg  # noqa: E402
 
 from devtools import pki  # noqa: E402
 from devtools.devcluster import CONDUCTOR_NAME, Proc, free_port, write_toml  # noqa: E402
+from devtools.pgserver import DEBIAN_PACKAGE, PgServer, PgServerError, find_bindir  # noqa: E402
 from orchestra.tls import Material, channel_credentials, channel_options  # noqa: E402
 from orchestra.wire import audience_pb2, audience_pb2_grpc, common_pb2, player_pb2  # noqa: E402
-from measure import catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile  # noqa: E402
+from measure import CLK_TCK, catches, cpu_seconds, floor_commit, floor_spawn, memory_bytes, percentile  # noqa: E402
 from simplayer import CPU_QUERY, CPU_REPLY, ECHO_METHOD, OWN_CONNECTION, raise_fd_limit  # noqa: E402
 
 SIMPLAYER = BENCH_DIR / "simplayer.py"
@@ -101,6 +131,13 @@ SETTLE_MIN_SECONDS = 2.0      # before the idle sample: at least this quiet time
 SETTLE_MAX_SECONDS = 30.0     # ... waiting at most this long for the conductor to calm down
 SETTLED_CPU_FRACTION = 0.25   # "quiet": under this share of a core over one second
 STATS_WAIT_SECONDS = 5.0
+BACKENDS = ("sqlite", "postgresql")  # the conductor's [store] backends, in the table's order
+# The throwaway server's settings beyond devtools.pgserver's (which are sized for one
+# server per test worker): PostgreSQL's own default for its buffer cache.
+PG_SETTINGS = {"shared_buffers": "128MB"}
+PG_FLOOR_DATABASE = "fleet_floor"
+COMMIT_SAMPLES = 300          # at least this many samples for each durable-commit floor
+COMMIT_WARMUP = 10            # unmeasured commits before them
 GOAL_ALL_OF = {1000: 1.0, 3000: 2.0, 10000: 5.0}   # seconds, by N
 GOAL_STORM = {10000: 15.0}                          # seconds, by N
 GOAL_IDLE_CPU = {10000: 10.0}                       # % of one core, by N
@@ -409,7 +446,12 @@ class EchoFloors:
 @dataclass
 class Floors(EchoFloors):
     spawn_seconds: float
-    commit_seconds: float
+    commit_seconds: float                             # SQLite
+    postgresql_commit_seconds: float | None = None    # when the run has a PostgreSQL server
+
+    def commit(self, backend: str) -> float | None:
+        """The durable-commit floor of a store backend."""
+        return self.postgresql_commit_seconds if backend == "postgresql" else self.commit_seconds
 
 
 class EchoPeer:
@@ -509,34 +551,106 @@ async def echo_floors(peer: EchoPeer, rtts: int, connects: int) -> EchoFloors:
                           connect_cpu, peer.base_rss, per_session)
 
 
-async def measure_floors(root: Path, ssl: pki.SSLDir, samples: int) -> Floors:
+def floor_pg_commit(dsn: str, count: int) -> tuple[list[float], str]:
+    """Seconds of each durable PostgreSQL INSERT + COMMIT, and the server's version.
+
+    One connection over the dsn (as the conductor connects), autocommit: each INSERT is a
+    transaction of its own, so the statement and its COMMIT are one round trip, which
+    returns once the commit is flushed to the WAL (``synchronous_commit`` and ``fsync``
+    on, or the floor is refused: it would not be durable).
+    """
+    try:
+        with psycopg.connect(dsn, autocommit=True, application_name="orchestra-fleet-floor") as conn:
+            settings = {}
+            for setting in ("fsync", "synchronous_commit", "server_version"):
+                row = conn.execute(f"SHOW {setting}").fetchone()
+                settings[setting] = "" if row is None else str(row[0])
+            for setting in ("fsync", "synchronous_commit"):
+                if settings[setting] != "on":
+                    raise BenchError(f"the PostgreSQL floor needs {setting} = on, not {settings[setting]!r}")
+            conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, body text)")
+            samples: list[float] = []
+            for n in range(COMMIT_WARMUP + count):
+                start = time.perf_counter()
+                conn.execute("INSERT INTO t (body) VALUES (%s)", (f"row {n}",))
+                if n >= COMMIT_WARMUP:
+                    samples.append(time.perf_counter() - start)
+            return samples, settings["server_version"]
+    except psycopg.Error as err:
+        raise BenchError(f"the PostgreSQL commit floor: {err}") from None
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU of a PostgreSQL server: the postmaster's own and that of the children it reaped
+    (cutime+cstime), plus every live child's (backends, background processes)."""
+    def fields(pid: str) -> list[str]:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()
+
+    def used(values: list[str]) -> int:
+        return sum(int(value) for value in values[11:15])  # utime stime cutime cstime
+    ticks = used(fields(str(postmaster)))
+    parent = str(postmaster)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            values = fields(entry.name)
+        except (OSError, ValueError):
+            continue  # gone meanwhile (its CPU moves to the postmaster's reaped children)
+        if values[1] == parent:
+            ticks += used(values)
+    return ticks / CLK_TCK
+
+
+async def measure_floors(root: Path, ssl: pki.SSLDir, samples: int, pg_dsn: str | None) -> tuple[Floors, str]:
+    """Every floor, and the PostgreSQL server's version ("" without one)."""
     few = max(10, samples // 10)
+    commits = max(COMMIT_SAMPLES, few)
     spawn = statistics.median(await floor_spawn(few))
-    commit = statistics.median(floor_commit(root / "floor.db", few))
+    commit = statistics.median(floor_commit(root / "floor.db", COMMIT_WARMUP + commits)[COMMIT_WARMUP:])
+    pg_commit, version = None, ""
+    if pg_dsn is not None:
+        pg_samples, version = await asyncio.to_thread(floor_pg_commit, pg_dsn, commits)
+        pg_commit = statistics.median(pg_samples)
     echo = await echo_floors(EchoPeer(ssl, player_names(1)[0], root / "echo.log"), samples, few)
-    return Floors(**vars(echo), spawn_seconds=spawn, commit_seconds=commit)
+    return Floors(**vars(echo), spawn_seconds=spawn, commit_seconds=commit,
+                  postgresql_commit_seconds=pg_commit), version
 
 
 # ---- one size ------------------------------------------------------------------------
 
 
 class SizeRun:
-    """Start the conductor and the workers for N sessions and measure every phase."""
+    """Start the conductor and the workers for N sessions and measure every phase, on one
+    store backend: SQLite in the state directory, or ``database`` (a PostgreSQL server)
+    at ``dsn``."""
 
-    def __init__(self, args: argparse.Namespace, root: Path, ssl: pki.SSLDir, n: int) -> None:
+    def __init__(self, args: argparse.Namespace, root: Path, ssl: pki.SSLDir, n: int,
+                 backend: str = "sqlite", database: PgServer | None = None, dsn: str = "") -> None:
         self.args = args
         self.n = n
+        self.backend = backend
+        self.tag = f"N={n} {backend}"
+        self.database = database
         self.names = player_names(n)
-        self.home = root / f"n{n}"
+        self.home = root / f"n{n}-{backend}"
         self.home.mkdir(parents=True)
         settings: dict[str, object] = {}
         if args.heartbeat_seconds is not None:
             settings["heartbeat_seconds"] = args.heartbeat_seconds
+        if backend == "postgresql":
+            settings["store"] = {"backend": "postgresql", "dsn": dsn}
         self.ssl = ssl
         self.conductor = Conductor(self.home, ssl, self.names, args.conductor_log_level, settings)
         self.timeout = args.phase_timeout or max(60.0, 0.05 * n)
         self.fleet = Fleet([])
         self.startup_cpu = 0.0  # the conductor's CPU from exec until it answers, no player yet
+
+    def database_cpu(self) -> float | None:
+        """The PostgreSQL server's CPU seconds so far; None with SQLite (or no server)."""
+        pid = self.database.postmaster_pid() if self.database is not None else None
+        return None if pid is None else server_cpu_seconds(pid)
 
     async def wait_for(self, check: Callable[[], float | None], what: str, timeout: float,
                        conductor_up: bool = True) -> float:
@@ -579,7 +693,7 @@ class SizeRun:
         await self.conductor.wait_ready(60)
         self.startup_cpu = self.conductor.cpu()
         await self.start_workers()
-        progress(f"N={self.n}: connecting {self.n} sessions")
+        progress(f"{self.tag}: connecting {self.n} sessions")
         started = time.time()
         for worker in self.fleet.workers:
             worker.send("connect")
@@ -588,7 +702,7 @@ class SizeRun:
         return {"seconds": done - started, "conductor_startup_cpu_seconds": self.startup_cpu}
 
     async def idle(self) -> dict[str, object]:
-        progress(f"N={self.n}: waiting for the conductor to settle, then {self.args.idle_seconds:g} s idle")
+        progress(f"{self.tag}: waiting for the conductor to settle, then {self.args.idle_seconds:g} s idle")
         began = time.monotonic()
         cpu, at = self.conductor.cpu(), time.monotonic()
         while True:
@@ -601,13 +715,16 @@ class SizeRun:
                 break
         settle = time.monotonic() - began
         cpu0, t0, beats0 = self.conductor.cpu(), time.monotonic(), self.fleet.total("heartbeats")
+        database0 = self.database_cpu()
         fewest = self.fleet.total("welcomed")
         while (elapsed := time.monotonic() - t0) < self.args.idle_seconds:
             await asyncio.sleep(min(0.5, self.args.idle_seconds - elapsed))
             fewest = min(fewest, self.fleet.total("welcomed"))
-        cpu1, t1 = self.conductor.cpu(), time.monotonic()
+        cpu1, t1, database1 = self.conductor.cpu(), time.monotonic(), self.database_cpu()
         return {"settle_seconds": round(settle, 3), "seconds": round(t1 - t0, 3),
                 "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+                "database_cpu_percent": 100 * (database1 - database0) / (t1 - t0)
+                if database0 is not None and database1 is not None else None,
                 "rss_bytes": memory_bytes(self.conductor.pid),
                 "heartbeat_seconds": self.fleet.heartbeat_seconds(),
                 "player_heartbeats": self.fleet.total("heartbeats") - beats0,
@@ -630,14 +747,15 @@ class SizeRun:
         raise BenchError("all-of job: WaitJob ended without a job")
 
     async def fanout(self) -> dict[str, object]:
-        progress(f"N={self.n}: all-of job on {self.n} players")
+        progress(f"{self.tag}: all-of job on {self.n} players")
         before, why_not = await self.conductor.stats()
         earlier_runs, acks = self.fleet.total("runs"), self.fleet.total("acks")
-        cpu0, players_cpu0 = self.conductor.cpu(), self.fleet.cpu()
+        cpu0, players_cpu0, database0 = self.conductor.cpu(), self.fleet.cpu(), self.database_cpu()
         submitted = time.time()
         job = await self.submit_and_wait()
         returned = time.time()
-        cpu1 = self.conductor.cpu()
+        cpu1, database1 = self.conductor.cpu(), self.database_cpu()
+        database = database1 - database0 if database0 is not None and database1 is not None else None
         after, why_not_after = await self.conductor.stats()
         # The players report every status_interval: let the last acks of this job arrive.
         deadline = time.monotonic() + 10
@@ -654,6 +772,8 @@ class SizeRun:
             "first_dispatch_seconds": first_run - submitted
             if first_run is not None and earlier_runs == 0 else None,
             "conductor_cpu_seconds": cpu1 - cpu0, "cpu_per_task_seconds": (cpu1 - cpu0) / self.n,
+            "database_cpu_seconds": database,
+            "database_cpu_per_task_seconds": None if database is None else database / self.n,
             "players_cpu_seconds": round(players_cpu1 - players_cpu0, 3),
             "stats_before": before, "stats_after": after,
             "commits_per_task": None, "writes_per_task": None, "stats_note": why_not or why_not_after,
@@ -667,13 +787,14 @@ class SizeRun:
         return figures
 
     async def storm(self) -> dict[str, object]:
-        progress(f"N={self.n}: restarting the conductor (connect storm)")
+        progress(f"{self.tag}: restarting the conductor (connect storm)")
         peak = memory_bytes(self.conductor.pid, "VmHWM")
         attempts = self.fleet.total("reconnects")
         stopping = time.time()
         stop_seconds, code = await self.conductor.stop()
         await self.wait_for(lambda: 0.0 if self.fleet.total("welcomed") == 0 else None,
                             "every session to see the conductor go", 30, conductor_up=False)
+        database0 = self.database_cpu()
         self.conductor.start()
         started = self.conductor.started_at
 
@@ -688,9 +809,11 @@ class SizeRun:
             if not ready.done():
                 ready.cancel()
             await asyncio.wait({ready})
-        cpu = self.conductor.cpu()
+        cpu, database1 = self.conductor.cpu(), self.database_cpu()
         first = self.fleet.first_welcomed_at()
         return {"seconds": done - started, "conductor_cpu_seconds": cpu,
+                "database_cpu_seconds": database1 - database0
+                if database0 is not None and database1 is not None else None,
                 "cpu_per_connect_seconds": max(0.0, cpu - self.startup_cpu) / self.n,
                 "conductor_busy_fraction": cpu / (done - started) if done > started else None,
                 "down_seconds": round(started - stopping, 3),
@@ -702,7 +825,7 @@ class SizeRun:
                 "old_conductor_exit": code}
 
     async def run(self) -> dict[str, object]:
-        result: dict[str, object] = {"n": self.n}
+        result: dict[str, object] = {"n": self.n, "backend": self.backend}
         errors: list[str] = []
         try:
             result["connect"] = await self.connect()
@@ -713,7 +836,7 @@ class SizeRun:
             result["storm"] = await self.storm()
         except (BenchError, OSError) as err:  # OSError: /proc of a process that just died
             errors.append(str(err))
-            progress(f"N={self.n}: {str(err).splitlines()[0]}")
+            progress(f"{self.tag}: {str(err).splitlines()[0]}")
         finally:
             for worker in self.fleet.workers:
                 await worker.stop()
@@ -739,7 +862,8 @@ def seconds_text(value: float) -> str:
 
 @dataclass
 class Figure:
-    """One table row; value and floor in the same unit, formatted by ``text``."""
+    """One figure of one backend, or a floor; value and floor in the same unit, formatted
+    by ``text``."""
 
     figure: str
     value: float | None
@@ -749,21 +873,55 @@ class Figure:
     text: Callable[[float], str] = seconds_text
     shown: str | None = None  # overrides the formatted value
 
-    def cells(self) -> list[str]:
-        value = self.shown if self.shown is not None else \
-            ("n/a" if self.value is None else self.text(self.value))
-        floor = "" if self.floor is None else self.text(self.floor)
-        ratio = ""
-        if self.value is not None and self.floor:
-            ratio = f"{self.value / self.floor:.1f}x"
-        goal = self.goal_text
-        if self.goal is not None and self.value is not None:
-            goal += " ok" if self.value <= self.goal else " MISSED"
-        return [self.figure, value, floor, ratio, goal]
+    def value_cell(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        return "n/a" if self.value is None else self.text(self.value)
+
+    def floor_cell(self) -> str:
+        return "" if self.floor is None else self.text(self.floor)
+
+    def ratio_cell(self) -> str:
+        return f"{self.value / self.floor:.1f}x" if self.value is not None and self.floor else ""
+
+    def verdict(self) -> str:
+        if self.goal is None or self.value is None:
+            return ""
+        return "ok" if self.value <= self.goal else "MISSED"
 
     def to_json(self) -> dict[str, object]:
-        figure, value, floor, ratio, goal = self.cells()
-        return {"figure": figure, "value": value, "floor": floor, "ratio": ratio, "goal": goal}
+        return {"figure": self.figure, "value": self.value_cell(), "floor": self.floor_cell(),
+                "ratio": self.ratio_cell(),
+                "goal": " ".join(part for part in (self.goal_text, self.verdict()) if part)}
+
+
+@dataclass
+class Table:
+    """A header and rows of cells; ``groups`` titles runs of columns, from the first, in a
+    line above the header: (title, number of columns)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    groups: list[tuple[str, int]] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [self.header, *self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(self.header))]
+        first = 0
+        for title, span in self.groups:  # widen a group's last column to fit its title
+            spanned = sum(widths[first:first + span]) + 3 * (span - 1)
+            widths[first + span - 1] += max(0, len(title) - spanned)
+            first += span
+        out = []
+        if self.groups:
+            first, cells = 0, []
+            for title, span in self.groups:
+                cells.append(title.ljust(sum(widths[first:first + span]) + 3 * (span - 1)))
+                first += span
+            out.append(" | ".join(cells).rstrip())
+        out += [" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+        out.insert(len(out) - len(self.rows), "-+-".join("-" * width for width in widths))
+        return "\n".join(out) + "\n"
 
 
 def _get(result: dict[str, Any], phase: str, key: str) -> Any:
@@ -793,73 +951,108 @@ def goal_for(goals: Mapping[int, float], n: int, text: Callable[[float], str],
     return {"goal": goals[n], "goal_text": f"{sign} {text(goals[n])}"} if n in goals else {}
 
 
-def figures(floors: Floors, results: Sequence[dict[str, Any]]) -> list[Figure]:
-    per_message = 2.5 * floors.rtt_server_cpu_seconds
-    rows = [
-        Figure("floor: asyncio spawn+wait of /bin/true", floors.spawn_seconds),
-        Figure("floor: durable SQLite insert+commit", floors.commit_seconds),
-        Figure("floor: mTLS stream round trip, p50", floors.rtt_p50_seconds),
-        Figure("floor: echo server CPU per round trip", floors.rtt_server_cpu_seconds),
-        Figure("floor: new mTLS connection + round trip, p50", floors.connect_p50_seconds),
-        Figure("floor: echo server CPU per connection", floors.connect_server_cpu_seconds),
-        Figure("floor: echo server RSS, no session", floors.server_base_rss_bytes, text=megabytes),
-        Figure("floor: echo server RSS per open session", floors.server_rss_per_session_bytes,
-               text=kilobytes),
+def floor_figures(floors: Floors) -> list[tuple[str | None, Figure]]:
+    """The floors, each with the backend it belongs to (None: every backend)."""
+    rows: list[tuple[str | None, Figure]] = [
+        (None, Figure("asyncio spawn+wait of /bin/true", floors.spawn_seconds)),
+        ("sqlite", Figure("durable SQLite insert+commit, p50", floors.commit_seconds)),
     ]
-    for result in results:
-        n = int(result["n"])
-        tag = f"N={n:,}"
-        heartbeat = _get(result, "idle", "heartbeat_seconds")
-        tasks_ok, tasks = _get(result, "fanout", "tasks_ok"), _get(result, "fanout", "tasks")
-        rows += [
-            Figure(f"{tag} initial connect, all welcomed", _get(result, "connect", "seconds"),
-                   floor=n * floors.connect_server_cpu_seconds),
-            Figure(f"{tag} idle conductor CPU (% of a core)", _get(result, "idle", "cpu_percent"),
-                   floor=100 * n * floors.rtt_server_cpu_seconds / heartbeat if heartbeat else None,
-                   text=percent, **goal_for(GOAL_IDLE_CPU, n, percent)),
-            Figure(f"{tag} idle conductor RSS", _get(result, "idle", "rss_bytes"),
-                   floor=floors.server_base_rss_bytes + n * floors.server_rss_per_session_bytes,
-                   text=megabytes, **goal_for(GOAL_IDLE_RSS, n, megabytes)),
-            Figure(f"{tag} all-of submit -> finished", _get(result, "fanout", "seconds"),
-                   floor=3 * floors.commit_seconds + n * per_message,
-                   **goal_for(GOAL_ALL_OF, n, seconds_text)),
-            Figure(f"{tag} all-of first RunTask", _get(result, "fanout", "first_dispatch_seconds"),
-                   floor=2 * floors.commit_seconds),
-            Figure(f"{tag} all-of tasks ended ok", None,
-                   shown="n/a" if tasks is None else f"{tasks_ok} of {n}"),
-            Figure(f"{tag} conductor CPU per task", _get(result, "fanout", "cpu_per_task_seconds"),
-                   floor=per_message, **goal_for({n: GOAL_CPU_PER_TASK}, n, seconds_text, "<=")),
-            Figure(f"{tag} durable commits per task", _get(result, "fanout", "commits_per_task"),
-                   floor=3 / n, text=count),
-            Figure(f"{tag} connect storm, all welcomed again", _get(result, "storm", "seconds"),
-                   floor=n * floors.connect_server_cpu_seconds,
-                   **goal_for(GOAL_STORM, n, seconds_text)),
-            Figure(f"{tag} conductor CPU per connect", _get(result, "storm", "cpu_per_connect_seconds"),
-                   floor=floors.connect_server_cpu_seconds),
-        ]
+    if floors.postgresql_commit_seconds is not None:
+        rows.append(("postgresql", Figure("durable PostgreSQL INSERT+COMMIT round trip, p50",
+                                          floors.postgresql_commit_seconds)))
+    rows += [(None, figure) for figure in (
+        Figure("mTLS stream round trip, p50", floors.rtt_p50_seconds),
+        Figure("echo server CPU per round trip", floors.rtt_server_cpu_seconds),
+        Figure("new mTLS connection + round trip, p50", floors.connect_p50_seconds),
+        Figure("echo server CPU per connection", floors.connect_server_cpu_seconds),
+        Figure("echo server RSS, no session", floors.server_base_rss_bytes, text=megabytes),
+        Figure("echo server RSS per open session", floors.server_rss_per_session_bytes, text=kilobytes),
+    )]
     return rows
 
 
-def render(rows: Sequence[Figure]) -> str:
-    table = [["figure", "value", "floor", "ratio to floor", "goal"], *(row.cells() for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    lines = [" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines) + "\n"
+def size_figures(floors: Floors, result: dict[str, Any]) -> list[Figure]:
+    """The figures of one size on one backend, in the table's order; the commit floor is
+    the backend's own."""
+    n = int(result["n"])
+    backend = str(result["backend"])
+    commit = floors.commit(backend)
+    per_message = 2.5 * floors.rtt_server_cpu_seconds
+    heartbeat = _get(result, "idle", "heartbeat_seconds")
+    tasks_ok, tasks = _get(result, "fanout", "tasks_ok"), _get(result, "fanout", "tasks")
+    database = _get(result, "fanout", "database_cpu_per_task_seconds")
+    return [
+        Figure("initial connect, all welcomed", _get(result, "connect", "seconds"),
+               floor=n * floors.connect_server_cpu_seconds),
+        Figure("idle conductor CPU (% of a core)", _get(result, "idle", "cpu_percent"),
+               floor=100 * n * floors.rtt_server_cpu_seconds / heartbeat if heartbeat else None,
+               text=percent, **goal_for(GOAL_IDLE_CPU, n, percent)),
+        Figure("idle conductor RSS", _get(result, "idle", "rss_bytes"),
+               floor=floors.server_base_rss_bytes + n * floors.server_rss_per_session_bytes,
+               text=megabytes, **goal_for(GOAL_IDLE_RSS, n, megabytes)),
+        Figure("all-of submit -> finished", _get(result, "fanout", "seconds"),
+               floor=None if commit is None else 3 * commit + n * per_message,
+               **goal_for(GOAL_ALL_OF, n, seconds_text)),
+        Figure("all-of first RunTask", _get(result, "fanout", "first_dispatch_seconds"),
+               floor=None if commit is None else 2 * commit),
+        Figure("all-of tasks ended ok", None, shown="n/a" if tasks is None else f"{tasks_ok} of {n}"),
+        Figure("conductor CPU per task", _get(result, "fanout", "cpu_per_task_seconds"),
+               floor=per_message, **goal_for({n: GOAL_CPU_PER_TASK}, n, seconds_text, "<=")),
+        Figure("database server CPU per task", database,
+               shown="in conductor" if backend == "sqlite" else None),
+        Figure("durable commits per task", _get(result, "fanout", "commits_per_task"),
+               floor=3 / n, text=count),
+        Figure("connect storm, all welcomed again", _get(result, "storm", "seconds"),
+               floor=n * floors.connect_server_cpu_seconds, **goal_for(GOAL_STORM, n, seconds_text)),
+        Figure("conductor CPU per connect", _get(result, "storm", "cpu_per_connect_seconds"),
+               floor=floors.connect_server_cpu_seconds),
+    ]
+
+
+def tables(floors: Floors, results: Sequence[dict[str, Any]],
+           backends: Sequence[str]) -> tuple[list[Table], list[dict[str, object]]]:
+    """The floors' table, then one per size with a group of columns per backend (value,
+    floor, ratio to floor) and the goal, which names each backend's verdict; and every
+    cell as JSON rows (one per figure, size and backend)."""
+    floor_rows = floor_figures(floors)
+    made = [Table(["floor (measured in this run)", "value"],
+                  [[figure.figure, figure.value_cell()] for _, figure in floor_rows])]
+    rows: list[dict[str, object]] = [{"n": None, "backend": backend, **figure.to_json()}
+                                     for backend, figure in floor_rows]
+    for n in dict.fromkeys(int(result["n"]) for result in results):
+        by_backend = {str(result["backend"]): size_figures(floors, result)
+                      for result in results if result["n"] == n}
+        shown = [backend for backend in backends if backend in by_backend]
+        cells: list[list[str]] = []
+        for index, name in enumerate(figure.figure for figure in by_backend[shown[0]]):
+            line, goal_text, verdicts = [name], "", []
+            for backend in shown:
+                figure = by_backend[backend][index]
+                line += [figure.value_cell(), figure.floor_cell(), figure.ratio_cell()]
+                goal_text = goal_text or figure.goal_text
+                if figure.verdict():
+                    verdicts.append(f"{backend} {figure.verdict()}" if len(shown) > 1 else figure.verdict())
+                rows.append({"n": n, "backend": backend, **figure.to_json()})
+            line.append(f"{goal_text}{':' if len(shown) > 1 and verdicts else ''} {', '.join(verdicts)}".strip())
+            cells.append(line)
+        made.append(Table(["figure", *(["value", "floor", "ratio"] * len(shown)), "goal"], cells,
+                          [(f"N={n:,} players", 1), *((backend, 3) for backend in shown)]))
+    return made, rows
 
 
 def notes(results: Sequence[dict[str, Any]]) -> list[str]:
     """What the reader of the table must know: figures that could not be measured, failures."""
     found = []
     for result in results:
+        tag = f"N={result['n']:,} {result['backend']}"
         note = _get(result, "fanout", "stats_note")
         if note:
-            found.append(f"N={result['n']:,}: durable commits n/a: {note}")
-        found += [f"N={result['n']:,}: {error.splitlines()[0]}" for error in result["errors"]]
+            found.append(f"{tag}: durable commits n/a: {note}")
+        found += [f"{tag}: {error.splitlines()[0]}" for error in result["errors"]]
     return found
 
 
-def machine() -> dict[str, object]:
+def machine(postgresql: str) -> dict[str, object]:
     def proc_value(path: str) -> str | None:
         try:
             return " ".join(Path(path).read_text().split())
@@ -869,7 +1062,9 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "open_files_soft": soft, "open_files_hard": hard,
             "somaxconn": proc_value("/proc/sys/net/core/somaxconn"),
             "ip_local_port_range": proc_value("/proc/sys/net/ipv4/ip_local_port_range"),
-            "python": sys.version.split()[0], "grpc": grpc.__version__}
+            "python": sys.version.split()[0], "grpc": grpc.__version__,
+            "sqlite": sqlite3.sqlite_version, "postgresql": postgresql or None,
+            "psycopg": psycopg.__version__}
 
 
 # ---- main ----------------------------------------------------------------------------
@@ -885,15 +1080,28 @@ def _sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
+def _backends(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(BACKENDS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of {' and '.join(BACKENDS)}: {text!r}")
+    return [backend for backend in BACKENDS if backend in names]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", type=_sizes, default=[1000, 3000, 10000],
                         help="comma-separated numbers of simulated players (default 1000,3000,10000)")
+    parser.add_argument("--backends", type=_backends,
+                        help="the conductor's store backends, comma-separated (default: sqlite,postgresql"
+                             " when PostgreSQL's server binaries are found, else sqlite)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--workers", type=int, default=2, help="simulated-player processes (default 2)")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle CPU sample (default 20)")
     parser.add_argument("--floor-samples", type=int, default=2000,
-                        help="round trips for the gRPC floor; a tenth as many for the others (default 2000)")
+                        help="round trips for the gRPC floor; a tenth as many for the others, at least"
+                             f" {COMMIT_SAMPLES} for each durable-commit floor (default 2000)")
     parser.add_argument("--phase-timeout", type=float, default=0.0,
                         help="seconds a phase may take (default: max(60, N/20))")
     parser.add_argument("--heartbeat-seconds", type=float,
@@ -913,24 +1121,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    missing = (f"PostgreSQL's initdb, pg_ctl and postgres were not found (Debian package {DEBIAN_PACKAGE})"
+               if find_bindir() is None else "")
+    args.backends_note = ""
+    if args.backends is None:
+        args.backends = [backend for backend in BACKENDS if backend != "postgresql" or not missing]
+        if missing:
+            args.backends_note = f"postgresql not measured: {missing}"
+    elif "postgresql" in args.backends and missing:
+        parser.error(f"--backends postgresql: {missing}")
     return args
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, object]:
     progress(f"generating {max(args.sizes):,} player certificates")
     ssl = await asyncio.to_thread(make_pki, root / "ssl", max(args.sizes))
-    progress("measuring floors")
-    floors = await measure_floors(root, ssl, args.floor_samples)
-    results = []
-    for n in args.sizes:
-        results.append(await SizeRun(args, root, ssl, n).run())
-    rows = figures(floors, results)
-    found = notes(results)
-    rendered = render(rows) + "".join(f"note: {line}\n" for line in found)
+    server: PgServer | None = None
+    if args.backends_note:
+        progress(args.backends_note)
+    try:
+        floor_dsn = None
+        if "postgresql" in args.backends:
+            progress("starting a PostgreSQL server")
+            server = PgServer(settings=PG_SETTINGS)
+            await asyncio.to_thread(server.start)
+            floor_dsn = await asyncio.to_thread(server.create_database, PG_FLOOR_DATABASE)
+        progress("measuring floors")
+        floors, version = await measure_floors(root, ssl, args.floor_samples, floor_dsn)
+        results = []
+        for n in args.sizes:
+            for backend in args.backends:
+                database = server if backend == "postgresql" else None
+                dsn = "" if database is None else await asyncio.to_thread(database.create_database, f"fleet_n{n}")
+                results.append(await SizeRun(args, root, ssl, n, backend, database, dsn).run())
+    finally:
+        if server is not None:
+            try:
+                shutil.copyfile(server.log_path, root / "postgresql.log")
+            except (OSError, PgServerError):
+                pass  # never started: the error says why
+            server.stop()
+    made, rows = tables(floors, results, args.backends)
+    found = ([args.backends_note] if args.backends_note else []) + notes(results)
+    rendered = "\n".join(table.render() for table in made) + "".join(f"note: {line}\n" for line in found)
     return {"settings": {key: str(value) if isinstance(value, Path) else value
                          for key, value in vars(args).items()},
-            "machine": machine(), "floors": vars(floors), "sizes": results,
-            "table": [row.to_json() for row in rows], "notes": found, "rendered": rendered,
+            "machine": machine(version), "floors": vars(floors), "sizes": results,
+            "table": rows, "notes": found, "rendered": rendered,
             "ok": not any(result["errors"] for result in results)}
 
 
@@ -948,6 +1185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="orchestra-fleet-", dir=args.workdir))
     try:
         report = asyncio.run(bench(args, root))
+    except (BenchError, PgServerError, psycopg.Error) as err:
+        sys.stderr.write(f"fleet: {err}\n")
+        return 2
     finally:
         if args.keep:
             progress(f"kept {root}")
