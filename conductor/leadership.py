@@ -28,7 +28,7 @@ import concurrent.futures
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from conductor.localsock import LocalSocket
 from conductor.state import ConductorState
 from conductor.store import postgresql
 from orchestra import log
-from orchestra.leader_hint import LEADER_METADATA
+from orchestra.leader_hint import refusal_details, refusal_metadata
 from orchestra.tls import MESSAGE_LIMITS, SERVER_KEEPALIVE
 from orchestra.wire import audience_pb2, player_pb2
 
@@ -190,14 +190,9 @@ class Refusals:
     def __init__(self) -> None:
         self.leader: str | None = None
 
-    def details(self) -> str:
-        if self.leader:
-            return f"not the leader: the leader is {self.leader}"
-        return "not the leader: no conductor leads yet"
-
     async def _refuse(self, context: grpc.aio.ServicerContext) -> None:
-        metadata = ((LEADER_METADATA, self.leader),) if self.leader else ()
-        await context.abort(grpc.StatusCode.UNAVAILABLE, self.details(), trailing_metadata=metadata)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, refusal_details(self.leader),
+                            trailing_metadata=refusal_metadata(self.leader))
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -228,12 +223,14 @@ class Standby:
     """The servers of a conductor that does not lead: refusals and health on its public
     address (mutual TLS, as always), and on its audience socket."""
 
-    def __init__(self, listen: str, socket_path: Path, credentials: grpc.ServerCredentials) -> None:
+    def __init__(self, listen: str, socket_path: Path, credentials: grpc.ServerCredentials,
+                 limits: Sequence[tuple[str, int]] = ()) -> None:
         self.refusals = Refusals()
         self.listen, self.credentials = listen, credentials
         self.local = LocalSocket(socket_path, 0)
         options = [("grpc.so_reuseport", 0), *SERVER_KEEPALIVE, *MESSAGE_LIMITS]
-        self.public = grpc.aio.server(options=options)
+        # The leader's own limits on the public port: handshake time and connections.
+        self.public = grpc.aio.server(options=[*options, *limits])
         self.relay = grpc.aio.server(options=options)
 
     async def start(self) -> None:
@@ -249,10 +246,13 @@ class Standby:
         await self.local.start()
 
     async def handover(self) -> None:
-        """We lead now: say so to the players watching, then free the addresses."""
+        """We lead now: say so to the players watching, then free the addresses. Their
+        watches end without a NOT_SERVING after it (as :meth:`close` would say), so what
+        they heard last is that this conductor leads."""
         await self.health.set(health.PLAYER_LINK, health.SERVING)
         await asyncio.sleep(HANDOVER_SECONDS)
-        await self.close()
+        await self.local.close()
+        await asyncio.gather(self.public.stop(grace=0), self.relay.stop(grace=0))
 
     async def close(self) -> None:
         await self.health.close()

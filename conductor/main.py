@@ -164,6 +164,14 @@ class Conductor:
         self.revocation.load()
         lock = take_lock(cfg.state_dir)
         store_cfg = cfg.store
+        # [[notifiers]] and [[audit_sinks]]: a plugin missing or failing stops the start here,
+        # before standing by (their events are described from the queue once it is open).
+        try:
+            notifications = Notifications.configured(cfg, None)  # bound to the queue once open
+            audit = AuditLog.configured(cfg)
+        except BaseException:
+            lock.close()
+            raise
         epoch = None
         if store_cfg.backend == "postgresql":
             try:
@@ -184,9 +192,7 @@ class Conductor:
             await self._give_up_lease(keeper)
             lock.close()
             raise
-        # [[notifiers]] and [[audit_sinks]]: a plugin missing or failing stops the start here.
-        notifications = Notifications.configured(cfg, store)
-        audit = AuditLog.configured(cfg)
+        notifications.bind(store)
         sessions = Sessions(roster, await store.players())
         lifecycle = await Lifecycle.restore(store, sessions, audit, Clusters(self.policy.groups))
         self.lifecycle = lifecycle
@@ -291,7 +297,9 @@ class Conductor:
         # Asked for now, done once leading (as their defaults would end the process).
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         loop.add_signal_handler(signal.SIGUSR1, lambda: logger.warning("stats", state="standby", **usage()))
-        standby = Standby(self.cfg.listen, self.cfg.audience_socket, self._credentials(material))
+        standby = Standby(self.cfg.listen, self.cfg.audience_socket, self._credentials(material),
+                          [("grpc.server_handshake_timeout_ms", int(self.cfg.handshake_timeout * 1000)),
+                           ("grpc.max_allowed_incoming_connections", self.max_connections())])
         try:
             make_socket_dir(self.cfg.audience_socket.parent)
             await standby.start()

@@ -147,7 +147,7 @@ class Notifications:
         self.tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def configured(cls, cfg: ConductorConfig, store: Store,
+    def configured(cls, cfg: ConductorConfig, store: Store | None,
                    found: Iterable[metadata.EntryPoint] | None = None) -> Notifications:
         """The notifiers of ``[[notifiers]]`` (maybe none). A notifier that is missing or
         fails to start raises the one-line start-up error; ``found`` replaces the
@@ -162,7 +162,13 @@ class Notifications:
             for _, notifier in made:
                 notifier.close()
             raise
-        return cls(made, partial(describe, store))
+        notifications = cls(made, partial(describe, store))  # type: ignore[arg-type]
+        return notifications
+
+    def bind(self, store: Store) -> None:
+        """Describe events from ``store``: for notifiers made before the queue was open
+        (a conductor checks its plugins before it stands by)."""
+        self.describe = partial(describe, store)
 
     def start(self) -> None:
         """Start the tasks (on the running loop)."""

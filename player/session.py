@@ -182,8 +182,8 @@ class LeaderWatch:
                 logger.debug("leader_watch_failed", conductor=address, error=str(err) or type(err).__name__)
             except Exception:
                 logger.exception("leader_watch_failed", conductor=address)  # and it is tried again
-            if leading:
-                self._forget(address)
+            if leading:  # no longer known to lead; one seen to take over still has (its
+                self.serving.discard(address)  # servers change hands right after saying so)
                 self.news.set()
             failures += 1
             await asyncio.sleep(backoff_delay(self.backoff_initial, self.backoff_max, failures))

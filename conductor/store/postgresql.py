@@ -183,8 +183,8 @@ def check_dsn(dsn: str) -> None:
     """A dsn libpq can parse; the error does not quote it."""
     try:
         psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as err:
-        raise StartupError(f"[store] dsn: not a PostgreSQL connection string: {_first_line(err)}") from None
+    except psycopg.ProgrammingError:  # libpq's message may quote part of it: a password
+        raise StartupError("[store] dsn: not a PostgreSQL connection string (libpq cannot parse it)") from None
 
 
 def _first_line(err: BaseException) -> str:
