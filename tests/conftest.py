@@ -26,6 +26,7 @@ import sqlite_utils
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from conductor.store import Store, open_store
 from devtools.devcluster import Cluster
 from devtools.pgserver import DEBIAN_PACKAGE, PgServer, find_bindir
 
@@ -139,6 +140,26 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
 def backend(request: pytest.FixtureRequest) -> str:
     """The store backend of this variant (see pytest_generate_tests)."""
     return str(getattr(request, "param", "sqlite"))
+
+
+OpenQueue = Callable[[Path], Store]
+
+
+@pytest.fixture
+def open_queue(backend: str, request: pytest.FixtureRequest) -> Iterator[OpenQueue]:
+    """``open_queue(state_dir)`` opens this test's queue on its backend: SQLite in
+    state_dir, or one new PostgreSQL database (the same each call, so a test can reopen
+    it), dropped afterwards."""
+    if backend == "sqlite":
+        yield open_store
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    name = fresh_database_name()
+    dsn = server.create_database(name)
+    try:
+        yield lambda state_dir: open_store(state_dir, "postgresql", dsn)
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture

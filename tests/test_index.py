@@ -16,7 +16,8 @@ from conductor.index import DispatchIndex
 from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import IN_FLIGHT, TaskState
-from conductor.store import JobFilter, NewJob, QueuedTask, ScoreRules, open_store
+from conductor.store import JobFilter, NewJob, QueuedTask, ScoreRules
+from tests.conftest import OpenQueue
 from orchestra.errors import ValidationError
 from orchestra.joboptions import Rollout
 from orchestra.outcome import TaskOutcome
@@ -141,11 +142,11 @@ def comparable(lifecycle: Lifecycle) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_the_index_equals_the_store_after_random_events_and_a_restart(tmp_path: Path, seed: int) -> None:
+def test_the_index_equals_the_store_after_random_events_and_a_restart(tmp_path: Path, seed: int, open_queue: OpenQueue) -> None:
     rng = random.Random(seed)
 
     async def main() -> dict[str, object]:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         audit = AuditLog(tmp_path / "audit.log")
         lifecycle = await Lifecycle.restore(store, Sessions(frozenset(PLAYERS), {}), audit)
         clock = [time.time()]
@@ -171,7 +172,7 @@ def test_the_index_equals_the_store_after_random_events_and_a_restart(tmp_path: 
     before = asyncio.run(main())
 
     async def restarted() -> dict[str, object]:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         audit = AuditLog(tmp_path / "audit.log")
         try:
             return comparable(await Lifecycle.restore(store, Sessions(frozenset(PLAYERS), {}), audit))

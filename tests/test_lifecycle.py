@@ -12,7 +12,8 @@ from conductor.audit import AuditLog
 from conductor.lifecycle import Lifecycle
 from conductor.sessions import PlayerSession, Sessions
 from conductor.states import TaskState
-from conductor.store import NewJob, QueuedTask, ScoreRules, open_store
+from conductor.store import NewJob, QueuedTask, ScoreRules, Store, open_store
+from tests.conftest import OpenQueue
 from orchestra.joboptions import Rollout
 from orchestra.tls import PeerIdentity
 from orchestra.wire import player_pb2
@@ -20,9 +21,10 @@ from orchestra.wire import player_pb2
 Scenario = Callable[[Lifecycle], Awaitable[None]]
 
 
-def run(tmp_path: Path, scenario: Scenario, roster: frozenset[str] = frozenset({"p1", "p2"})) -> None:
+def run(tmp_path: Path, scenario: Scenario, roster: frozenset[str] = frozenset({"p1", "p2"}),
+        opener: Callable[[Path], Store] = open_store) -> None:
     async def main() -> None:
-        store = open_store(tmp_path)
+        store = opener(tmp_path)
         audit = AuditLog(tmp_path / "audit.log")
         try:
             await scenario(Lifecycle(store, Sessions(roster, {}), audit))
@@ -51,7 +53,7 @@ async def queued_one(lifecycle: Lifecycle, scope: str = "all", targets: tuple[st
     return next(t for t in await lifecycle.store.queued() if t.task_id.startswith(job_id))
 
 
-def test_a_replaced_session_is_never_handed_work(tmp_path: Path) -> None:
+def test_a_replaced_session_is_never_handed_work(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(lifecycle: Lifecycle) -> None:
         old = connect(lifecycle, "p1")
         task = await queued_one(lifecycle)
@@ -63,10 +65,10 @@ def test_a_replaced_session_is_never_handed_work(tmp_path: Path) -> None:
         assert await lifecycle.dispatch(new, task)
         assert new.in_flight == {task.task_id} and sent(new) == ["run"]
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_a_player_outside_the_players_file_or_full_is_not_handed_work(tmp_path: Path) -> None:
+def test_a_player_outside_the_players_file_or_full_is_not_handed_work(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(lifecycle: Lifecycle) -> None:
         stranger, full = connect(lifecycle, "p9"), connect(lifecycle, "p2", slots=1)
         full.in_flight.add("other.0")
@@ -76,10 +78,10 @@ def test_a_player_outside_the_players_file_or_full_is_not_handed_work(tmp_path: 
         stored = await lifecycle.store.task(task.task_id)
         assert stored is not None and stored.state == TaskState.QUEUED
 
-    run(tmp_path, scenario, roster=frozenset({"p2"}))
+    run(tmp_path, scenario, roster=frozenset({"p2"}), opener=open_queue)
 
 
-def test_cancel_of_a_running_task_waits_for_the_player_and_repeats_the_kill_order(tmp_path: Path) -> None:
+def test_cancel_of_a_running_task_waits_for_the_player_and_repeats_the_kill_order(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(lifecycle: Lifecycle) -> None:
         session = connect(lifecycle, "p1")
         task = await queued_one(lifecycle)
@@ -112,10 +114,10 @@ def test_cancel_of_a_running_task_waits_for_the_player_and_repeats_the_kill_orde
         assert sent(session) == ["ack"] and not session.in_flight
         assert stored.outcome.started_at is not None and stored.outcome.reason == "killed"
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_a_dispatched_one_of_task_fails_over_when_its_player_goes(tmp_path: Path) -> None:
+def test_a_dispatched_one_of_task_fails_over_when_its_player_goes(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(lifecycle: Lifecycle) -> None:
         session = connect(lifecycle, "p1")
         task = await queued_one(lifecycle, "one", ("p1", "p2"))
@@ -127,10 +129,10 @@ def test_a_dispatched_one_of_task_fails_over_when_its_player_goes(tmp_path: Path
         assert stored is not None and stored.state == TaskState.QUEUED and stored.player is None
         assert lifecycle.dispatch_wanted.is_set()
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_a_player_holding_an_earlier_attempt_gets_the_retry_sent_again(tmp_path: Path) -> None:
+def test_a_player_holding_an_earlier_attempt_gets_the_retry_sent_again(tmp_path: Path, open_queue: OpenQueue) -> None:
     """The ack of attempt 1 and the RunTask of its retry were both lost: the Hello lists
     attempt 1 only, so attempt 2 (dispatched, never received) goes back to the queue."""
     async def scenario(lifecycle: Lifecycle) -> None:
@@ -153,10 +155,10 @@ def test_a_player_holding_an_earlier_attempt_gets_the_retry_sent_again(tmp_path:
         stored = await lifecycle.store.task(task.task_id)
         assert stored is not None and stored.state == TaskState.QUEUED and stored.attempt == 2
         assert task.task_id in lifecycle.index.queued and back.in_flight == set()
-    run(tmp_path, scenario, frozenset({"p1"}))
+    run(tmp_path, scenario, frozenset({"p1"}), opener=open_queue)
 
 
-def test_a_task_sent_back_after_its_rollout_stopped_is_skipped(tmp_path: Path) -> None:
+def test_a_task_sent_back_after_its_rollout_stopped_is_skipped(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(lifecycle: Lifecycle) -> None:
         p1, p2 = connect(lifecycle, "p1"), connect(lifecycle, "p2")
         job_id, _ = await lifecycle.submit(NewJob("hello", "all", ("p1", "p2", "p3"), {}, (), "me", 2e9,
@@ -175,4 +177,4 @@ def test_a_task_sent_back_after_its_rollout_stopped_is_skipped(tmp_path: Path) -
         assert job is not None and [t.state for t in job.tasks] == [TaskState.FAILED, TaskState.SKIPPED,
                                                                      TaskState.SKIPPED]
         assert job.finished_at is not None and lifecycle.index.queued == {}
-    run(tmp_path, scenario, frozenset({"p1", "p2", "p3"}))
+    run(tmp_path, scenario, frozenset({"p1", "p2", "p3"}), opener=open_queue)

@@ -114,7 +114,8 @@ def test_a_cluster_writes_its_store_table_and_every_conductor_address(tmp_path: 
                       store={"backend": "postgresql", "dsn": "host=127.0.0.1 dbname=q"},
                       conductor_settings={"store": {"lease_seconds": 3}})
     first = tomllib.loads(cluster.conductor_config.read_text())
-    assert first["store"] == {"backend": "postgresql", "dsn": "host=127.0.0.1 dbname=q", "lease_seconds": 3}
+    assert first["store"] == {"backend": "postgresql", "dsn": "host=127.0.0.1 dbname=q", "lease_seconds": 3,
+                              "advertise": f"127.0.0.1:{cluster.port}"}  # as players dial it
     player = cluster.player_dir("p1.test") / "player.toml"
     assert tomllib.loads(player.read_text())["conductor"] == f"127.0.0.1:{cluster.port}"
     remote = cluster.remote_audience_config("ops.test")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devtools.devcluster import Cluster
-from tests.conftest import MakeCluster, job_json
+from tests.conftest import MakeCluster, job_json, store_dsn
 
 
 class Supervisor:
@@ -50,6 +50,9 @@ def test_conductor_reports_ready_reload_and_stopping(make_cluster: MakeCluster, 
     cluster = make_cluster(["p1.test"], start=False)
     proc = cluster.start_conductor(wait=False, extra_env={"NOTIFY_SOCKET": str(supervisor.path)})
     ready = supervisor.until("READY")
+    if store_dsn(cluster) is not None:  # on PostgreSQL it stands by first, and takes the lease at once
+        assert ready["READY"] == "1" and ready["STATUS"].startswith("standby "), ready
+        ready = supervisor.until("READY")
     assert ready["READY"] == "1" and "0 of 1 players connected" in ready["STATUS"]
     assert cluster.players() is not None  # it answers once it said so
     proc.send_signal(signal.SIGHUP)

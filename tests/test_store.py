@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conductor.states import TaskState
 from conductor.store import NewJob, PlayerRecord, TaskRef, open_store, schema
+from tests.conftest import OpenQueue
 from orchestra.inventory import ScoreEntry
 from orchestra.outcome import TaskOutcome
 from orchestra.params import ParamDecl, ScoreDecls
@@ -42,13 +43,13 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-def test_every_outcome_field_round_trips_through_the_store(tmp_path: Path) -> None:
+def test_every_outcome_field_round_trips_through_the_store(tmp_path: Path, open_queue: OpenQueue) -> None:
     outcome = TaskOutcome(exit_code=3, signal=0, response={"k": "v"}, response_truncated=True,
                           stdout=b"out", stderr=b"err", stdout_truncated=True, stderr_truncated=False,
                           reason="why", started_at=10.0, finished_at=12.5)
 
     async def scenario() -> TaskOutcome:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         job_id = (await store.submit(NewJob("hello", "all", ("p1",), {}, (), "me", 2e9))).job_id
         await store.claim(f"{job_id}.0", "p1")
         await store.transition(f"{job_id}.0", TaskState.RUNNING, detail="", outcome=TaskOutcome(started_at=10.0))
@@ -62,9 +63,9 @@ def test_every_outcome_field_round_trips_through_the_store(tmp_path: Path) -> No
     assert run(scenario()) == outcome
 
 
-def test_a_refused_one_of_task_is_requeued_until_every_target_refused(tmp_path: Path) -> None:
+def test_a_refused_one_of_task_is_requeued_until_every_target_refused(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> list[bool]:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         job_id = (await store.submit(NewJob("x", "one", ("p1", "p2"), {}, (), "me", 2e9))).job_id
         task_id = f"{job_id}.0"
         applied = []
@@ -82,9 +83,9 @@ def test_a_refused_one_of_task_is_requeued_until_every_target_refused(tmp_path: 
     assert run(scenario()) == [True, False]
 
 
-def test_expiry_reports_dispatched_tasks_so_their_players_drop_them(tmp_path: Path) -> None:
+def test_expiry_reports_dispatched_tasks_so_their_players_drop_them(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> None:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         job_id = (await store.submit(NewJob("x", "all", ("p1", "p2"), {}, (), "me", 100.0))).job_id
         await store.claim(f"{job_id}.0", "p1")
         expiry = await store.expire_due(200.0)
@@ -98,13 +99,13 @@ def test_expiry_reports_dispatched_tasks_so_their_players_drop_them(tmp_path: Pa
     run(scenario())
 
 
-def test_player_inventory_is_stored_as_data(tmp_path: Path) -> None:
+def test_player_inventory_is_stored_as_data(tmp_path: Path, open_queue: OpenQueue) -> None:
     entry = ScoreEntry("deploy", True, interface="env", timeout_seconds=30,
                        decls=ScoreDecls((ParamDecl("VERSION", required=True, choices=("1", "2")),)))
     record = PlayerRecord("p1", 5.0, 4, 9e9, (entry, ScoreEntry("broken", False, error="line 2: bad")))
 
     async def scenario() -> dict[str, PlayerRecord]:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         await store.record_player(record)
         players = await store.players()
         store.close()

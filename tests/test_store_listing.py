@@ -14,6 +14,7 @@ import pytest
 
 from conductor.states import TaskState
 from conductor.store import JobFilter, NewJob, open_store, schema
+from tests.conftest import OpenQueue
 from conductor.store.sqlite import SqliteStore, list_sql
 from orchestra.outcome import TaskOutcome
 
@@ -104,9 +105,9 @@ def test_listing_walks_an_index_in_order_never_sorting_the_table(
     assert "TEMP B-TREE" not in plan, plan  # no sort of everything that matched
 
 
-def test_progress_counts_states_and_names_the_longest_waiting(tmp_path: Path) -> None:
+def test_progress_counts_states_and_names_the_longest_waiting(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> None:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         job_id = (await store.submit(job("hello", ("p1", "p2", "p3")))).job_id
         await finish(store, f"{job_id}.0", TaskState.OK)
         await store.claim(f"{job_id}.1", "p2")

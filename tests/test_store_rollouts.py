@@ -11,15 +11,17 @@ from pathlib import Path
 
 from conductor.states import TaskState
 from conductor.store import NewJob, ScoreRules, Store, open_store
+from tests.conftest import OpenQueue
 from orchestra.joboptions import Rollout
 from orchestra.outcome import TaskOutcome
 
 S = TaskState
 
 
-def run(tmp_path: Path, scenario: Callable[[Store], Awaitable[None]]) -> None:
+def run(tmp_path: Path, scenario: Callable[[Store], Awaitable[None]],
+        opener: Callable[[Path], Store] = open_store) -> None:
     async def main() -> None:
-        store = open_store(tmp_path)
+        store = opener(tmp_path)
         try:
             await scenario(store)
         finally:
@@ -39,7 +41,7 @@ def job(targets: int, **options: object) -> NewJob:
                   **options)  # type: ignore[arg-type]
 
 
-def test_a_failed_canary_stops_the_rollout_and_skips_the_rest_in_the_same_commit(tmp_path: Path) -> None:
+def test_a_failed_canary_stops_the_rollout_and_skips_the_rest_in_the_same_commit(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(4, rollout=Rollout(canary=1, batch=2)))).job_id
         assert (await store.get_job(job_id)).phase == "canary"  # type: ignore[union-attr]
@@ -54,10 +56,10 @@ def test_a_failed_canary_stops_the_rollout_and_skips_the_rest_in_the_same_commit
         assert [t.state for t in record.tasks] == [S.FAILED, S.SKIPPED, S.SKIPPED, S.SKIPPED]
         assert record.tasks[1].outcome.reason == "rollout stopped: canary task 0 ended failed"
         assert record.status == "failed"
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_a_rollout_that_finishes_is_done_and_keeps_its_counters(tmp_path: Path) -> None:
+def test_a_rollout_that_finishes_is_done_and_keeps_its_counters(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(2, rollout=Rollout(canary=1, max_failures=2)))).job_id
         for n, ending in ((0, S.OK), (1, S.FAILED)):
@@ -67,10 +69,10 @@ def test_a_rollout_that_finishes_is_done_and_keeps_its_counters(tmp_path: Path) 
         record = await store.get_job(job_id)
         assert record is not None and record.phase == "done" and record.failures == 1
         assert record.status == "partial_fail"
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_the_scores_retries_queue_a_failed_task_again_as_a_new_attempt(tmp_path: Path) -> None:
+def test_the_scores_retries_queue_a_failed_task_again_as_a_new_attempt(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(1, rules=ScoreRules(retries=1, retry_delay=30)))).job_id
         task_id = f"{job_id}.0"
@@ -88,10 +90,10 @@ def test_the_scores_retries_queue_a_failed_task_again_as_a_new_attempt(tmp_path:
         assert second == 2
         final = await store.transition(task_id, S.FAILED, detail="exit 3", expect_attempt=second)
         assert final.state == S.FAILED and final.job_finished  # retries used up
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_lost_and_cancelled_tasks_are_never_retried_by_themselves(tmp_path: Path) -> None:
+def test_lost_and_cancelled_tasks_are_never_retried_by_themselves(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(2, rules=ScoreRules(retries=3)))).job_id
         attempt = await start(store, f"{job_id}.0", "p0")
@@ -101,10 +103,10 @@ def test_lost_and_cancelled_tasks_are_never_retried_by_themselves(tmp_path: Path
         await store.transition(f"{job_id}.1", S.CANCELLING, detail="cancel", expect_attempt=attempt)
         ended = await store.transition(f"{job_id}.1", S.FAILED, detail="finished first", expect_attempt=attempt)
         assert ended.state == S.FAILED and ended.queued is None  # it was being cancelled
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_retryjob_reopens_a_finished_job_and_keeps_each_attempt(tmp_path: Path) -> None:
+def test_retryjob_reopens_a_finished_job_and_keeps_each_attempt(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(3, rollout=Rollout(batch=1, max_failures=1)))).job_id
         attempt = await start(store, f"{job_id}.0", "p0")
@@ -123,10 +125,10 @@ def test_retryjob_reopens_a_finished_job_and_keeps_each_attempt(tmp_path: Path) 
         again = await start(store, f"{job_id}.0", "p0")
         assert again == 2  # ORC_ATTEMPT goes on counting
         assert (await store.delete_job(job_id)) is False  # not finished: kept
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_a_finished_job_with_secrets_cannot_be_retried(tmp_path: Path) -> None:
+def test_a_finished_job_with_secrets_cannot_be_retried(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         secret = NewJob("deploy", "all", ("p0",), {"TOKEN": "s3cret"}, ("TOKEN",), "user:me", time.time() + 60)
         job_id = (await store.submit(secret)).job_id
@@ -134,7 +136,7 @@ def test_a_finished_job_with_secrets_cannot_be_retried(tmp_path: Path) -> None:
         await store.transition(f"{job_id}.0", S.FAILED, detail="", expect_attempt=attempt)
         refused = await store.retry(job_id, {S.FAILED})
         assert "secret parameters were forgotten" in refused.refused
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
 def test_deleting_a_finished_job_forgets_it_and_its_history(tmp_path: Path) -> None:
@@ -151,20 +153,19 @@ def test_deleting_a_finished_job_forgets_it_and_its_history(tmp_path: Path) -> N
         assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
 
 
-def test_drains_are_durable(tmp_path: Path) -> None:
+def test_drains_are_durable(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         drains = await store.set_drains(["web1", "@db"], True, "user:ops", "patching")
         assert [(d.name, d.by, d.reason) for d in drains] == [("@db", "user:ops", "patching"),
                                                               ("web1", "user:ops", "patching")]
         assert [d.name for d in await store.set_drains(["@db"], False, "user:ops")] == ["web1"]
-    run(tmp_path, scenario)
-
+    run(tmp_path, scenario, opener=open_queue)
     async def reopened(store: Store) -> None:
         assert [d.name for d in await store.drains()] == ["web1"]
-    run(tmp_path, reopened)
+    run(tmp_path, reopened, opener=open_queue)
 
 
-def test_a_retry_that_leaves_a_failed_canary_behind_is_refused(tmp_path: Path) -> None:
+def test_a_retry_that_leaves_a_failed_canary_behind_is_refused(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(job(4, rollout=Rollout(canary=1, batch=2)))).job_id
         attempt = await start(store, f"{job_id}.0", "p0")
@@ -174,10 +175,10 @@ def test_a_retry_that_leaves_a_failed_canary_behind_is_refused(tmp_path: Path) -
                                    " retry it too (retryjob --failed)")
         retried = await store.retry(job_id, {S.FAILED, S.SKIPPED})
         assert retried.phase == "canary" and len(retried.queued) == 4
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)
 
 
-def test_every_ending_is_kept_even_one_no_dispatch_followed(tmp_path: Path) -> None:
+def test_every_ending_is_kept_even_one_no_dispatch_followed(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario(store: Store) -> None:
         job_id = (await store.submit(NewJob("deploy", "all", ("p0",), {}, (), "user:me", time.time() + 1.0,
                                             rules=ScoreRules(retries=1)))).job_id
@@ -191,4 +192,4 @@ def test_every_ending_is_kept_even_one_no_dispatch_followed(tmp_path: Path) -> N
         record = (await store.get_job(job_id)).tasks[0]  # type: ignore[union-attr]
         assert [(h.attempt, h.state, h.outcome.exit_code, h.outcome.stdout) for h in record.history] == [
             (1, S.FAILED, 2, b"first\n"), (1, S.EXPIRED, None, b"")]
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, opener=open_queue)

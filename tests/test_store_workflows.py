@@ -17,6 +17,7 @@ from conductor.store import (
     NewJob, NewStep, NewWorkflow, ScheduleFire, ScheduleRecord, StepSettled, open_store,
 )
 from orchestra.wire import audience_pb2
+from tests.conftest import OpenQueue
 
 T = TypeVar("T")
 
@@ -63,9 +64,9 @@ def test_a_step_starts_once_with_its_job(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
 
 
-def test_a_finished_workflow_forgets_the_values_it_never_used(tmp_path: Path) -> None:
+def test_a_finished_workflow_forgets_the_values_it_never_used(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> None:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         workflow_id = (await store.submit_workflow(flow())).workflow_id
         await store.submit(job(workflow_id=workflow_id, step="one"))
         assert await store.settle_workflow(workflow_id, [StepSettled("two", "skipped", "stopped", 5.0)],
@@ -82,9 +83,9 @@ def test_a_finished_workflow_forgets_the_values_it_never_used(tmp_path: Path) ->
     run(scenario())
 
 
-def test_a_workflow_key_finds_its_workflow_and_refuses_another_request(tmp_path: Path) -> None:
+def test_a_workflow_key_finds_its_workflow_and_refuses_another_request(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> None:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         first = await store.submit_workflow(flow(idempotency_key="k", digest="d1"))
         same = await store.submit_workflow(flow(idempotency_key="k", digest="d1"))
         other = await store.submit_workflow(flow(idempotency_key="k", digest="d2"))
@@ -130,9 +131,9 @@ def test_a_schedule_run_commits_once_with_its_job(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
 
 
-def test_retention_keeps_a_running_workflows_jobs_and_purges_finished_workflows(tmp_path: Path) -> None:
+def test_retention_keeps_a_running_workflows_jobs_and_purges_finished_workflows(tmp_path: Path, open_queue: OpenQueue) -> None:
     async def scenario() -> None:
-        store = open_store(tmp_path)
+        store = open_queue(tmp_path)
         workflow_id = (await store.submit_workflow(flow())).workflow_id
         first = await store.submit(job(workflow_id=workflow_id, step="one"))
         await store.db.write(lambda c: c.execute(  # type: ignore[attr-defined]
