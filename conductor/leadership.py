@@ -115,6 +115,13 @@ class Lease:
                     return None if row is None else int(row[0])
                 if not row[0]:
                     return None  # held, and not by our earlier self: nothing locked
+                # The holder's store connections end: a leader cut off in the middle of a
+                # statement holds its locks until the server notices, which a half-open
+                # connection may put off for hours. It has stopped by its own clock already
+                # (or is frozen); whatever it had not committed is rolled back.
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                             " WHERE datname = current_database() AND application_name ="
+                             " (SELECT 'orchestra-conductor epoch ' || epoch FROM leader WHERE id = 1)")
                 # Wait for every write transaction of the holder (they hold the row FOR KEY
                 # SHARE), then raise the epoch: whatever it tries next is fenced.
                 conn.execute("SELECT 1 FROM leader WHERE id = 1 FOR UPDATE")

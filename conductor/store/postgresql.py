@@ -204,6 +204,12 @@ def check_durable(raw: psycopg.Connection[Any]) -> None:
                                " and a job would be acknowledged before it is safe")
 
 
+def store_application(epoch: int | None) -> str:
+    """The application_name of a leader's store connection: by it, a conductor taking the
+    lease over ends the connections of the leader it replaces (conductor/leadership.py)."""
+    return "orchestra-conductor" if epoch is None else f"orchestra-conductor epoch {epoch}"
+
+
 class PgDatabase(Database):
     """:class:`orchestra.db.Database`'s group commit on PostgreSQL, fenced by a lease
     epoch when given one (``None``: no lease is checked, for tools and tests)."""
@@ -216,13 +222,18 @@ class PgDatabase(Database):
         super().__init__(Path("postgresql"))
 
     def _open(self) -> PgConn:
-        raw = connect(self.dsn, self.timeout, "orchestra-conductor")
+        raw = connect(self.dsn, self.timeout, store_application(self.epoch))
         try:
             check_durable(raw)
             # A transaction left open by a frozen conductor must not hold its locks (the
             # lease row's above all) for ever; nor may a write wait on a lock for ever.
-            raw.execute(f"SET idle_in_transaction_session_timeout = {int(self.timeout * 500)}")
+            raw.execute(f"SET idle_in_transaction_session_timeout = {int(self.timeout * 1000)}")
             raw.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
+            # And the server's side of this connection notices a vanished conductor as soon.
+            for setting, value in (("tcp_keepalives_idle", max(1, int(self.timeout / 2))),
+                                   ("tcp_keepalives_interval", 1), ("tcp_keepalives_count", 3),
+                                   ("tcp_user_timeout", int(self.timeout * 1000))):
+                raw.execute(f"SET {setting} = {value}")
         except psycopg.Error as err:
             raw.close()
             raise StartupError(f"cannot use the PostgreSQL database: {_first_line(err)}") from None
