@@ -169,20 +169,15 @@ class Conductor:
         try:
             notifications = Notifications.configured(cfg, None)  # bound to the queue once open
             audit = AuditLog.configured(cfg)
+            epoch = await self._stand_by(material) if store_cfg.backend == "postgresql" else None
         except BaseException:
             lock.close()
             raise
-        epoch = None
-        if store_cfg.backend == "postgresql":
-            try:
-                epoch = await self._stand_by(material)
-            except BaseException:
-                lock.close()
-                raise
-            if epoch is None:  # stopped while standing by
-                lock.close()
-                logger.info("conductor_stopped")
-                return
+        if self.lease is not None and epoch is None:  # stopped while standing by
+            audit.close()
+            lock.close()
+            logger.info("conductor_stopped")
+            return
         # Renewed from now on: rebuilding from a large queue may outlast a lease.
         keeper = asyncio.ensure_future(self._keep_lease()) if self.lease is not None else None
         try:

@@ -203,3 +203,17 @@ def test_leader_cut_off_from_the_database_steps_down_and_the_standby_takes_over(
     finally:
         for proxy in proxies:
             proxy.close()
+
+
+def test_a_standby_refuses_naming_the_leader_and_stops_cleanly(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(["p1.test"], start=False)
+    cluster.add_conductor("conductor2")
+    cluster.start_conductor()
+    standby = cluster.start_conductor(name="conductor2", wait=False)
+    cluster.wait_for(lambda: events(cluster, "conductor2", "standing_by"), "conductor2 standing by", proc=standby)
+    result = cluster.cli("listplayers", via="conductor2")
+    assert result.returncode == 4
+    assert result.stderr.strip().endswith(f"is not the leader: the leader is {cluster.conductor_addresses()[0]}")
+    assert standby.stop() == 0
+    assert events(cluster, "conductor2", "conductor_stopped")
+    assert not events(cluster, "conductor2", "leadership_taken")
