@@ -54,7 +54,7 @@ import psycopg  # noqa: E402
 from audience.client import Client  # noqa: E402
 from devtools.devcluster import Cluster  # noqa: E402
 from devtools.pgserver import PgServer, find_bindir  # noqa: E402
-from devtools.tcpproxy import Proxy  # noqa: E402
+from devtools.tcpproxy import Proxy, proxied_dsn  # noqa: E402
 from orchestra.config import load_audience  # noqa: E402
 from orchestra.wire import audience_pb2  # noqa: E402
 
@@ -151,10 +151,9 @@ def one_run(root: Path, server: PgServer, way: str, players: Sequence[str], leas
     proxies: list[Proxy] = []
 
     def through_proxy(dsn: str) -> str:
-        options = psycopg.conninfo.conninfo_to_dict(dsn)
-        proxy = Proxy(str(options["host"]), int(str(options["port"])))
+        proxy, proxied = proxied_dsn(dsn)
         proxies.append(proxy)
-        return psycopg.conninfo.make_conninfo("", **{**options, "port": str(proxy.port)})
+        return proxied
 
     cluster = cluster_for(root, server, players, lease, through_proxy if way == "partition" else None)
     marker = root / "runs"

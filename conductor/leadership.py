@@ -84,7 +84,7 @@ class Lease:
                 value = fn(self._conn)
                 self.error = ""
                 return value
-            except (psycopg.Error, OSError, Exception) as err:  # noqa: BLE001 - any failure: try again later
+            except Exception as err:  # noqa: BLE001 - any failure: try again later
                 self.error = postgresql._first_line(err)
                 if self._conn is not None:
                     try:

@@ -13,6 +13,8 @@ import selectors
 import socket
 import threading
 
+import psycopg
+
 
 class Proxy:
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -82,3 +84,10 @@ class Proxy:
             return
         finally:
             selector.close()
+
+
+def proxied_dsn(dsn: str) -> tuple[Proxy, str]:
+    """A proxy to the PostgreSQL server a libpq dsn names (TCP), and the dsn through it."""
+    options = psycopg.conninfo.conninfo_to_dict(dsn)
+    proxy = Proxy(str(options["host"]), int(str(options["port"])))
+    return proxy, psycopg.conninfo.make_conninfo("", **{**options, "port": str(proxy.port)})

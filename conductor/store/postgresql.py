@@ -25,10 +25,11 @@ the next leader rebuilds from the database.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -504,12 +505,13 @@ CREATE OR REPLACE TRIGGER step_start_guard BEFORE UPDATE OF job_id ON workflow_s
 MIGRATIONS: dict[int, str] = {}
 
 
-def install_lease(conn: PgConn) -> None:
-    """The lease table, under the schema lock (a standby needs only this much)."""
+@contextlib.contextmanager
+def _schema_transaction(conn: PgConn) -> Iterator[None]:
+    """One transaction holding the schema lock: committed at the end, rolled back on error."""
     conn.execute("BEGIN")
     try:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
-        conn.execute(LEASE_TABLE)
+        yield
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -517,11 +519,15 @@ def install_lease(conn: PgConn) -> None:
         raise
 
 
+def install_lease(conn: PgConn) -> None:
+    """The lease table, under the schema lock (a standby needs only this much)."""
+    with _schema_transaction(conn):
+        conn.execute(LEASE_TABLE)
+
+
 def install(conn: PgConn) -> None:
     """Create or upgrade the schema in one transaction, then load the state table."""
-    conn.execute("BEGIN")
-    try:
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+    with _schema_transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute(LEASE_TABLE)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -537,11 +543,6 @@ def install(conn: PgConn) -> None:
         conn.executemany("INSERT INTO allowed_transitions VALUES (?, ?)", states.allowed_pairs())
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE"
                      " SET value = excluded.value", (str(SCHEMA_VERSION),))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 class PostgresStore(SqlStore):

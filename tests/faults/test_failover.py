@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from devtools.devcluster import Cluster
-from devtools.tcpproxy import Proxy
+from devtools.tcpproxy import Proxy, proxied_dsn
 from tests.conftest import MakeCluster, queue_rows, store_dsn
 from tests.faults.helpers import assert_queue_invariants, marker_score, runs
 
@@ -186,10 +186,9 @@ def test_leader_cut_off_from_the_database_steps_down_and_the_standby_takes_over(
     proxies: list[Proxy] = []
 
     def through_proxy(dsn: str) -> str:
-        options = psycopg.conninfo.conninfo_to_dict(dsn)
-        proxy = Proxy(str(options["host"]), int(str(options["port"])))
+        proxy, proxied = proxied_dsn(dsn)
         proxies.append(proxy)
-        return psycopg.conninfo.make_conninfo("", **{**options, "port": str(proxy.port)})
+        return proxied
 
     def cut(cluster: Cluster) -> None:
         proxies[0].cut()
