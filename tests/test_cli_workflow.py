@@ -23,6 +23,12 @@ if [ -n "$ORC_BUILD" ]; then echo "BUILD=$ORC_BUILD" > "$ORC_RESPONSE_FILE"; fi
 sleep "${ORC_SLEEP:-0}"
 exit "${ORC_CODE:-0}"
 """
+# Runs until told to stop, then stops only once $ORC_OUT.go exists.
+STUBBORN = """#!/bin/sh
+trap 'touch "$ORC_OUT.term"; until [ -e "$ORC_OUT.go" ]; do sleep 0.1; done; exit 143' TERM
+touch "$ORC_OUT.env"
+while :; do sleep 0.1; done
+"""
 CONF = "interface env\ntimeout 60\n"
 WORKFLOW_ID = re.compile(r"w[0-9a-f]{32}")
 
@@ -187,16 +193,21 @@ params = {{ OUT = "{tmp_path}/after.env" }}
 
 def test_canceljob_without_wait_exits_3_while_a_step_is_still_being_stopped(make_cluster: MakeCluster,
                                                                             tmp_path: Path) -> None:
-    cluster = cluster_with_record(make_cluster)
+    # The score stops only once the test lets it, and the player waits for it (a long
+    # kill_grace): the step is still being stopped when canceljob reads the workflow back.
+    cluster = make_cluster(["p1.test"], player_settings={"kill_grace": 120})
+    cluster.add_score("stubborn", STUBBORN, CONF)
     path = tmp_path / "wf.toml"
-    path.write_text(f'[steps.slow]\nscore = "record"\ntargets = ["p1.test"]\n'
-                    f'params = {{ OUT = "{tmp_path}/slow.env", SLEEP = "60" }}\n')
+    path.write_text(f'[steps.slow]\nscore = "stubborn"\ntargets = ["p1.test"]\n'
+                    f'params = {{ OUT = "{tmp_path}/slow" }}\n')
     workflow_id = cluster.cli("submitworkflow", str(path)).stdout.strip()
     cluster.wait_for(lambda: (tmp_path / "slow.env").exists(), "the slow step running")
     cancelled = cluster.cli("canceljob", workflow_id)
     assert cancelled.returncode == 3, cancelled.stderr
     assert f"workflow   {workflow_id}" in cancelled.stdout
     assert "1 step still running (its job being cancelled; canceljob --wait waits for that)" in cancelled.stderr
+    cluster.wait_for(lambda: (tmp_path / "slow.term").exists(), "the slow step told to stop")
+    (tmp_path / "slow.go").touch()
     done = cluster.cli("getstatus", "--wait", "--timeout", "60", workflow_id)
     assert done.returncode == 1 and "status     cancelled" in done.stdout
 
