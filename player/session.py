@@ -64,6 +64,12 @@ WISH_SECONDS = 30.0
 # dialled instead: a frozen conductor accepts the TCP connection and never finishes TLS,
 # which gRPC gives up on only after 20 s.
 DIAL_PATIENCE = 2.0
+# Seconds a dial may go without its Welcome, when several conductors are listed, before
+# it is given up for the next address even though no watch says another one leads (the
+# watches may be failing too). gRPC alone gives up on a stalled handshake after 20 s.
+DIAL_LIMIT = 8.0
+# Seconds a given-up dial has to wind down before the next one starts without it.
+DIAL_UNWIND = 2.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -265,6 +271,7 @@ class Player:
         self.dialled = config.conductors[0]  # HOST:PORT of the conductor of the current session
         self.scores_check_seconds = SCORES_CHECK_SECONDS
         self.inventory_lock = asyncio.Lock()  # one scan and announcement at a time, in order
+        self.unwinding: set[asyncio.Future[None]] = set()  # given-up dials still ending
         self.scores_seen: tuple[object, ...] | None = None  # signature the last scan saw
         self.inventory_sent = b""  # the list last announced on the current session
         # Live output: the tasks the conductor asked to watch on this session (with the
@@ -726,17 +733,25 @@ class Player:
         """:meth:`_dial` while the other conductors are watched: ended (its call cancelled,
         as a lost connection would end it) when one of them starts to lead; returns that
         one. A dial that has not got through after DIAL_PATIENCE seconds (a frozen
-        conductor holds the TLS handshake) gives way to any other that leads now."""
+        conductor holds the TLS handshake) gives way to any other that leads now, and
+        after DIAL_LIMIT seconds to the next address (returns None, as a failed dial)."""
         started = time.monotonic()
         watch.watch_all_but(address)
         session = asyncio.ensure_future(self._dial(address, name))
         try:
             while True:
-                patience = DIAL_PATIENCE - (time.monotonic() - started)
+                waited = time.monotonic() - started
+                if self.connected:
+                    timeout = None
+                elif waited >= DIAL_LIMIT:
+                    logger.warning("session_ended", conductor=address, seconds=DIAL_LIMIT,
+                                   reason="no welcome: trying the next conductor")
+                    return None
+                else:
+                    timeout = (DIAL_PATIENCE if waited < DIAL_PATIENCE else DIAL_LIMIT) - waited
                 news = asyncio.ensure_future(watch.news.wait())
                 try:
-                    await asyncio.wait({session, news}, return_when=asyncio.FIRST_COMPLETED,
-                                       timeout=patience if patience > 0 and not self.connected else None)
+                    await asyncio.wait({session, news}, return_when=asyncio.FIRST_COMPLETED, timeout=timeout)
                 finally:
                     news.cancel()
                 if session.done():
@@ -753,7 +768,24 @@ class Player:
         finally:
             if not session.done():
                 session.cancel()
-            await asyncio.gather(session, return_exceptions=True)
+            await self._unwind(session, address)
+
+    async def _unwind(self, session: asyncio.Future[None], address: str) -> None:
+        """Let a cancelled dial end, for at most DIAL_UNWIND seconds: one that does not (a
+        channel stuck closing) is left to end on its own, and the next dial goes ahead."""
+        await asyncio.wait({session}, timeout=DIAL_UNWIND)
+        if session.done():
+            if not session.cancelled():
+                session.exception()  # retrieved: how a cancelled dial ended is of no interest
+            return
+        logger.warning("dial_unwinding", conductor=address, seconds=DIAL_UNWIND)
+        self.unwinding.add(session)
+        session.add_done_callback(self._unwound)
+
+    def _unwound(self, session: asyncio.Future[None]) -> None:
+        self.unwinding.discard(session)
+        if not session.cancelled():
+            session.exception()
 
     async def _pause(self, targets: tuple[tuple[str, str], ...], index: int, delay: float, failures: int,
                      watch: LeaderWatch | None) -> int:

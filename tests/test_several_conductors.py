@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from devtools.devcluster import CONDUCTOR_NAME, Cluster, free_port, write_toml
 from orchestra.config import load_audience
 from orchestra.leader_hint import PLAYER_LINK, refusal_details, refusal_metadata
 from orchestra.params import check_idempotency_key
-from player.session import _next_index, backoff_delay
+from player.session import DIAL_LIMIT, _next_index, backoff_delay
 from tests.conftest import MakeCluster, queue_rows
 
 pytestmark = pytest.mark.backends("sqlite")  # the clients' behaviour; one store is enough
@@ -238,6 +239,29 @@ def test_a_player_leaves_its_session_for_a_conductor_that_starts_to_lead(
     assert [event["conductor"] for event in established] == [real(cluster)] * 2
     time.sleep(2.5)
     assert other.seen(SESSION) == 1 and cluster.connected() == {"p1.test"}
+
+
+def test_a_dial_never_welcomed_is_given_up_for_the_next_conductor_when_no_watch_helps(
+        make_cluster: MakeCluster, standbys: list[Standby]) -> None:
+    # A frozen conductor: the kernel accepts the connection, nothing ever answers the TLS
+    # handshake (gRPC alone gives up after 20 s). The other listed one leads nothing, so
+    # no watch says where to go: the player's own DIAL_LIMIT moves it on.
+    cluster = make_cluster(["p1.test"], start=False)
+    frozen = socket.socket()
+    try:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(16)
+        silent = f"127.0.0.1:{frozen.getsockname()[1]}"
+        other = standby(cluster, standbys, leader=None)
+        cluster.add_player_config("p1.test", conductor=[silent, other.address], backoff_initial=0.1)
+        cluster.start_player("p1.test")
+        cluster.wait_for(lambda: other.seen(SESSION) >= 1, "the player dialling the next conductor", timeout=15)
+        [ended, *_] = events(cluster, "player-p1.test", "session_ended")
+        assert (ended["conductor"], ended["seconds"]) == (silent, DIAL_LIMIT)
+        assert ended["reason"] == "no welcome: trying the next conductor" and ended["level"] == "warning"
+        assert not events(cluster, "player-p1.test", "dial_unwinding")  # the given-up dial ended at once
+    finally:
+        frozen.close()
 
 
 def test_a_player_with_one_conductor_watches_nothing(make_cluster: MakeCluster) -> None:

@@ -46,7 +46,8 @@ def events(cluster: Cluster, name: str, event: str) -> list[dict[str, object]]:
 def two_conductors(make_cluster: MakeCluster, leader_dsn: Callable[[str], str] | None = None) -> Cluster:
     """conductor leads (its dsn through leader_dsn, if given) and conductor2 stands by;
     both players and the ops.test audience list both addresses."""
-    cluster = make_cluster(PLAYERS, start=False, audience_names=["ops.test"], conductor_settings={
+    # At debug, the logs say what each player's leader watches heard, should a scenario fail.
+    cluster = make_cluster(PLAYERS, start=False, log_level="debug", audience_names=["ops.test"], conductor_settings={
         "audience": {"ops.test": {"scores": ["*"], "targets": ["*"]}}})
     if leader_dsn is not None:  # the leader's own [store] dsn; the rest keep the direct one
         own = {"store": {"dsn": leader_dsn(str(cluster.store_table["dsn"]))}}
