@@ -69,6 +69,10 @@ FD_HEADROOM = 512
 HEALTH_SERVICES = [health.AUDIENCE, health.PLAYER_LINK]
 
 
+def _did_not_run(late: float) -> str:
+    return f"the lease ran out {late:.1f} s ago while this conductor did not run to renew it"
+
+
 class SteppedDown(OrchestraError):
     """This conductor led and lost the lease: it stopped, and systemd (Restart=on-failure)
     starts it again, as a standby."""
@@ -343,21 +347,27 @@ class Conductor:
 
         lease = self.lease
         assert lease is not None
+        every = lease.seconds / TRIES_PER_LEASE
         while True:
-            await asyncio.sleep(lease.seconds / TRIES_PER_LEASE)
+            await asyncio.sleep(every)
             late = time.monotonic() - lease.valid_until
             if late >= 0:  # asleep past the lease's end: frozen (SIGSTOP), or starved of CPU
-                self._leadership_lost(f"the lease ran out {late:.1f} s ago while this conductor did not run")
+                self._leadership_lost(_did_not_run(late))
                 return
             try:  # a renewal stuck on an unreachable database ends with the lease
                 renewed = await asyncio.wait_for(lease.renew(), max(0.0, lease.valid_until - time.monotonic()))
             except TimeoutError:
-                self._leadership_lost(f"could not renew the lease in {lease.seconds:g} s: the database does not answer")
+                late = time.monotonic() - lease.valid_until
+                if late >= every:  # the timeout fired long after it was due: frozen mid-renewal
+                    self._leadership_lost(_did_not_run(late))
+                else:
+                    self._leadership_lost(f"could not renew the lease in {lease.seconds:g} s:"
+                                          " the database does not answer")
                 return
             if renewed is False:
                 self._leadership_lost("another conductor took the lease over")
                 return
-            if renewed is None and time.monotonic() >= lease.valid_until - lease.seconds / TRIES_PER_LEASE:
+            if renewed is None and time.monotonic() >= lease.valid_until - every:
                 self._leadership_lost(f"could not renew the lease in {lease.seconds:g} s: {lease.error}")
                 return
 

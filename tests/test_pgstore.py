@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from conductor.leadership import Lease
+from conductor.main import Conductor
 from conductor.states import TaskState
 from conductor.store import NewJob, open_store
 from conductor.store.postgresql import Fenced, PgDatabase, translate
@@ -113,6 +114,40 @@ def test_the_lease_is_taken_once_renewed_by_its_holder_and_taken_over_only_once_
             first.close()
             second.close()
     run(scenario())
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_leader_says_why_its_renewal_ran_out(pg_dsn: str, frozen: bool) -> None:
+    """A renewal's timeout is due when the lease ends. A leader frozen while it waits
+    (SIGSTOP) wakes with that timeout long overdue: it stepped down because it did not
+    run, though the database answered. One whose renewal hangs while it runs blames the
+    database."""
+    async def scenario() -> str:
+        lease = Lease(pg_dsn, 1.0, "leader", "127.0.0.1:1", f"host:/{frozen}")
+        renew = lease.renew
+
+        async def stuck() -> bool | None:
+            if frozen:
+                time.sleep(1.5)  # the whole process stops once the renewal is asked
+                return await renew()
+            await asyncio.Event().wait()  # no answer, while the process runs on
+            return None
+        try:
+            assert await lease.acquire() is not None
+            lease.renew = stuck  # type: ignore[method-assign]
+            conductor = Conductor.__new__(Conductor)  # only what stepping down uses
+            conductor.lease, conductor.lost = lease, ""
+            conductor.stopping, conductor.stop_now = asyncio.Event(), asyncio.Event()
+            await asyncio.wait_for(conductor._keep_lease(), 10)  # noqa: SLF001
+            assert conductor.stopping.is_set() and conductor.stop_now.is_set()
+            return conductor.lost
+        finally:
+            lease.close()
+    reason = run(scenario())
+    if frozen:
+        assert reason.startswith("the lease ran out ") and reason.endswith(" while this conductor did not run to renew it")
+    else:
+        assert reason == "could not renew the lease in 1 s: the database does not answer"
 
 
 def test_a_takeover_waits_for_the_holders_open_write_and_fences_the_next(tmp_path: Path, pg_dsn: str) -> None:
