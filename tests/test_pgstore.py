@@ -145,7 +145,8 @@ def test_a_leader_says_why_its_renewal_ran_out(pg_dsn: str, frozen: bool) -> Non
             lease.close()
     reason = run(scenario())
     if frozen:
-        assert reason.startswith("the lease ran out ") and reason.endswith(" while this conductor did not run to renew it")
+        assert reason.startswith("the lease ran out ")
+        assert reason.endswith(" while this conductor did not run to renew it")
     else:
         assert reason == "could not renew the lease in 1 s: the database does not answer"
 
