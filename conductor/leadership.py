@@ -258,10 +258,10 @@ class Standby:
         they heard last is that this conductor leads."""
         await self.health.set(health.PLAYER_LINK, health.SERVING)
         await asyncio.sleep(HANDOVER_SECONDS)
-        await self.local.close()
+        await self.local.close(cut=True)
         await asyncio.gather(self.public.stop(grace=0), self.relay.stop(grace=0))
 
     async def close(self) -> None:
         await self.health.close()
-        await self.local.close()
+        await self.local.close(cut=True)
         await asyncio.gather(self.public.stop(grace=0.5), self.relay.stop(grace=0.5))

@@ -36,6 +36,7 @@ class LocalSocket:
         self.backend_port = backend_port
         self.peers: dict[int, PeerCred] = {}
         self.server: asyncio.AbstractServer | None = None
+        self.links: set[asyncio.StreamWriter] = set()  # both ends of every connection relayed now
 
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)  # stale from a crash; the caller holds the lock
@@ -45,11 +46,18 @@ class LocalSocket:
         finally:
             os.umask(old)
 
-    async def close(self) -> None:
+    async def close(self, cut: bool = False) -> None:
+        """Stop accepting and remove the socket; with ``cut``, also end the connections
+        being relayed, rather than leave them to the gRPC server's stop: a standby handing
+        over does, since its relay may keep a connection it had not finished setting up
+        open until that connection's handshake timeout."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
         self.path.unlink(missing_ok=True)
+        if cut:
+            for writer in list(self.links):
+                writer.close()
 
     def lookup(self, peer: str) -> PeerCred | None:
         """The local peer behind a gRPC peer string like ``ipv4:127.0.0.1:PORT``."""
@@ -69,6 +77,7 @@ class LocalSocket:
             return
         port = back_writer.get_extra_info("sockname")[1]
         self.peers[port] = PeerCred(pid, uid, gid)
+        self.links.update((writer, back_writer))
         try:
             await asyncio.gather(_pump(reader, back_writer), _pump(back_reader, writer))
         except asyncio.CancelledError:
@@ -78,6 +87,7 @@ class LocalSocket:
             pass
         finally:
             self.peers.pop(port, None)  # before the port can be reused
+            self.links.difference_update((writer, back_writer))
             for w in (back_writer, writer):
                 with contextlib.suppress(Exception):
                     w.close()
