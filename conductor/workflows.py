@@ -109,6 +109,19 @@ def substitute(value: str, lookup: Any) -> str:
     return _TEMPLATE_RE.sub(one, value)
 
 
+def step_job(step: audience_pb2.WorkflowStep, params: Mapping[str, str]) -> audience_pb2.SubmitRequest:
+    """The step's job as submitted: its ``{{ params.KEY }}`` templates filled in, no
+    idempotency key of its own (the workflow's covers its steps)."""
+    job = audience_pb2.SubmitRequest()
+    job.CopyFrom(step.job)
+    job.idempotency_key = ""
+    # From a copy of the items: a protobuf map written while it is iterated may skip
+    # entries or visit them twice, depending on the process's hash seed.
+    for param, value in list(job.params.items()):
+        job.params[param] = fill_params(value, params)
+    return job
+
+
 def fill_params(value: str, params: Mapping[str, str]) -> str:
     """``value`` with its ``{{ params.KEY }}`` templates filled in (known at submission),
     the others left for the step's start."""
@@ -308,11 +321,7 @@ class Workflows:
         check_steps(request.steps, params)
         steps = []
         for step in request.steps:
-            job = audience_pb2.SubmitRequest()
-            job.CopyFrom(step.job)
-            job.idempotency_key = ""  # the workflow's own key covers its steps
-            for param, value in job.params.items():  # the workflow's params are known now
-                job.params[param] = fill_params(value, params)
+            job = step_job(step, params)  # the workflow's params are known now
             templated = frozenset(k.upper() for k, v in job.params.items() if "{{" in v)
             try:
                 draft = self.submissions.parse(job, who)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conductor.store import StepRecord, WorkflowRecord
-from conductor.workflows import Ref, check_steps, plan, references, substitute
+from conductor.workflows import Ref, check_steps, plan, references, step_job, substitute
 from orchestra.errors import ValidationError
 from orchestra.wire import audience_pb2
 
@@ -33,6 +33,18 @@ def test_a_malformed_template_is_refused(value: str) -> None:
 def test_substitution_is_plain_text_never_evaluated() -> None:
     filled = substitute("x={{ params.A }};{{ params.A }}", lambda ref: "$(rm -rf /) {{ params.B }}")
     assert filled == "x=$(rm -rf /) {{ params.B }};$(rm -rf /) {{ params.B }}"
+
+
+def test_a_steps_job_has_every_workflow_param_filled_in_and_the_rest_left_for_its_start() -> None:
+    params = {f"P{n}": f"v{n}" for n in range(40)}
+    templates = {f"K{n}": f"x-{{{{ params.P{n} }}}}" for n in range(40)}
+    later = {"FROM": "{{ steps.a.response.OUT }}", "PLAIN": "as is"}
+    one = step("b", "a", params={**templates, **later})
+    one.job.idempotency_key = "mine"
+    job = step_job(one, params)
+    assert dict(job.params) == {**{f"K{n}": f"x-v{n}" for n in range(40)}, **later}
+    assert job.idempotency_key == "" and one.job.idempotency_key == "mine"  # the step itself untouched
+    assert one.job.params["K0"] == "x-{{ params.P0 }}"
 
 
 def test_a_valid_workflow_passes() -> None:
