@@ -775,8 +775,7 @@ class Player:
         channel stuck closing) is left to end on its own, and the next dial goes ahead."""
         await asyncio.wait({session}, timeout=DIAL_UNWIND)
         if session.done():
-            if not session.cancelled():
-                session.exception()  # retrieved: how a cancelled dial ended is of no interest
+            self._unwound(session)
             return
         logger.warning("dial_unwinding", conductor=address, seconds=DIAL_UNWIND)
         self.unwinding.add(session)
@@ -785,7 +784,7 @@ class Player:
     def _unwound(self, session: asyncio.Future[None]) -> None:
         self.unwinding.discard(session)
         if not session.cancelled():
-            session.exception()
+            session.exception()  # retrieved: how a given-up dial ended is of no interest
 
     async def _pause(self, targets: tuple[tuple[str, str], ...], index: int, delay: float, failures: int,
                      watch: LeaderWatch | None) -> int:
