@@ -187,15 +187,17 @@ def test_the_jobs_page_shows_a_job_submitted_by_the_test(cluster: Cluster, alice
     job = submit_as(cluster, "alice.test", "--all-of", "--name", "greet the web tier", "hello", "who=web", *PLAYERS)
     cluster.cli("getstatus", "--wait", "--timeout", "30", job)
     alice.get(cluster.web_url + "jobs")
-    row = alice.find_element(By.ID, f"job-{job}")
-    assert "greet the web tier" in row.text and "cert:alice.test" in row.text and "ok" in row.text
+    # Each page is live: an element may be replaced by an update between its lookup and
+    # its read, so each is read in one go, again if it was.
+    shown(alice, lambda d: all(words in d.find_element(By.ID, f"job-{job}").text
+                               for words in ("greet the web tier", "cert:alice.test", "ok")), "the job's row")
     snapshot(alice, "jobs")
     alice.get(cluster.web_url)
     shown(alice, lambda d: d.find_element(By.ID, "live").text == "live", "the overview's stream")
-    assert "players connected" in alice.find_element(By.ID, "overview").text
+    shown(alice, lambda d: "players connected" in d.find_element(By.ID, "overview").text, "the overview")
     snapshot(alice, "overview")
     alice.get(cluster.web_url + "players")
-    assert "web1.test" in alice.find_element(By.ID, "player-web1.test").text
+    shown(alice, lambda d: "web1.test" in d.find_element(By.ID, "player-web1.test").text, "web1's row")
     snapshot(alice, "players")
     no_console_errors(alice)
 
