@@ -72,13 +72,8 @@ def progress(message: str) -> None:
 
 def log_time(cluster: Cluster, name: str, event: str) -> float | None:
     """The wall-clock time of the first ``event`` in conductor ``name``'s log."""
-    for line in cluster.log_text(name).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
+    for record in cluster.log_events(name, event):
+        return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
     return None
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from audience.client import Client
 from devtools import pki
@@ -411,6 +412,19 @@ class Cluster:
     def log_text(self, name: str) -> str:
         path = self.root / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_events(self, name: str, *events: str) -> list[dict[str, Any]]:
+        """The JSON log lines of process ``name`` whose event is one of ``events``, in order
+        (lines that are not JSON objects, such as a traceback's, are passed over)."""
+        found = []
+        for line in self.log_text(name).splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") in events:
+                found.append(record)
+        return found
 
     def wait_for(self, check: object, what: str, timeout: float = 30, proc: Proc | None = None) -> None:
         deadline = time.monotonic() + timeout

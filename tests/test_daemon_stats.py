@@ -3,26 +3,18 @@ the conductor raises for itself (real daemons, real signals, real rlimits)."""
 
 from __future__ import annotations
 
-import json
 import resource
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from devtools.devcluster import Cluster
 from tests.conftest import MakeCluster, job_json
 
 
-def stats_of(cluster: Cluster, name: str) -> list[dict[str, object]]:
-    lines = []
-    for line in cluster.log_text(name).splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == "stats":
-            lines.append(entry)
-    return lines
+def stats_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    return cluster.log_events(name, "stats")
 
 
 def test_sigusr1_logs_commit_counters_without_stopping_either_daemon(make_cluster: MakeCluster) -> None:

@@ -233,13 +233,7 @@ def endpoints() -> Iterator[list[Endpoint]]:
 
 
 def log_events(cluster: Cluster, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in cluster.log_text("conductor").splitlines():
-        if f'"{event}"' in line:
-            record = json.loads(line)
-            if record["event"] == event:
-                found.append(record)
-    return found
+    return cluster.log_events("conductor", event)
 
 
 def run_job(cluster: Cluster) -> str:

@@ -7,7 +7,6 @@ Each test runs the real daemons; "without a reconnect" is checked in the conduct
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,7 @@ FRESH_SCORE = "#!/bin/sh\necho \"colour $ORC_COLOR\"\n"
 
 
 def events(cluster: Cluster, proc: str, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in cluster.log_text(proc).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") == event:
-            found.append(record)
-    return found
+    return cluster.log_events(proc, event)
 
 
 def put(path: Path, text: str, mode: int) -> None:

@@ -124,15 +124,7 @@ def unreachable() -> str:
 
 
 def events(cluster: Cluster, proc: str, *names: str) -> list[dict[str, Any]]:
-    found = []
-    for line in cluster.log_text(proc).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") in names:
-            found.append(record)
-    return found
+    return cluster.log_events(proc, *names)
 
 
 def start_player(cluster: Cluster, conductors: list[str], backoff_initial: float = 0.1) -> None:

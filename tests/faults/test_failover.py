@@ -9,12 +9,12 @@ finds itself fenced and steps down without committing anything more.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -31,16 +31,8 @@ BURST = 40
 TAKEOVER_LIMIT = 60.0
 
 
-def events(cluster: Cluster, name: str, event: str) -> list[dict[str, object]]:
-    found = []
-    for line in cluster.log_text(name).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            found.append(record)
-    return found
+def events(cluster: Cluster, name: str, event: str) -> list[dict[str, Any]]:
+    return cluster.log_events(name, event)
 
 
 def two_conductors(make_cluster: MakeCluster, leader_dsn: Callable[[str], str] | None = None) -> Cluster:
